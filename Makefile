@@ -1,0 +1,45 @@
+# streamrec: one command sets everything up; repeated runs reuse what is installed.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= cpu,train,dev
+JARS_STAMP := deploy/jvm/target/.jars-ok
+VENV_STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+
+.PHONY: setup venv jars demo test test-unit test-integration bench clean-runtime
+
+setup: venv jars
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+jars: $(JARS_STAMP)
+
+$(JARS_STAMP): deploy/jvm/pom.xml
+	mvn -q -B -f deploy/jvm/pom.xml package
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/streamrec demo
+
+test: setup
+	$(PY) -m pytest tests
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+
+test-integration: setup
+	$(PY) -m pytest tests/integration
+
+bench: setup
+	$(PY) -m perf.bench_latency
+
+clean-runtime:
+	rm -rf .streamrec/run

@@ -1,0 +1,180 @@
+"""Synthetic event streams with realistic structure, for the demo, tests and benchmarks.
+
+Structure: Zipf item popularity; items grouped in taste clusters, each cluster an ordered "series"
+(so there is sequential signal: the next item is often the one after the current one); users with a
+few dominant clusters; sessions (minutes apart inside, hours between); a view -> click ->
+add_to_cart -> purchase funnel; occasional ratings; and a configurable share of malformed records
+of every kind the job must dead-letter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from operators.errors import ConfigError
+
+__all__ = ["GeneratorConfig", "GeneratedRecord", "generate_events", "to_records", "write_jsonl"]
+
+MALFORMED_KINDS = (
+    "bad_json",
+    "missing_field",
+    "wrong_type",
+    "bad_event_type",
+    "absurd_timestamp",
+    "oversized",
+    "not_object",
+    "bad_encoding",
+)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Shape of the generated stream; the seed makes it reproducible."""
+
+    n_users: int = 500
+    n_items: int = 1_000
+    n_clusters: int = 20
+    sessions_per_user: float = 4.0
+    session_len: float = 6.0
+    zipf_a: float = 1.1
+    p_next_in_series: float = 0.55
+    p_same_cluster: float = 0.35
+    start_ms: int = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    span_ms: int = 14 * 24 * 3_600_000
+    seed: int = 7
+    user_prefix: str = "u"
+    item_prefix: str = "i"
+
+    def __post_init__(self) -> None:
+        for name in ("n_users", "n_items", "n_clusters"):
+            if getattr(self, name) < 1:
+                msg = f"{name} must be >= 1, got {getattr(self, name)}"
+                raise ConfigError(msg)
+        if self.n_clusters > self.n_items:
+            msg = f"n_clusters ({self.n_clusters}) cannot exceed n_items ({self.n_items})"
+            raise ConfigError(msg)
+
+
+def generate_events(cfg: GeneratorConfig) -> list[dict]:
+    """Valid events of the contract, sorted by ``ts`` (users interleaved, as a live stream)."""
+    rng = np.random.default_rng(cfg.seed)
+    popularity = 1.0 / np.arange(1, cfg.n_items + 1) ** cfg.zipf_a
+    rng.shuffle(popularity)
+    popularity /= popularity.sum()
+    cluster_of = rng.integers(0, cfg.n_clusters, size=cfg.n_items)
+    cluster_of[: cfg.n_clusters] = np.arange(cfg.n_clusters)  # no empty cluster
+    members = [np.flatnonzero(cluster_of == c) for c in range(cfg.n_clusters)]
+    position = np.empty(cfg.n_items, dtype=np.int64)
+    for series in members:
+        position[series] = np.arange(len(series))
+    member_pop = [popularity[m] / popularity[m].sum() for m in members]
+
+    events: list[dict] = []
+    for u in range(cfg.n_users):
+        taste = rng.dirichlet(np.full(cfg.n_clusters, 0.15))
+        user = f"{cfg.user_prefix}{u}"
+        n_sessions = 1 + rng.poisson(max(cfg.sessions_per_user - 1, 0))
+        starts = np.sort(rng.integers(cfg.start_ms, cfg.start_ms + cfg.span_ms, size=n_sessions))
+        for t0 in starts:
+            cluster = rng.choice(cfg.n_clusters, p=taste)
+            item = int(rng.choice(members[cluster], p=member_pop[cluster]))
+            t = int(t0)
+            for _ in range(1 + rng.poisson(max(cfg.session_len - 1, 0))):
+                events.extend(_funnel(rng, user, f"{cfg.item_prefix}{item}", t))
+                t += int(rng.integers(5_000, 180_000))
+                roll = rng.random()
+                series = members[cluster_of[item]]
+                if roll < cfg.p_next_in_series and position[item] + 1 < len(series):
+                    item = int(series[position[item] + 1])
+                elif roll < cfg.p_next_in_series + cfg.p_same_cluster:
+                    c = cluster_of[item]
+                    item = int(rng.choice(members[c], p=member_pop[c]))
+                else:
+                    item = int(rng.choice(cfg.n_items, p=popularity))
+    events.sort(key=lambda e: (e["ts"], e["user_id"]))
+    for n, event in enumerate(events):
+        event["event_id"] = f"e{cfg.seed}-{n}"
+    return events
+
+
+def _funnel(rng: np.random.Generator, user: str, item: str, t: int) -> Iterator[dict]:
+    yield {"user_id": user, "item_id": item, "event_type": "view", "ts": t}
+    if rng.random() < 0.3:
+        t += int(rng.integers(1_000, 20_000))
+        yield {"user_id": user, "item_id": item, "event_type": "click", "ts": t}
+        if rng.random() < 0.25:
+            t += int(rng.integers(1_000, 60_000))
+            yield {"user_id": user, "item_id": item, "event_type": "add_to_cart", "ts": t, "value": 1.0}
+            if rng.random() < 0.4:
+                t += int(rng.integers(1_000, 60_000))
+                price = round(float(rng.uniform(2, 200)), 2)
+                yield {"user_id": user, "item_id": item, "event_type": "purchase", "ts": t, "value": price}
+    elif rng.random() < 0.03:
+        rating = float(rng.integers(1, 6))
+        yield {"user_id": user, "item_id": item, "event_type": "rating", "ts": t + 500, "value": rating}
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedRecord:
+    """One Kafka record to produce: key, value, and what the job must make of it."""
+
+    key: bytes | None
+    value: bytes
+    valid: bool
+    kind: str
+    event: dict | None
+
+
+def _malformed(rng: np.random.Generator, base: dict, kind: str) -> bytes:
+    doc = dict(base)
+    if kind == "bad_json":
+        return json.dumps(doc).encode()[:-3] + b"{,"
+    if kind == "missing_field":
+        doc.pop(str(rng.choice(["user_id", "item_id", "event_type", "ts"])))
+    elif kind == "wrong_type":
+        doc["ts"] = "yesterday"
+    elif kind == "bad_event_type":
+        doc["event_type"] = "teleport"
+    elif kind == "absurd_timestamp":
+        doc["ts"] = doc["ts"] // 1000  # seconds sent as milliseconds
+    elif kind == "oversized":
+        doc["blob"] = "x" * 20_000
+    elif kind == "not_object":
+        return json.dumps([doc]).encode()
+    elif kind == "bad_encoding":
+        return b"\xff\xfe" + json.dumps(doc).encode("utf-16-le")
+    return json.dumps(doc).encode()
+
+
+def to_records(events: list[dict], *, malformed_share: float = 0.0, seed: int = 11) -> list[GeneratedRecord]:
+    """Serialise events, mixing in ``malformed_share`` malformed records of every kind."""
+    if not 0.0 <= malformed_share < 1.0:
+        msg = f"malformed_share must be in [0, 1), got {malformed_share}"
+        raise ConfigError(msg)
+    rng = np.random.default_rng(seed)
+    records: list[GeneratedRecord] = []
+    n_bad = 0
+    for event in events:
+        records.append(
+            GeneratedRecord(event["user_id"].encode(), json.dumps(event).encode(), True, "valid", event)
+        )
+        if malformed_share and rng.random() < malformed_share / (1 - malformed_share):
+            kind = MALFORMED_KINDS[n_bad % len(MALFORMED_KINDS)]
+            n_bad += 1
+            records.append(GeneratedRecord(event["user_id"].encode(), _malformed(rng, event, kind), False, kind, None))
+    return records
+
+
+def write_jsonl(events: list[dict], path: str | Path) -> Path:
+    """Write events as JSON lines (the ``events`` training format)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for event in events:
+            fh.write(json.dumps(event) + "\n")
+    return path

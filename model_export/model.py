@@ -1,0 +1,111 @@
+"""SASRec: a causal self-attention sequential recommender (Kang & McAuley 2018), pre-LN blocks.
+
+``forward(item_seq)`` takes tensors only. Padding id 0, sequences left-padded, newest item last.
+Scores are dot products with the (shared) item embedding table over the full catalog.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["SASRecConfig", "SASRec", "ServingHead"]
+
+NEG = -1e9  # finite mask value: -inf would turn fully padded rows into NaN
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    """Architecture hyper-parameters."""
+
+    n_items: int
+    max_seq_len: int = 50
+    hidden: int = 64
+    n_blocks: int = 2
+    n_heads: int = 1
+    dropout: float = 0.2
+
+
+class _Block(nn.Module):
+    def __init__(self, d: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if d % heads:
+            msg = f"hidden ({d}) must be divisible by n_heads ({heads})"
+            raise ValueError(msg)
+        self.heads, self.d_head = heads, d // heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ffn = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Dropout(dropout), nn.Linear(d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # x: [B, L, D]; mask: [B, 1, L, L] additive (0 keep, NEG drop)
+        b, length, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(b, length, 3, self.heads, self.d_head).permute(2, 0, 3, 1, 4)
+        att = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head) + mask  # [B, H, L, L]
+        att = self.drop(torch.softmax(att, dim=-1))
+        y = (att @ v).transpose(1, 2).reshape(b, length, d)  # [B, L, D]
+        x = x + self.drop(self.proj(y))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class SASRec(nn.Module):
+    """Item sequence -> next-item logits over the catalog."""
+
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.hidden
+        self.item_emb = nn.Embedding(cfg.n_items + 1, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_seq_len, d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(_Block(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_blocks))
+        self.ln = nn.LayerNorm(d)
+        causal = torch.triu(torch.full((cfg.max_seq_len, cfg.max_seq_len), NEG), diagonal=1)
+        self.register_buffer("causal", causal, persistent=False)
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    def encode(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Hidden state at every position: ``[B, L] -> [B, L, D]``."""
+        length = item_seq.shape[1]
+        pad = item_seq == 0  # [B, L]
+        pos = torch.arange(length, device=item_seq.device)
+        x = self.item_emb(item_seq) * math.sqrt(self.cfg.hidden) + self.pos_emb(pos)  # [B, L, D]
+        x = self.drop(x) * (~pad).unsqueeze(-1)
+        key_mask = pad.unsqueeze(1).unsqueeze(2).to(x.dtype) * NEG  # [B, 1, 1, L]
+        mask = self.causal[:length, :length] + key_mask  # [B, 1, L, L]
+        for block in self.blocks:
+            x = block(x, mask) * (~pad).unsqueeze(-1)
+        return self.ln(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[..., D] -> [..., V + 1]`` (index 0 is padding)."""
+        return hidden @ self.item_emb.weight.T
+
+    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Next-item logits after the newest item: ``[B, L] -> [B, V + 1]``."""
+        return self.logits(self.encode(item_seq)[:, -1, :])
+
+
+class ServingHead(nn.Module):
+    """What gets exported: ``item_seq [B, L] -> (scores [B, C], items [B, C])``, best first, padding never."""
+
+    def __init__(self, model: SASRec, n_candidates: int) -> None:
+        super().__init__()
+        self.model = model
+        self.n_candidates = n_candidates
+        penalty = torch.zeros(model.cfg.n_items + 1)
+        penalty[0] = NEG
+        self.register_buffer("penalty", penalty, persistent=False)
+
+    def forward(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(item_seq) + self.penalty  # [B, V + 1]
+        scores, items = torch.topk(logits, self.n_candidates, dim=-1)  # [B, C] each
+        return scores, items

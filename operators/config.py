@@ -1,0 +1,93 @@
+"""Typed, validated configuration of the recommendation job, built once at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from operators.errors import ConfigError
+
+__all__ = ["JobConfig"]
+
+DeliveryGuarantee = Literal["at-least-once", "exactly-once", "none"]
+StartupMode = Literal["group-offsets", "earliest-offset", "latest-offset"]
+
+_DELIVERY = ("at-least-once", "exactly-once", "none")
+_STARTUP = ("group-offsets", "earliest-offset", "latest-offset")
+
+
+def _positive(name: str, value: int, fix: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        msg = f"{name} must be a positive integer, got {value!r}. {fix}"
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything the job needs; invalid values fail at construction with the fix in the message."""
+
+    bootstrap_servers: str
+    bundle_path: str
+    checkpoint_dir: str
+    input_topic: str = "streamrec.events"
+    output_topic: str = "streamrec.recommendations"
+    dead_letter_topic: str = "streamrec.dead-letter"
+    group_id: str = "streamrec-job"
+    top_k: int = 20
+    history_len: int = 200
+    state_ttl_ms: int = 30 * 24 * 3_600_000
+    max_event_bytes: int = 16_384
+    max_future_ms: int = 24 * 3_600_000
+    parallelism: int = 1
+    checkpoint_interval_ms: int = 2_000
+    buffer_timeout_ms: int = 1
+    state_cache_size: int = 100_000
+    delivery_guarantee: DeliveryGuarantee = "at-least-once"
+    startup_mode: StartupMode = "group-offsets"
+    onnx_providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
+    onnx_threads: int = 1
+    job_name: str = "streamrec-recommend"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        servers = [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
+        if not servers or any(":" not in s or not s.rsplit(":", 1)[1].isdigit() for s in servers):
+            msg = (
+                f"bootstrap_servers={self.bootstrap_servers!r} is not a host:port list; "
+                "pass e.g. --bootstrap-servers 127.0.0.1:9092"
+            )
+            raise ConfigError(msg)
+        for name in ("input_topic", "output_topic", "dead_letter_topic", "group_id"):
+            value = getattr(self, name)
+            if not value or any(c.isspace() for c in value):
+                msg = f"{name}={value!r} must be a non-empty name without spaces"
+                raise ConfigError(msg)
+        if len({self.input_topic, self.output_topic, self.dead_letter_topic}) != 3:
+            msg = (
+                f"input, output and dead-letter topics must differ, got {self.input_topic!r}, "
+                f"{self.output_topic!r}, {self.dead_letter_topic!r}"
+            )
+            raise ConfigError(msg)
+        _positive("top_k", self.top_k, "Use e.g. --top-k 20.")
+        _positive("history_len", self.history_len, "Use e.g. --history-len 200.")
+        _positive("state_ttl_ms", self.state_ttl_ms, "Use e.g. --state-ttl-hours 720.")
+        _positive("max_event_bytes", self.max_event_bytes, "Use e.g. 16384.")
+        _positive("max_future_ms", self.max_future_ms, "Use e.g. 86400000 (one day).")
+        _positive("parallelism", self.parallelism, "Use --parallelism 1 or more.")
+        _positive("checkpoint_interval_ms", self.checkpoint_interval_ms, "Use e.g. 2000.")
+        _positive("buffer_timeout_ms", self.buffer_timeout_ms, "Use 1 for lowest latency.")
+        _positive("state_cache_size", self.state_cache_size, "Size it for the number of active users.")
+        _positive("onnx_threads", self.onnx_threads, "Use 1 per task slot.")
+        if self.delivery_guarantee not in _DELIVERY:
+            msg = f"delivery_guarantee={self.delivery_guarantee!r}; choose one of {_DELIVERY}"
+            raise ConfigError(msg)
+        if self.startup_mode not in _STARTUP:
+            msg = f"startup_mode={self.startup_mode!r}; choose one of {_STARTUP}"
+            raise ConfigError(msg)
+        if not self.onnx_providers:
+            msg = "onnx_providers must name at least one provider, e.g. CPUExecutionProvider"
+            raise ConfigError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for logs and job descriptions)."""
+        return asdict(self)

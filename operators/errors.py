@@ -1,0 +1,24 @@
+"""Exception hierarchy of streamrec: one root, one subclass per concept."""
+
+__all__ = ["StreamrecError", "ConfigError", "BundleError", "EventValidationError"]
+
+
+class StreamrecError(Exception):
+    """Root of every error streamrec raises on purpose."""
+
+
+class ConfigError(StreamrecError, ValueError):
+    """A job, training or replay setting is invalid; the message names the setting and the fix."""
+
+
+class BundleError(StreamrecError):
+    """A model bundle is missing, malformed or tampered with; the job refuses to serve it."""
+
+
+class EventValidationError(StreamrecError, ValueError):
+    """An input event breaks the event contract; ``reason`` is what goes to the dead-letter topic."""
+
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
