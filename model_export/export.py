@@ -147,6 +147,7 @@ def export_bundle(
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp.chmod(0o755)
         tmp.rename(out_dir)
     finally:
         if tmp.exists():

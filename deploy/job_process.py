@@ -1,0 +1,151 @@
+"""Run the recommendation job as a child process in its own process group (MiniCluster inside)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from deploy.paths import REPO_ROOT, java_home, site_packages
+from operators.errors import StreamrecError
+
+__all__ = ["JobProcess", "JobError", "wait_until_serving"]
+
+log = logging.getLogger(__name__)
+
+
+class JobError(StreamrecError):
+    """The job process died or never started serving."""
+
+
+class JobProcess:
+    """``python -m flink_jobs.recommend_job ARGS`` with JAVA_HOME, PYTHONPATH and logs set up.
+
+    Stopped by its process group (SIGTERM, then SIGKILL): the MiniCluster JVM is a child of it.
+    """
+
+    def __init__(self, args: Sequence[str], log_dir: str | Path) -> None:
+        self.args = list(args)
+        self.log_dir = Path(log_dir).resolve()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    @property
+    def log_file(self) -> Path:
+        """The job's stdout/stderr."""
+        return self.log_dir / "job.out"
+
+    def start(self) -> JobProcess:
+        """Start the process; returns at once (see :func:`wait_until_serving`)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env["JAVA_HOME"] = java_home()
+        paths = [str(REPO_ROOT), site_packages()]
+        if env.get("PYTHONPATH"):
+            paths.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        env["FLINK_LOG_DIR"] = str(self.log_dir)
+        out = self.log_file.open("ab")
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            [sys.executable, "-m", "flink_jobs.recommend_job", *self.args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=str(REPO_ROOT),
+            env=env,
+            start_new_session=True,
+        )
+        out.close()
+        log.info("job process started (pid %d), logs in %s", self.proc.pid, self.log_dir)
+        return self
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of the job's output."""
+        if not self.log_file.exists():
+            return ""
+        return "\n".join(self.log_file.read_text("utf-8", errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Stop the whole process group; idempotent."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.info("job process stopped (pid %d)", proc.pid)
+
+    def __enter__(self) -> JobProcess:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def wait_until_serving(
+    job: JobProcess,
+    bootstrap: str,
+    input_topic: str,
+    output_topic: str,
+    *,
+    timeout_s: float = 180.0,
+    probe_user: str = "__streamrec_probe__",
+) -> float:
+    """Send probe events until a list for the probe user comes out; returns seconds since start.
+
+    The probe is a valid event of a reserved user id: it proves the whole path (source, state, model,
+    sink) works. Consumers that count lists should skip ``probe_user``.
+    """
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    parts = [TopicPartition(output_topic, p) for p in sorted(consumer.partitions_for_topic(output_topic) or {0})]
+    consumer.assign(parts)
+    consumer.seek_to_end(*parts)
+    for tp in parts:
+        consumer.position(tp)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    deadline = time.monotonic() + timeout_s
+    next_probe = 0.0
+    n = 0
+    try:
+        while time.monotonic() < deadline:
+            if not job.alive():
+                msg = f"job process exited before serving; last output:\n{job.log_tail()}"
+                raise JobError(msg)
+            if time.monotonic() >= next_probe:
+                probe = {"user_id": probe_user, "item_id": "__probe__", "event_type": "view",
+                         "ts": int(time.time() * 1000), "event_id": f"probe-{n}"}
+                producer.send(input_topic, key=probe_user.encode(), value=json.dumps(probe).encode())
+                producer.flush()
+                n += 1
+                next_probe = time.monotonic() + 5.0
+            for records in consumer.poll(timeout_ms=250).values():
+                for record in records:
+                    if record.key == probe_user.encode():
+                        return time.monotonic() - job.started_at
+        msg = f"job did not serve a probe within {timeout_s:.0f}s; last output:\n{job.log_tail()}"
+        raise JobError(msg)
+    finally:
+        producer.close()
+        consumer.close()

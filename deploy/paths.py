@@ -1,0 +1,78 @@
+"""Where things are: the one module that reads the environment (argument > env > default)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
+from operators.errors import ConfigError
+
+__all__ = [
+    "REPO_ROOT",
+    "java_home",
+    "java_executable",
+    "kafka_broker_classpath",
+    "flink_connector_jar",
+    "runtime_dir",
+    "site_packages",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+JVM_TARGET = REPO_ROOT / "deploy" / "jvm" / "target"
+
+
+def java_home(explicit: str | None = None) -> str:
+    """JAVA_HOME: the argument, else ``$JAVA_HOME``, else derived from ``java`` on PATH."""
+    home = explicit or os.environ.get("JAVA_HOME")
+    if home and Path(home, "bin", "java").exists():
+        return home
+    java = shutil.which("java")
+    if java:
+        return str(Path(java).resolve().parent.parent)
+    msg = "no Java found: install OpenJDK 17 and set JAVA_HOME (e.g. /usr/lib/jvm/java-17-openjdk-amd64)"
+    raise ConfigError(msg)
+
+
+def java_executable(explicit_home: str | None = None) -> str:
+    """The ``java`` binary of :func:`java_home`."""
+    return str(Path(java_home(explicit_home), "bin", "java"))
+
+
+def _jars_missing(what: Path) -> ConfigError:
+    return ConfigError(f"{what} is missing; run `make jars` (mvn -f deploy/jvm/pom.xml package) first")
+
+
+def kafka_broker_classpath(explicit: str | None = None) -> str:
+    """Classpath of the Kafka broker jars fetched by ``make jars``."""
+    folder = Path(explicit or os.environ.get("STREAMREC_KAFKA_LIB") or JVM_TARGET / "kafka-broker")
+    if not any(folder.glob("kafka_2.13-*.jar")):
+        raise _jars_missing(folder)
+    return str(folder / "*")
+
+
+def flink_connector_jar(explicit: str | None = None) -> Path:
+    """The shaded Flink Kafka connector jar fetched by ``make jars``."""
+    jar = Path(explicit or os.environ.get("STREAMREC_CONNECTOR_JAR") or JVM_TARGET / "flink-lib" / "flink-sql-connector-kafka.jar")
+    if not jar.is_file():
+        raise _jars_missing(jar)
+    return jar.resolve()
+
+
+def runtime_dir(explicit: str | None = None) -> Path:
+    """Project-owned directory for broker data, checkpoints and logs (``.streamrec/`` by default)."""
+    path = Path(explicit or os.environ.get("STREAMREC_HOME") or REPO_ROOT / ".streamrec")
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
+
+
+def site_packages() -> str:
+    """This interpreter's site-packages (thread mode needs it on PYTHONPATH for pemja)."""
+    return sysconfig.get_paths()["purelib"]
+
+
+def python_executable() -> str:
+    """The interpreter that runs the job and its Python workers."""
+    return sys.executable
