@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,19 @@ def check_parity(head: ServingHead, onnx_path: Path, inputs: list[np.ndarray], s
     return {"max_abs_diff": max_diff, "batches": [int(b.shape[0]) for b in inputs]}
 
 
+def _export(head: ServingHead, example: torch.Tensor, onnx_path: Path, spec: ExportSpec) -> None:
+    torch.onnx.export(
+        head,
+        (example,),
+        str(onnx_path),
+        input_names=[spec.input_name],
+        output_names=list(spec.output_names),
+        dynamic_axes={spec.input_name: {0: "batch"}, OUTPUT_SCORES: {0: "batch"}, OUTPUT_ITEMS: {0: "batch"}},
+        opset_version=spec.opset,
+        dynamo=False,
+    )
+
+
 def export_bundle(
     model: SASRec,
     out_dir: str | Path,
@@ -114,17 +128,11 @@ def export_bundle(
     try:
         onnx_path = tmp / ONNX_NAME
         example = torch.from_numpy(sample_inputs[0][:1])
-        torch.onnx.export(
-            head,
-            (example,),
-            str(onnx_path),
-            input_names=[spec.input_name],
-            output_names=list(spec.output_names),
-            dynamic_axes={spec.input_name: {0: "batch"}, OUTPUT_SCORES: {0: "batch"}, OUTPUT_ITEMS: {0: "batch"}},
-            opset_version=spec.opset,
-            dynamo=False,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+            _export(head, example, onnx_path, spec)
         parity = check_parity(head, onnx_path, sample_inputs, spec)
+
         log.info("onnx parity ok: max |diff| %.3g", parity["max_abs_diff"])
         cfg = model.cfg
         write_manifest(

@@ -18,7 +18,14 @@ import numpy as np
 
 from operators.errors import ConfigError
 
-__all__ = ["GeneratorConfig", "GeneratedRecord", "generate_events", "to_records", "write_jsonl"]
+__all__ = [
+    "GeneratorConfig",
+    "GeneratedRecord",
+    "generate_events",
+    "split_by_time",
+    "to_records",
+    "write_jsonl",
+]
 
 MALFORMED_KINDS = (
     "bad_json",
@@ -178,3 +185,14 @@ def write_jsonl(events: list[dict], path: str | Path) -> Path:
         for event in events:
             fh.write(json.dumps(event) + "\n")
     return path
+
+
+def split_by_time(events: list[dict], train_share: float = 0.8) -> tuple[list[dict], list[dict]]:
+    """Split a ts-sorted stream at the ``train_share`` quantile of event time: (before, from then on)."""
+    if not 0.0 < train_share < 1.0:
+        msg = f"train_share must be in (0, 1), got {train_share}"
+        raise ConfigError(msg)
+    if not events:
+        return [], []
+    cut = events[min(int(len(events) * train_share), len(events) - 1)]["ts"]
+    return [e for e in events if e["ts"] < cut], [e for e in events if e["ts"] >= cut]

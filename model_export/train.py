@@ -169,7 +169,7 @@ def train_sasrec(data: SequenceData, split: LooSplit, cfg: TrainConfig) -> Train
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         point = {"epoch": float(epoch), "loss": float(np.mean(losses)) if losses else float("nan")}
         if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
             valid = evaluate(model, split.valid_inputs, split.valid_targets, (10,))

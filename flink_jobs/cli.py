@@ -1,0 +1,136 @@
+"""``streamrec``: train, run, demo, generate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from operators.errors import StreamrecError
+
+__all__ = ["main"]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from model_export.pipeline import TrainJob, run_training
+    from model_export.train import TrainConfig
+
+    if args.protocol != "loo-5core":
+        print(f"streamrec: error: unknown protocol {args.protocol!r}; supported: loo-5core", file=sys.stderr)
+        return 2
+    train = TrainConfig(
+        max_seq_len=args.max_seq_len, hidden=args.hidden, n_blocks=args.blocks, dropout=args.dropout,
+        lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience, seed=args.seed,
+    )
+    metrics = run_training(TrainJob(data=args.data, out=args.out, fmt=args.format, protocol=args.protocol,
+                                    train=train))
+    summary = {k: metrics[k] for k in ("model_version", "n_users", "n_items", "n_events", "best_epoch",
+                                       "train_seconds")}
+    summary["test"] = {k: round(v, 4) for k, v in metrics["test"].items() if k.endswith("@10")}
+    summary["popular_test"] = {
+        k: round(v, 4) for k, v in metrics["baselines"]["popular"]["test"].items() if k.endswith("@10")
+    }
+    print(json.dumps(summary, indent=1))
+    print(f"bundle and metrics.json written to {args.out}")
+    return 0
+
+
+def _run(argv: list[str]) -> int:
+    from flink_jobs.recommend_job import main as job_main
+
+    return job_main(argv)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from flink_jobs.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(events=args.events, rate=args.rate, malformed_share=args.malformed_share,
+                     top_k=args.top_k, bundle=args.bundle, retrain=args.retrain, print_lists=not args.quiet)
+    result = run_demo(cfg)
+    print(f"model={result.model_version} onnx_provider={result.provider} job_startup_s={result.startup_s:.1f} "
+          f"wall_s={result.wall_s:.1f} p95_ms={result.latency['p95_ms']:.1f} max_ms={result.latency['max_ms']:.1f}")
+    print(result.summary_line(), flush=True)
+    return 0 if result.lists == result.valid and result.dead_letter == result.events - result.valid else 1
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from model_export.generator import GeneratorConfig, generate_events, write_jsonl
+
+    events = generate_events(GeneratorConfig(n_users=args.users, n_items=args.items, seed=args.seed))
+    write_jsonl(events, args.out)
+    print(f"wrote {len(events)} events to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's parser."""
+    parser = argparse.ArgumentParser(prog="streamrec", description="Real-time sequential recommendations in Flink.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on an event log and export a bundle")
+    t.add_argument("--data", required=True, help="ratings.csv / MovieLens dir, or a JSONL event log")
+    t.add_argument("--format", choices=["events", "movielens"], default="events")
+    t.add_argument("--protocol", default="loo-5core")
+    t.add_argument("--out", required=True, help="bundle directory to write")
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--patience", type=int, default=5)
+    t.add_argument("--max-seq-len", type=int, default=50)
+    t.add_argument("--hidden", type=int, default=64)
+    t.add_argument("--blocks", type=int, default=2)
+    t.add_argument("--dropout", type=float, default=0.2)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--seed", type=int, default=42)
+
+    sub.add_parser("run", help="run the recommendation job (see `streamrec run --help`)", add_help=False)
+
+    d = sub.add_parser("demo", help="embedded end-to-end demo: broker + MiniCluster + replayed stream")
+    d.add_argument("--events", type=int, default=1_000)
+    d.add_argument("--rate", type=float, default=200.0, help="events per second")
+    d.add_argument("--malformed-share", type=float, default=0.03)
+    d.add_argument("--top-k", type=int, default=10)
+    d.add_argument("--bundle", default=None, help="serve this bundle instead of the demo's own")
+    d.add_argument("--retrain", action="store_true", help="train the demo model even if one exists")
+    d.add_argument("--quiet", action="store_true", help="print only the summary")
+
+    g = sub.add_parser("generate", help="write a synthetic event log (JSON lines)")
+    g.add_argument("--out", required=True)
+    g.add_argument("--users", type=int, default=2_000)
+    g.add_argument("--items", type=int, default=1_000)
+    g.add_argument("--seed", type=int, default=7)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``streamrec`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":
+        return _run(argv[1:])
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "demo":
+            return _demo(args)
+        return _generate(args)
+    except StreamrecError as err:
+        print(f"streamrec: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; everything was shut down", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""``streamrec demo``: the whole path on an embedded default, end to end, then a one-line summary.
+
+local Kafka broker -> topics -> (train a bundle if none) -> job on the Flink MiniCluster -> replay a
+generated stream (with malformed records) at a fixed rate -> print lists as they come out -> summary ->
+shut everything down (also on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deploy.job_process import JobProcess, wait_until_serving
+from deploy.local_kafka import LocalKafka
+from deploy.paths import runtime_dir
+from model_export.bundle import load_bundle
+from model_export.generator import GeneratorConfig, generate_events, split_by_time, to_records, write_jsonl
+from operators.errors import BundleError
+from operators.stats import latency_summary
+
+__all__ = ["DemoConfig", "DemoResult", "run_demo", "ensure_demo_bundle"]
+
+log = logging.getLogger("streamrec.demo")
+PROBE_USER = "__streamrec_probe__"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Knobs of the demo (defaults: ~1,000 events at 200 events/s)."""
+
+    events: int = 1_000
+    rate: float = 200.0
+    malformed_share: float = 0.03
+    top_k: int = 10
+    show: int = 5
+    home: str | None = None
+    bundle: str | None = None
+    retrain: bool = False
+    print_lists: bool = True
+    drain_timeout_s: float = 60.0
+    world: GeneratorConfig = field(default_factory=lambda: GeneratorConfig(n_users=3_000, n_items=1_000))
+
+
+@dataclass
+class DemoResult:
+    """What the summary line reports, plus details for the closing note."""
+
+    events: int
+    valid: int
+    lists: int
+    dead_letter: int
+    latency: dict[str, float]
+    startup_s: float
+    wall_s: float
+    provider: str | None
+    model_version: str | None
+
+    def summary_line(self) -> str:
+        """``demo summary: events=.. valid=.. lists=.. dead_letter=.. p50_ms=.. p99_ms=..``."""
+        return (
+            f"demo summary: events={self.events} valid={self.valid} lists={self.lists} "
+            f"dead_letter={self.dead_letter} p50_ms={self.latency['p50_ms']:.1f} p99_ms={self.latency['p99_ms']:.1f}"
+        )
+
+
+def ensure_demo_bundle(cfg: DemoConfig, home: Path) -> Path:
+    """Reuse the demo bundle if it verifies; otherwise train one on the generated history."""
+    from model_export.pipeline import TrainJob, run_training
+    from model_export.train import TrainConfig
+
+    path = Path(cfg.bundle) if cfg.bundle else home / "models" / "demo"
+    if not cfg.retrain:
+        try:
+            load_bundle(path)
+            log.info("using model bundle %s", path)
+            return path
+        except BundleError as err:
+            if cfg.bundle:
+                raise
+            log.info("no usable demo bundle (%s); training one", err)
+    history, _ = split_by_time(generate_events(cfg.world))
+    data = write_jsonl(history, home / "data" / "demo-train.jsonl")
+    print(f"training a SASRec model on {len(history)} generated events -> {path}", flush=True)
+    metrics = run_training(TrainJob(data=str(data), out=str(path), fmt="events",
+                                    train=TrainConfig(max_epochs=25, patience=4)))
+    print(
+        f"trained {metrics['model_version']}: test ndcg@10={metrics['test']['ndcg@10']:.4f} "
+        f"recall@10={metrics['test']['recall@10']:.4f} (popularity: "
+        f"{metrics['baselines']['popular']['test']['ndcg@10']:.4f}) in {metrics['train_seconds']:.1f}s",
+        flush=True,
+    )
+    return path
+
+
+class _Collector(threading.Thread):
+    """Reads the output and dead-letter topics while the replay runs."""
+
+    def __init__(self, bootstrap: str, output_topic: str, dead_letter_topic: str, cfg: DemoConfig) -> None:
+        super().__init__(daemon=True, name="demo-consumer")
+        from kafka import KafkaConsumer, TopicPartition
+
+        self.cfg = cfg
+        self.output_topic = output_topic
+        # Manual assignment: no group join to wait for, every partition from the start.
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+        parts = [
+            TopicPartition(topic, p)
+            for topic in (output_topic, dead_letter_topic)
+            for p in sorted(self.consumer.partitions_for_topic(topic) or {0})
+        ]
+        self.consumer.assign(parts)
+        self.consumer.seek_to_beginning(*parts)
+        self.lists = 0
+        self.dead = 0
+        self.latencies: list[float] = []
+        self.provider: str | None = None
+        self.model_version: str | None = None
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            for records in self.consumer.poll(timeout_ms=100).values():
+                now_ms = time.time() * 1000
+                for record in records:
+                    self._handle(record, now_ms)
+        self.consumer.close()
+
+    def _handle(self, record, now_ms: float) -> None:  # noqa: ANN001
+        doc = json.loads(record.value)
+        if record.topic != self.output_topic:
+            with self.lock:
+                self.dead += 1
+            if self.cfg.print_lists:
+                src = doc["source"]
+                print(f"  dead-letter  {src['topic']}/{src['partition']}@{src['offset']}: [{doc['code']}] "
+                      f"{doc['reason'][:90]}", flush=True)
+            return
+        if doc["user_id"] == PROBE_USER:
+            return
+        latency = now_ms - doc["source_ts"] if doc.get("source_ts") else float("nan")
+        with self.lock:
+            self.lists += 1
+            self.latencies.append(latency)
+            self.provider = doc.get("provider")
+            self.model_version = doc["model_version"]
+        if self.cfg.print_lists:
+            top = ", ".join(f"{i['item_id']}:{i['score']:.2f}" for i in doc["items"][: self.cfg.show])
+            print(f"  {doc['user_id']:>6} <- {doc['event_id']:<10} {doc['strategy']:<7} [{top}] "
+                  f"{doc['model_version']} {latency:.0f} ms", flush=True)
+
+
+def run_demo(cfg: DemoConfig) -> DemoResult:
+    """Run the demo; always tears down the broker and the job."""
+    from kafka import KafkaProducer
+
+    started = time.monotonic()
+    home = runtime_dir(cfg.home)
+    bundle = ensure_demo_bundle(cfg, home)
+    topics = {"input": "streamrec.events", "output": "streamrec.recommendations",
+              "dead": "streamrec.dead-letter"}
+    _, replay = split_by_time(generate_events(cfg.world))
+    records = to_records(replay[: cfg.events], malformed_share=cfg.malformed_share)
+    run = home / "run" / "demo"
+    with LocalKafka(run / "kafka") as kafka:
+        kafka.create_topics({topics["input"]: 4, topics["output"]: 4, topics["dead"]: 1})
+        args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(bundle),
+                "--checkpoint-dir", str(run / "checkpoints"), "--input-topic", topics["input"],
+                "--output-topic", topics["output"], "--dead-letter-topic", topics["dead"],
+                "--top-k", str(cfg.top_k), "--group-id", "streamrec-demo"]
+        with JobProcess(args, run / "logs") as job:
+            print("starting the recommendation job on the Flink MiniCluster ...", flush=True)
+            startup = wait_until_serving(job, kafka.bootstrap, topics["input"], topics["output"])
+            print(f"job serving after {startup:.1f}s; replaying {len(records)} records at "
+                  f"{cfg.rate:.0f}/s into {topics['input']}", flush=True)
+            collector = _Collector(kafka.bootstrap, topics["output"], topics["dead"], cfg)
+            collector.start()
+            producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks=1, linger_ms=0)
+            t0 = time.monotonic()
+            for n, rec in enumerate(records):
+                delay = t0 + n / cfg.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                producer.send(topics["input"], key=rec.key, value=rec.value)
+            producer.flush()
+            producer.close()
+            valid = sum(r.valid for r in records)
+            deadline = time.monotonic() + cfg.drain_timeout_s
+            while time.monotonic() < deadline and (collector.lists < valid or collector.dead < len(records) - valid):
+                if not job.alive():
+                    break
+                time.sleep(0.1)
+            collector.stop_event.set()
+            collector.join(timeout=5)
+    with collector.lock:
+        result = DemoResult(
+            events=len(records), valid=valid, lists=collector.lists, dead_letter=collector.dead,
+            latency=latency_summary(collector.latencies), startup_s=startup,
+            wall_s=time.monotonic() - started, provider=collector.provider, model_version=collector.model_version,
+        )
+    return result
