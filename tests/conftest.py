@@ -1,0 +1,38 @@
+"""Shared fixtures: a small generated world and a really trained, exported bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from model_export.generator import GeneratorConfig, generate_events, split_by_time, write_jsonl
+
+WORLD = GeneratorConfig(n_users=600, n_items=300, n_clusters=12, sessions_per_user=3.0, seed=5)
+
+
+@pytest.fixture(scope="session")
+def world_events() -> list[dict]:
+    """A deterministic generated stream (ts-sorted)."""
+    return generate_events(WORLD)
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory: pytest.TempPathFactory, world_events: list[dict]) -> Path:
+    """Train a small SASRec on the first 80% of the stream and export it as a bundle."""
+    from model_export.pipeline import TrainJob, run_training
+    from model_export.train import TrainConfig
+
+    root = tmp_path_factory.mktemp("bundle")
+    history, _ = split_by_time(world_events)
+    data = write_jsonl(history, root / "train.jsonl")
+    run_training(
+        TrainJob(
+            data=str(data),
+            out=str(root / "bundle"),
+            fmt="events",
+            n_candidates=120,
+            train=TrainConfig(max_seq_len=20, hidden=32, max_epochs=12, patience=3, progress=False),
+        )
+    )
+    return root / "bundle"

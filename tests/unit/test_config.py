@@ -1,0 +1,67 @@
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from operators.config import JobConfig
+from operators.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = {"bootstrap_servers": "127.0.0.1:9092", "bundle_path": "/b", "checkpoint_dir": "/c"}
+
+
+def test_defaults_are_valid():
+    cfg = JobConfig(**BASE)
+    assert cfg.delivery_guarantee == "at-least-once"
+    assert cfg.to_dict()["top_k"] == 20
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"bootstrap_servers": "localhost"}, "is not a host:port list"),
+        ({"top_k": 0}, "top_k must be a positive integer, got 0"),
+        ({"history_len": -1}, "history_len must be a positive integer"),
+        ({"output_topic": "streamrec.events"}, "topics must differ"),
+        ({"input_topic": "has space"}, "must be a non-empty name without spaces"),
+        ({"delivery_guarantee": "twice"}, "choose one of"),
+        ({"startup_mode": "yesterday"}, "choose one of"),
+        ({"onnx_providers": ()}, "must name at least one provider"),
+    ],
+)
+def test_bad_values_fail_with_the_fix(changes, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        JobConfig(**{**BASE, **changes})
+
+
+def run_job(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flink_jobs.recommend_job", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=120, check=False)
+
+
+def test_job_fails_fast_on_bad_config(trained_bundle, tmp_path):
+    result = run_job("--bootstrap-servers", "nohost", "--bundle", str(trained_bundle),
+                     "--checkpoint-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "bootstrap_servers='nohost' is not a host:port list" in result.stderr
+
+
+def test_job_fails_fast_on_tampered_bundle(trained_bundle, tmp_path):
+    bundle = shutil.copytree(trained_bundle, tmp_path / "bundle")
+    with (bundle / "model.onnx").open("r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00\x01\x02")
+    result = run_job("--bootstrap-servers", "127.0.0.1:9", "--bundle", str(bundle), "--checkpoint-dir",
+                     str(tmp_path / "ck"))
+    assert result.returncode == 2
+    assert "sha256 of model.onnx is" in result.stderr
+    assert "Re-create it with `streamrec train" in result.stderr
+
+
+def test_job_ignores_unknown_arguments_but_not_missing_ones(tmp_path):
+    result = run_job("--bundle", "x", "--checkpoint-dir", str(tmp_path), "--flink-extra", "1")
+    assert result.returncode == 2
+    assert "--bootstrap-servers" in result.stderr

@@ -1,0 +1,153 @@
+import base64
+import json
+import re
+
+import pytest
+
+from operators.errors import EventValidationError
+from operators.events import (
+    Event,
+    SourcePosition,
+    dead_letter_record,
+    event_schema,
+    parse_event,
+    recommendation_record,
+)
+
+SRC = SourcePosition("events", 3, 42, 1_767_225_600_000)
+NOW = 1_767_225_600_000
+
+
+def good(**overrides):
+    doc = {"user_id": "u1", "item_id": "i9", "event_type": "view", "ts": NOW - 1000}
+    doc.update(overrides)
+    return json.dumps(doc).encode()
+
+
+def reject(raw, **kwargs) -> EventValidationError:
+    with pytest.raises(EventValidationError) as info:
+        parse_event(raw, source=SRC, now_ms=NOW, **kwargs)
+    return info.value
+
+
+def test_valid_event_is_normalised():
+    event = parse_event(good(user_id=17, item_id=99, value=4.5, event_id="abc"), source=SRC, now_ms=NOW)
+    assert event == Event("17", "99", "view", NOW - 1000, "abc", 4.5)
+
+
+def test_event_without_id_gets_its_source_position():
+    event = parse_event(good(), source=SRC, now_ms=NOW)
+    assert event.event_id == "events:3:42"
+
+
+@pytest.mark.parametrize("event_type", ["view", "click", "add_to_cart", "purchase", "rating"])
+def test_every_event_type_is_accepted(event_type):
+    assert parse_event(good(event_type=event_type), source=SRC, now_ms=NOW).event_type == event_type
+
+
+def test_missing_field_names_the_field():
+    doc = json.loads(good())
+    del doc["item_id"]
+    err = reject(json.dumps(doc))
+    assert err.code == "missing_field"
+    assert "'item_id' is a required property" in err.reason
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code", "fragment"),
+    [
+        ({"ts": "yesterday"}, "schema_violation", "field 'ts'"),
+        ({"ts": 1767225599999.5}, "schema_violation", "field 'ts'"),
+        ({"event_type": "teleport"}, "schema_violation", "field 'event_type'"),
+        ({"user_id": ""}, "schema_violation", "field 'user_id'"),
+        ({"user_id": None}, "schema_violation", "field 'user_id'"),
+        ({"value": "lots"}, "schema_violation", "field 'value'"),
+        ({"ts": (NOW - 1000) // 1000}, "absurd_timestamp", "send milliseconds, not seconds"),
+        ({"ts": -5}, "absurd_timestamp", "outside the plausible"),
+    ],
+)
+def test_schema_violations(overrides, code, fragment):
+    err = reject(good(**overrides))
+    assert err.code == code
+    assert fragment in err.reason
+
+
+def test_future_timestamp_is_rejected_with_hours():
+    err = reject(good(ts=NOW + 3 * 86_400_000))
+    assert err.code == "absurd_timestamp"
+    assert re.search(r"72\.0 h in the future", err.reason)
+
+
+def test_future_limit_is_configurable():
+    event = parse_event(good(ts=NOW + 3 * 86_400_000), source=SRC, now_ms=NOW, max_future_ms=4 * 86_400_000)
+    assert event.ts == NOW + 3 * 86_400_000
+
+
+def test_oversized_payload_is_rejected_before_parsing():
+    err = reject(b"{" + b" " * 100 + b"}", max_bytes=50)
+    assert err.code == "oversized"
+    assert err.reason == "payload is 102 bytes, over the limit of 50 bytes"
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b'{"user_id": "u1",', "bad_json"),
+        (b"[1, 2]", "schema_violation"),
+        (b"\xff\xfe{}", "bad_encoding"),
+        (None, "empty"),
+        (b"", "bad_json"),
+    ],
+)
+def test_unparseable_payloads(raw, code):
+    assert reject(raw).code == code
+
+
+def test_blank_ids_are_rejected():
+    assert reject(good(item_id="   ")).code == "schema_violation"
+
+
+def test_extra_properties_are_allowed():
+    assert parse_event(good(campaign="x"), source=SRC, now_ms=NOW).item_id == "i9"
+
+
+def test_dead_letter_record_keeps_reason_raw_and_offset():
+    raw = b'{"user_id": 1'
+    record = dead_letter_record(raw, reject(raw), SRC, now_ms=NOW)
+    assert record["code"] == "bad_json"
+    assert record["raw"] == raw.decode()
+    assert record["raw_encoding"] == "utf-8"
+    assert record["source"] == {"topic": "events", "partition": 3, "offset": 42, "timestamp_ms": SRC.timestamp_ms}
+    assert record["rejected_at_ms"] == NOW
+
+
+def test_dead_letter_record_base64_encodes_binary():
+    raw = b"\xff\x00\x01"
+    record = dead_letter_record(raw, reject(raw), SRC, now_ms=NOW)
+    assert record["raw_encoding"] == "base64"
+    assert base64.b64decode(record["raw"]) == raw
+
+
+def test_dead_letter_record_truncates_huge_payloads():
+    raw = b"x" * 100
+    record = dead_letter_record(raw, reject(raw, max_bytes=10), SRC, now_ms=NOW, max_raw_chars=10)
+    assert record["raw"] == "x" * 10
+    assert record["raw_encoding"] == "utf-8+truncated"
+
+
+def test_recommendation_record_shape():
+    event = Event("u1", "i9", "view", 5, "e1")
+    record = recommendation_record(event, [("i2", 0.5), ("i3", 0.25)], model_version="m1", emit_ms=9,
+                                   source_ts_ms=7, strategy="model", history_len=3)
+    assert record == {
+        "user_id": "u1", "event_id": "e1", "trigger_item_id": "i9",
+        "items": [{"item_id": "i2", "score": 0.5}, {"item_id": "i3", "score": 0.25}],
+        "model_version": "m1", "strategy": "model", "history_len": 3, "event_ts": 5, "source_ts": 7, "emit_ts": 9,
+    }
+
+
+def test_schema_file_is_a_valid_json_schema():
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator.check_schema(event_schema())
+    assert event_schema()["required"] == ["user_id", "item_id", "event_type", "ts"]

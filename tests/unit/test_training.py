@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model_export.bundle import load_bundle
+from model_export.export import ExportParityError, ExportSpec, check_parity
+from model_export.model import SASRec, SASRecConfig, ServingHead
+from model_export.train import TrainConfig, left_pad
+from operators.errors import ConfigError
+
+
+def test_training_beats_popularity(trained_bundle):
+    metrics = json.loads((trained_bundle / "metrics.json").read_text())
+    popular = metrics["baselines"]["popular"]["test"]
+    assert metrics["protocol"] == "loo-5core"
+    assert metrics["test"]["ndcg@10"] > 2 * popular["ndcg@10"]
+    assert metrics["test"]["recall@10"] > popular["recall@10"]
+    assert metrics["valid"]["ndcg@10"] > 0
+    assert metrics["curve"] and metrics["best_epoch"] >= 1
+    for split in ("valid", "test"):
+        assert set(metrics[split]) == {f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in (5, 10, 20)}
+
+
+def test_manifest_records_parity(trained_bundle):
+    parity = load_bundle(trained_bundle).manifest["training"]["parity"]
+    assert parity["max_abs_diff"] < 1e-3
+    assert parity["batches"][:3] == [1, 7, 32]
+
+
+def test_left_pad_keeps_newest_items():
+    out = left_pad([np.array([1, 2, 3, 4]), np.array([5])], 3)
+    assert out.tolist() == [[2, 3, 4], [0, 0, 5]]
+
+
+def test_parity_check_reports_every_mismatch(trained_bundle):
+    bundle = load_bundle(trained_bundle)
+    cfg = bundle.manifest["model"]
+    model = SASRec(SASRecConfig(n_items=bundle.n_items, max_seq_len=cfg["max_seq_len"], hidden=cfg["hidden"],
+                                n_blocks=cfg["n_blocks"], n_heads=cfg["n_heads"]))
+    model.load_state_dict(torch.load(trained_bundle / "model.pt"))
+    head = ServingHead(model, bundle.n_candidates)
+    inputs = [left_pad([np.arange(1, 10)], bundle.max_seq_len), left_pad([np.arange(3, 8)] * 2, bundle.max_seq_len)]
+    assert check_parity(head, bundle.onnx_path, inputs, ExportSpec())["max_abs_diff"] < 1e-3
+    with torch.no_grad():
+        model.item_emb.weight.mul_(1.5)  # the graph no longer matches the weights
+    with pytest.raises(ExportParityError) as info:
+        check_parity(head, bundle.onnx_path, inputs, ExportSpec())
+    assert len(info.value.mismatches) >= 2
+    assert all("max |score diff|" in m or "carry their scores" in m for m in info.value.mismatches)
+
+
+def test_model_is_causal_and_finite_on_padding():
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=30, max_seq_len=6, hidden=8, n_blocks=2, dropout=0.0)).eval()
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6]])
+    assert model(seq).shape == (1, 31)
+    # Causality: the hidden state at position 3 must not change when a later item changes.
+    changed = seq.clone()
+    changed[0, 5] = 9
+    torch.testing.assert_close(model.encode(seq)[:, :4], model.encode(changed)[:, :4])
+    assert not torch.allclose(model.encode(seq)[:, 5], model.encode(changed)[:, 5])
+    # Fully padded rows (cold start) give finite scores, never NaN.
+    assert torch.isfinite(model(torch.zeros((2, 6), dtype=torch.long))).all()
+
+
+def test_bad_train_config():
+    with pytest.raises(ConfigError, match="dropout must be in"):
+        TrainConfig(dropout=1.0)
+    with pytest.raises(ConfigError, match="max_seq_len must be >= 1, got 0"):
+        TrainConfig(max_seq_len=0)
