@@ -1,0 +1,149 @@
+"""Kafka -> Flink MiniCluster job -> Kafka, checked against the offline path with the same bundle."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from deploy.job_process import JobProcess, wait_until_serving
+from model_export.bundle import load_bundle
+from model_export.generator import split_by_time, to_records
+from operators.inference import OnnxScorer
+from operators.recommender import Recommender
+from operators.window import update_window
+
+pytestmark = pytest.mark.integration
+
+PROBE = "__streamrec_probe__"
+TOPICS = {"input": "it.events", "output": "it.recs", "dead": "it.dead"}
+TOP_K = 10
+
+
+def consume_all(bootstrap: str, topics: list[str], want: dict[str, int], timeout_s: float) -> dict[str, list]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or {0})]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    got: dict[str, list] = defaultdict(list)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and any(len(got[t]) < n for t, n in want.items()):
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    doc = json.loads(record.value)
+                    if doc.get("user_id") != PROBE:
+                        got[record.topic].append((record, doc))
+        # A little longer, so that duplicates (if any) would show up too.
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    doc = json.loads(record.value)
+                    if doc.get("user_id") != PROBE:
+                        got[record.topic].append((record, doc))
+    finally:
+        consumer.close()
+    return got
+
+
+@pytest.fixture(scope="module")
+def run(kafka, trained_bundle, world_events, tmp_path_factory):
+    """Run the job, replay ~1,500 events of ~200 users with malformed records mixed in, collect outputs."""
+    kafka.create_topics({TOPICS["input"]: 4, TOPICS["output"]: 4, TOPICS["dead"]: 1})
+    _, replay = split_by_time(world_events)
+    users = sorted({e["user_id"] for e in replay})[:200]
+    chosen = [e for e in replay if e["user_id"] in set(users)][:1500]
+    records = to_records(chosen, malformed_share=0.05, seed=3)
+    work = tmp_path_factory.mktemp("job")
+    args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(trained_bundle),
+            "--checkpoint-dir", str(work / "checkpoints"), "--input-topic", TOPICS["input"],
+            "--output-topic", TOPICS["output"], "--dead-letter-topic", TOPICS["dead"],
+            "--top-k", str(TOP_K), "--group-id", "it-job"]
+    with JobProcess(args, work / "logs") as job:
+        wait_until_serving(job, kafka.bootstrap, TOPICS["input"], TOPICS["output"], timeout_s=240)
+        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", max_in_flight_requests_per_connection=1)
+        futures = [(rec, producer.send(TOPICS["input"], key=rec.key, value=rec.value)) for rec in records]
+        producer.flush()
+        sent = [(rec, fut.get(timeout=30)) for rec, fut in futures]
+        producer.close()
+        n_valid = sum(rec.valid for rec in records)
+        got = consume_all(kafka.bootstrap, [TOPICS["output"], TOPICS["dead"]],
+                          {TOPICS["output"]: n_valid, TOPICS["dead"]: len(records) - n_valid}, timeout_s=180)
+        assert job.alive(), job.log_tail()
+    return {"sent": sent, "lists": [d for _, d in got[TOPICS["output"]]], "dead": got[TOPICS["dead"]]}
+
+
+def test_every_valid_event_yields_exactly_one_list(run):
+    valid_ids = [rec.event["event_id"] for rec, _ in run["sent"] if rec.valid]
+    list_ids = [doc["event_id"] for doc in run["lists"]]
+    assert len(valid_ids) > 1000
+    assert sorted(list_ids) == sorted(valid_ids)
+
+
+def test_lists_are_well_formed(run, trained_bundle):
+    version = load_bundle(trained_bundle).version
+    for doc in run["lists"]:
+        assert doc["model_version"] == version
+        assert 0 < len(doc["items"]) <= TOP_K
+        scores = [item["score"] for item in doc["items"]]
+        assert scores == sorted(scores, reverse=True)
+        assert doc["emit_ts"] >= doc["source_ts"] > 0
+        assert doc["provider"] == "CPUExecutionProvider"
+
+
+def test_no_list_contains_an_item_the_user_already_interacted_with(run):
+    seen: dict[str, set[str]] = defaultdict(set)
+    before: dict[str, set[str]] = {}
+    for rec, _ in run["sent"]:
+        if rec.valid:
+            seen[rec.event["user_id"]].add(rec.event["item_id"])
+            before[rec.event["event_id"]] = set(seen[rec.event["user_id"]])
+    for doc in run["lists"]:
+        shown = {item["item_id"] for item in doc["items"]}
+        assert not shown & before[doc["event_id"]], doc
+
+
+def test_malformed_events_all_reach_the_dead_letter_topic_with_reason_and_offset(run):
+    bad = {(meta.topic, meta.partition, meta.offset): rec for rec, meta in run["sent"] if not rec.valid}
+    assert len(bad) > 30
+    dead = {}
+    for record, doc in run["dead"]:
+        src = doc["source"]
+        dead[(src["topic"], src["partition"], src["offset"])] = doc
+        assert record.key.decode() == f"{src['topic']}:{src['partition']}:{src['offset']}"
+    assert set(dead) == set(bad)
+    for position, rec in bad.items():
+        doc = dead[position]
+        assert doc["reason"] and doc["code"] != "internal_error"
+        if doc["raw_encoding"] == "utf-8":
+            assert doc["raw"] == rec.value.decode("utf-8")
+    codes = {doc["code"] for doc in dead.values()}
+    assert {"bad_json", "missing_field", "oversized", "absurd_timestamp", "bad_encoding"} <= codes
+
+
+def test_streamed_lists_equal_the_offline_model_for_the_same_history(run, trained_bundle):
+    bundle = load_bundle(trained_bundle)
+    recommender = Recommender(OnnxScorer(bundle, providers=["CPUExecutionProvider"]), top_k=TOP_K)
+    by_event = {doc["event_id"]: doc for doc in run["lists"]}
+    per_user: dict[str, list[dict]] = defaultdict(list)
+    for rec, _ in run["sent"]:
+        if rec.valid:
+            per_user[rec.event["user_id"]].append(rec.event)
+    sample = sorted(per_user)[:40]
+    compared = 0
+    for user in sample:
+        window: list = []
+        for event in per_user[user]:
+            window = update_window(window, event["item_id"], event["event_type"], event["ts"], max_len=200)
+            expected = recommender.recommend(window)
+            streamed = by_event[event["event_id"]]
+            assert [i["item_id"] for i in streamed["items"]] == [i for i, _ in expected.items]
+            assert [i["score"] for i in streamed["items"]] == pytest.approx([s for _, s in expected.items], abs=1e-5)
+            assert streamed["strategy"] == expected.strategy
+            assert streamed["history_len"] == len(window)
+            compared += 1
+    assert compared > 200
