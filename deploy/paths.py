@@ -76,3 +76,11 @@ def site_packages() -> str:
 def python_executable() -> str:
     """The interpreter that runs the job and its Python workers."""
     return sys.executable
+
+
+def job_log_dir() -> Path:
+    """Where Python code running inside Flink tasks logs: ``$FLINK_LOG_DIR`` (set by Flink's scripts and by
+    :class:`~deploy.job_process.JobProcess`), else the system temp directory."""
+    import tempfile
+
+    return Path(os.environ.get("FLINK_LOG_DIR") or tempfile.gettempdir())

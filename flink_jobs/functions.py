@@ -40,6 +40,24 @@ DEAD_LETTER_TAG = OutputTag("dead-letter", KEYED_RECORD_TYPE_INFO)
 WINDOW_ENTRY_TYPE = Types.TUPLE([Types.STRING(), Types.STRING(), Types.LONG()])
 
 
+def _ensure_file_logging() -> None:
+    """Send this module's logs to ``streamrec-job.log`` in Flink's log directory.
+
+    In thread mode the task JVM's stderr is a pipe nobody reads: writing to it could block the task,
+    so the logger must never fall back to stderr.
+    """
+    from deploy.paths import job_log_dir
+
+    logger = logging.getLogger("streamrec")
+    if any(isinstance(h, logging.FileHandler) for h in logger.handlers):
+        return
+    handler = logging.FileHandler(job_log_dir() / "streamrec-job.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -96,14 +114,15 @@ class RecommendFunction(KeyedProcessFunction):
         self.cfg = cfg
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        _ensure_file_logging()
         cfg = self.cfg
         bundle = load_bundle(cfg.bundle_path)
         self.scorer = OnnxScorer(bundle, providers=cfg.onnx_providers, intra_op_threads=cfg.onnx_threads)
         self.recommender = Recommender(self.scorer, top_k=cfg.top_k)
         self.provider = self.scorer.active_provider
-        log.warning(
-            "streamrec recommender open: model_version=%s onnx_provider=%s items=%d",
-            bundle.version, self.provider, bundle.n_items,
+        log.info(
+            "recommender open: subtask=%d: model_version=%s onnx_provider=%s items=%d",
+            runtime_context.get_index_of_this_subtask(), bundle.version, self.provider, bundle.n_items,
         )
         ttl = (
             StateTtlConfig.new_builder(Time.milliseconds(cfg.state_ttl_ms))
