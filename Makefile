@@ -39,6 +39,7 @@ test-integration: setup
 	$(PY) -m pytest tests/integration
 
 bench: setup
+	$(PY) -m perf.bench_onnx
 	$(PY) -m perf.bench_latency
 
 clean-runtime:

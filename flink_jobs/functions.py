@@ -121,8 +121,8 @@ class RecommendFunction(KeyedProcessFunction):
         self.recommender = Recommender(self.scorer, top_k=cfg.top_k)
         self.provider = self.scorer.active_provider
         log.info(
-            "recommender open: subtask=%d: model_version=%s onnx_provider=%s items=%d",
-            runtime_context.get_index_of_this_subtask(), bundle.version, self.provider, bundle.n_items,
+            "recommender open: model_version=%s onnx_provider=%s items=%d",
+            bundle.version, self.provider, bundle.n_items,
         )
         ttl = (
             StateTtlConfig.new_builder(Time.milliseconds(cfg.state_ttl_ms))

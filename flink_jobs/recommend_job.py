@@ -149,7 +149,7 @@ def flink_configuration(cfg: JobConfig, connector_jar: Path, restore_from: str |
         "python.client.executable": python_executable(),
         "python.state.cache-size": str(cfg.state_cache_size),
         "state.backend.type": "rocksdb",
-        "state.backend.incremental": "true",
+        "execution.checkpointing.incremental": "true",
         "execution.checkpointing.interval": f"{cfg.checkpoint_interval_ms} ms",
         "execution.checkpointing.dir": Path(cfg.checkpoint_dir).as_uri(),
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
