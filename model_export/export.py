@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from model_export.bundle import (
     INPUT_NAME,
@@ -22,7 +23,7 @@ from model_export.bundle import (
     load_bundle,
     write_manifest,
 )
-from model_export.model import SASRec, ServingHead
+from model_export.model import ServingHead
 from operators.errors import StreamrecError
 
 __all__ = ["ExportSpec", "ExportParityError", "export_bundle", "check_parity"]
@@ -83,7 +84,7 @@ def check_parity(head: ServingHead, onnx_path: Path, inputs: list[np.ndarray], s
             mismatches.append(f"batch {batch.shape[0]}: max |score diff| {diff:.3g} > atol {spec.atol}")
         # The items must carry the scores onnxruntime claims (ties may order differently).
         with torch.no_grad():
-            full = head.model(torch.from_numpy(batch)).numpy()
+            full = head.full_scores(torch.from_numpy(batch)).numpy()
         rescored = np.take_along_axis(full, items, axis=1)
         if not np.allclose(rescored, scores, atol=spec.atol, rtol=spec.rtol):
             mismatches.append(f"batch {batch.shape[0]}: returned items do not carry their scores")
@@ -108,7 +109,7 @@ def _export(head: ServingHead, example: torch.Tensor, onnx_path: Path, spec: Exp
 
 
 def export_bundle(
-    model: SASRec,
+    model: nn.Module,
     out_dir: str | Path,
     *,
     version: str,
@@ -118,12 +119,15 @@ def export_bundle(
     popular_items: list[str],
     sample_inputs: list[np.ndarray],
     spec: ExportSpec | None = None,
+    cooc: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    beta: float = 0.0,
+    model_info: dict[str, Any] | None = None,
 ) -> ModelBundle:
     """Export ``model`` as a verified bundle in ``out_dir`` (written atomically: temp dir, then rename)."""
     spec = spec or ExportSpec()
     out_dir = Path(out_dir)
     n_candidates = min(n_candidates, model.cfg.n_items)
-    head = ServingHead(model, n_candidates).eval()
+    head = ServingHead(model, n_candidates, cooc=cooc, beta=beta).eval()
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out_dir.parent if out_dir.parent.exists() else None))
     try:
         onnx_path = tmp / ONNX_NAME
@@ -139,11 +143,14 @@ def export_bundle(
             tmp,
             version=version,
             model={
-                "type": "sasrec",
+                "type": cfg.arch if head.beta == 0 else f"{cfg.arch}+cooccurrence",
+                "arch": cfg.arch,
                 "max_seq_len": cfg.max_seq_len,
                 "hidden": cfg.hidden,
                 "n_blocks": cfg.n_blocks,
                 "n_heads": cfg.n_heads,
+                "blend_beta": head.beta,
+                **(model_info or {}),
             },
             item_vocab=item_vocab,
             n_candidates=n_candidates,

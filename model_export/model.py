@@ -1,4 +1,6 @@
-"""SASRec: a causal self-attention sequential recommender (Kang & McAuley 2018), pre-LN blocks.
+"""Sequence models: SASRec (causal self-attention, Kang & McAuley 2018, pre-LN blocks) and GRU4Rec
+(Hidasi et al. 2016, trained with full-catalog cross-entropy), plus the exported serving head that can
+blend a model with item-to-item co-occurrence.
 
 ``forward(item_seq)`` takes tensors only. Padding id 0, sequences left-padded, newest item last.
 Scores are dot products with the (shared) item embedding table over the full catalog.
@@ -9,10 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["SASRecConfig", "SASRec", "ServingHead"]
+__all__ = ["SASRecConfig", "SASRec", "GRU4Rec", "build_model", "ServingHead", "blend_scores"]
 
 NEG = -1e9  # finite mask value: -inf would turn fully padded rows into NaN
 
@@ -27,6 +30,8 @@ class SASRecConfig:
     n_blocks: int = 2
     n_heads: int = 1
     dropout: float = 0.2
+    arch: str = "sasrec"
+    """``sasrec`` or ``gru4rec``."""
 
 
 class _Block(nn.Module):
@@ -94,18 +99,111 @@ class SASRec(nn.Module):
         return self.logits(self.encode(item_seq)[:, -1, :])
 
 
-class ServingHead(nn.Module):
-    """What gets exported: ``item_seq [B, L] -> (scores [B, C], items [B, C])``, best first, padding never."""
+class GRU4Rec(nn.Module):
+    """Item sequence -> next-item logits with a GRU; same interface as :class:`SASRec`."""
 
-    def __init__(self, model: SASRec, n_candidates: int) -> None:
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.hidden
+        self.item_emb = nn.Embedding(cfg.n_items + 1, d, padding_idx=0)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.gru = nn.GRU(d, d, num_layers=cfg.n_blocks, batch_first=True,
+                          dropout=cfg.dropout if cfg.n_blocks > 1 else 0.0)
+        self.ln = nn.LayerNorm(d)
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    def encode(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """``[B, L] -> [B, L, D]``; left padding is zero input, so the state starts at the first item."""
+        x = self.drop(self.item_emb(item_seq))  # [B, L, D]
+        out, _ = self.gru(x)  # [B, L, D]
+        return self.ln(self.drop(out))
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[..., D] -> [..., V + 1]``."""
+        return hidden @ self.item_emb.weight.T
+
+    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """``[B, L] -> [B, V + 1]``."""
+        return self.logits(self.encode(item_seq)[:, -1, :])
+
+
+def build_model(cfg: SASRecConfig) -> nn.Module:
+    """The architecture ``cfg.arch`` names."""
+    if cfg.arch == "sasrec":
+        return SASRec(cfg)
+    if cfg.arch == "gru4rec":
+        return GRU4Rec(cfg)
+    msg = f"unknown arch {cfg.arch!r}; use 'sasrec' or 'gru4rec'"
+    raise ValueError(msg)
+
+
+def _standardize(x: torch.Tensor) -> torch.Tensor:
+    """Per-row z-score over the catalog (column 0, padding, excluded from the statistics)."""
+    items = x[:, 1:]
+    mean = items.mean(dim=1, keepdim=True)
+    std = items.std(dim=1, keepdim=True)
+    return (x - mean) / (std + 1e-6)
+
+
+def blend_scores(
+    logits: torch.Tensor,
+    item_seq: torch.Tensor,
+    neighbors: torch.Tensor,
+    weights: torch.Tensor,
+    decay: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """``(1 - beta) * z(model logits) + beta * z(co-occurrence scores)``, both ``[B, V + 1]``.
+
+    Co-occurrence: ``sum_t decay[t] * S[h_t, :]`` over the newest ``len(decay)`` items, with ``S`` given
+    as top-N neighbour lists ``neighbors``/``weights`` ``[V + 1, N]``.
+    """
+    tail = item_seq[:, -decay.shape[0] :]  # [B, H]
+    w = decay[-tail.shape[1] :] * (tail != 0).to(logits.dtype)  # [B, H]
+    idx = neighbors[tail].flatten(1)  # [B, H * N]
+    val = (weights[tail] * w.unsqueeze(-1)).flatten(1)  # [B, H * N]
+    co = torch.zeros_like(logits).scatter_add(1, idx, val)  # [B, V + 1]
+    return (1.0 - beta) * _standardize(logits) + beta * _standardize(co)
+
+
+class ServingHead(nn.Module):
+    """What gets exported: ``item_seq [B, L] -> (scores [B, C], items [B, C])``, best first, padding never.
+
+    With ``cooc`` (top-N neighbour arrays) and ``beta > 0`` the scores are the blend of
+    :func:`blend_scores`; otherwise the model's logits.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        n_candidates: int,
+        cooc: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        beta: float = 0.0,
+    ) -> None:
         super().__init__()
         self.model = model
         self.n_candidates = n_candidates
+        self.beta = float(beta) if cooc is not None else 0.0
         penalty = torch.zeros(model.cfg.n_items + 1)
         penalty[0] = NEG
         self.register_buffer("penalty", penalty, persistent=False)
+        if cooc is not None and self.beta > 0:
+            neighbors, weights, decay = cooc
+            self.register_buffer("neighbors", torch.as_tensor(neighbors, dtype=torch.long), persistent=False)
+            self.register_buffer("weights", torch.as_tensor(weights, dtype=torch.float32), persistent=False)
+            self.register_buffer("decay", torch.as_tensor(decay, dtype=torch.float32), persistent=False)
+
+    def full_scores(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Scores over the whole catalog ``[B, V + 1]`` (padding column included, not yet masked)."""
+        logits = self.model(item_seq)  # [B, V + 1]
+        if self.beta > 0:
+            logits = blend_scores(logits, item_seq, self.neighbors, self.weights, self.decay, self.beta)
+        return logits
 
     def forward(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(item_seq) + self.penalty  # [B, V + 1]
-        scores, items = torch.topk(logits, self.n_candidates, dim=-1)  # [B, C] each
-        return scores, items
+        scores = self.full_scores(item_seq) + self.penalty  # [B, V + 1]
+        top_scores, items = torch.topk(scores, self.n_candidates, dim=-1)  # [B, C] each
+        return top_scores, items

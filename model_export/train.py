@@ -15,10 +15,11 @@ from tqdm.auto import tqdm
 
 from model_export.data import LooSplit, SequenceData
 from model_export.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
-from model_export.model import SASRec, SASRecConfig
+from model_export.model import SASRecConfig, build_model
+from torch import nn
 from operators.errors import ConfigError
 
-__all__ = ["TrainConfig", "TrainResult", "train_sasrec", "evaluate", "popularity_scores", "left_pad"]
+__all__ = ["TrainConfig", "TrainResult", "train_model", "train_sasrec", "evaluate", "popularity_scores", "left_pad"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Training hyper-parameters (chosen on validation only)."""
 
+    arch: str = "sasrec"
     max_seq_len: int = 50
     hidden: int = 64
     n_blocks: int = 2
@@ -40,6 +42,8 @@ class TrainConfig:
     eval_every: int = 1
     seed: int = 42
     threads: int = 2
+    max_train_seconds: float = 540.0
+    """Stop starting new epochs after this long (the best epoch so far is kept)."""
     progress: bool = True
     ks: tuple[int, ...] = field(default=DEFAULT_KS)
 
@@ -48,6 +52,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 msg = f"{name} must be >= 1, got {getattr(self, name)}"
                 raise ConfigError(msg)
+        if self.arch not in ("sasrec", "gru4rec"):
+            msg = f"arch must be 'sasrec' or 'gru4rec', got {self.arch!r}"
+            raise ConfigError(msg)
         if not 0.0 <= self.dropout < 1.0:
             msg = f"dropout must be in [0, 1), got {self.dropout}"
             raise ConfigError(msg)
@@ -57,7 +64,7 @@ class TrainConfig:
 class TrainResult:
     """The best model (by validation NDCG@10) and how training went."""
 
-    model: SASRec
+    model: nn.Module
     config: TrainConfig
     best_epoch: int
     valid: dict[str, float]
@@ -96,7 +103,7 @@ def popularity_scores(train: Sequence[np.ndarray], n_items: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def score_sequences(model: SASRec, inputs: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+def score_sequences(model: nn.Module, inputs: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
     """Full-catalog scores ``[U, V + 1]`` after each input sequence."""
     model.eval()
     out = []
@@ -107,7 +114,7 @@ def score_sequences(model: SASRec, inputs: Sequence[np.ndarray], batch_size: int
 
 
 def evaluate(
-    model: SASRec, inputs: Sequence[np.ndarray], targets: np.ndarray, ks: Sequence[int] = DEFAULT_KS
+    model: nn.Module, inputs: Sequence[np.ndarray], targets: np.ndarray, ks: Sequence[int] = DEFAULT_KS
 ) -> dict[str, float]:
     """Full-catalog metrics with each user's input history excluded from the ranking."""
     scores = score_sequences(model, inputs)
@@ -136,12 +143,12 @@ def _batches(
     return batches
 
 
-def train_sasrec(data: SequenceData, split: LooSplit, cfg: TrainConfig) -> TrainResult:
-    """Train SASRec on ``split.train``; keep the epoch with the best validation NDCG@10."""
+def train_model(data: SequenceData, split: LooSplit, cfg: TrainConfig) -> TrainResult:
+    """Train ``cfg.arch`` on ``split.train``; keep the epoch with the best validation NDCG@10."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    model = SASRec(
+    model = build_model(
         SASRecConfig(
             n_items=data.n_items,
             max_seq_len=cfg.max_seq_len,
@@ -149,13 +156,14 @@ def train_sasrec(data: SequenceData, split: LooSplit, cfg: TrainConfig) -> Train
             n_blocks=cfg.n_blocks,
             n_heads=cfg.n_heads,
             dropout=cfg.dropout,
+            arch=cfg.arch,
         )
     )
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best_state, best_score, best_epoch, bad_epochs = None, -1.0, 0, 0
     curve: list[dict[str, float]] = []
     started = time.perf_counter()
-    bar = tqdm(range(1, cfg.max_epochs + 1), desc="train sasrec", unit="epoch", disable=not cfg.progress)
+    bar = tqdm(range(1, cfg.max_epochs + 1), desc=f"train {cfg.arch}", unit="epoch", disable=not cfg.progress)
     for epoch in bar:
         model.train()
         losses = []
@@ -182,7 +190,7 @@ def train_sasrec(data: SequenceData, split: LooSplit, cfg: TrainConfig) -> Train
                 bad_epochs += 1
         curve.append(point)
         bar.set_postfix(loss=f"{point['loss']:.3f}", val_ndcg10=f"{best_score:.4f}")
-        if bad_epochs >= cfg.patience:
+        if bad_epochs >= cfg.patience or time.perf_counter() - started > cfg.max_train_seconds:
             break
     bar.close()
     if best_state is not None:
@@ -191,6 +199,10 @@ def train_sasrec(data: SequenceData, split: LooSplit, cfg: TrainConfig) -> Train
     seconds = time.perf_counter() - started
     valid = evaluate(model, split.valid_inputs, split.valid_targets, cfg.ks)
     test = evaluate(model, split.test_inputs, split.test_targets, cfg.ks)
-    log.info("sasrec best epoch %d valid ndcg@10 %.4f test ndcg@10 %.4f (%.1fs)",
+    log.info(cfg.arch + " best epoch %d valid ndcg@10 %.4f test ndcg@10 %.4f (%.1fs)",
              best_epoch, valid["ndcg@10"], test["ndcg@10"], seconds)
     return TrainResult(model, cfg, best_epoch, valid, test, curve, seconds)
+
+
+train_sasrec = train_model
+"""Backwards-compatible name."""

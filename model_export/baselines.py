@@ -1,0 +1,88 @@
+"""Baselines on the LOO protocol: most-popular and sequence-aware item-to-item co-occurrence.
+
+Co-occurrence (the strong, cheap baseline of EVAL.md): two items are similar when they occur within
+``window`` positions of each other in a user's ordered history, counted symmetrically:
+
+    C[a, b] = #{(u, i, j): |i - j| <= window, s_u[i] = a, s_u[j] = b, i != j}
+    S[a, b] = C[a, b] / (n_a ** alpha * n_b ** alpha)          (alpha = 0: raw counts)
+
+and a user's score for item b is  sum_t S[h_t, b] * decay ** (steps back from the newest item).
+Only each item's ``top_n`` strongest neighbours are kept, which is also how the model is served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["CooccurrenceConfig", "Cooccurrence", "fit_cooccurrence"]
+
+
+@dataclass(frozen=True)
+class CooccurrenceConfig:
+    """Hyper-parameters, chosen on validation."""
+
+    window: int = 30
+    decay: float = 0.7
+    alpha: float = 0.0
+    top_n: int = 300
+    history: int = 50
+    """Only the newest ``history`` items of a user contribute (decay ** 50 is negligible anyway)."""
+
+
+@dataclass(frozen=True)
+class Cooccurrence:
+    """Top-N neighbour lists: ``neighbors[i]`` (item indices) with weights ``weights[i]``; row 0 = padding."""
+
+    cfg: CooccurrenceConfig
+    neighbors: np.ndarray  # [V + 1, N] int64
+    weights: np.ndarray  # [V + 1, N] float32
+
+    @property
+    def n_items(self) -> int:
+        """Catalog size (padding excluded)."""
+        return self.neighbors.shape[0] - 1
+
+    def score(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores ``[U, V + 1]`` for each user history (oldest first)."""
+        n = self.n_items + 1
+        out = np.zeros((len(inputs), n), dtype=np.float32)
+        for row, seq in enumerate(inputs):
+            tail = np.asarray(seq[-self.cfg.history :], dtype=np.int64)
+            if not tail.size:
+                continue
+            w = self.cfg.decay ** np.arange(tail.size - 1, -1, -1, dtype=np.float64)  # newest weight 1
+            np.add.at(out[row], self.neighbors[tail].ravel(), (self.weights[tail] * w[:, None]).ravel())
+        out[:, 0] = 0.0
+        return out
+
+
+def fit_cooccurrence(train: Sequence[np.ndarray], n_items: int, cfg: CooccurrenceConfig) -> Cooccurrence:
+    """Count co-occurrences within the window, normalise, keep each item's top-N neighbours."""
+    n = n_items + 1
+    codes = []
+    for seq in train:
+        seq = np.asarray(seq, dtype=np.int64)
+        for gap in range(1, min(cfg.window, len(seq) - 1) + 1):
+            a, b = seq[:-gap], seq[gap:]
+            codes.append(a * n + b)
+            codes.append(b * n + a)
+    flat = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
+    matrix = np.bincount(flat, minlength=n * n).astype(np.float64).reshape(n, n)
+    np.fill_diagonal(matrix, 0.0)
+    if cfg.alpha:
+        freq = np.bincount(np.concatenate(list(train)), minlength=n).astype(np.float64)
+        norm = np.power(np.maximum(freq, 1.0), cfg.alpha)
+        matrix = matrix / norm[:, None] / norm[None, :]
+    matrix[0, :] = 0.0
+    matrix[:, 0] = 0.0
+    top_n = min(cfg.top_n, n - 1)
+    neighbors = np.argpartition(-matrix, top_n - 1, axis=1)[:, :top_n]
+    weights = np.take_along_axis(matrix, neighbors, axis=1)
+    order = np.argsort(-weights, axis=1, kind="stable")
+    neighbors = np.take_along_axis(neighbors, order, axis=1)
+    weights = np.take_along_axis(weights, order, axis=1).astype(np.float32)
+    neighbors[weights == 0] = 0  # padding neighbour with weight 0: contributes nothing
+    return Cooccurrence(cfg, neighbors.astype(np.int64), weights)
