@@ -24,23 +24,25 @@ def _train(args: argparse.Namespace) -> int:
     from model_export.pipeline import TrainJob, run_training
     from model_export.train import TrainConfig
 
-    if args.protocol != "loo-5core":
-        print(f"streamrec: error: unknown protocol {args.protocol!r}; supported: loo-5core", file=sys.stderr)
-        return 2
     train = TrainConfig(
         max_seq_len=args.max_seq_len, hidden=args.hidden, n_blocks=args.blocks, dropout=args.dropout,
-        lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience, seed=args.seed,
+        lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
+        max_train_seconds=args.max_train_seconds,
     )
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    archs = tuple(a.strip() for a in args.arch.split(",") if a.strip())
     metrics = run_training(TrainJob(data=args.data, out=args.out, fmt=args.format, protocol=args.protocol,
-                                    train=train))
-    summary = {k: metrics[k] for k in ("model_version", "n_users", "n_items", "n_events", "best_epoch",
+                                    train=train, archs=archs, seeds=seeds))
+    summary = {k: metrics[k] for k in ("model_version", "served", "n_users", "n_items", "n_events", "best_epoch",
                                        "train_seconds")}
+    summary["beta"] = metrics["blend"]["beta"]
     summary["test"] = {k: round(v, 4) for k, v in metrics["test"].items() if k.endswith("@10")}
-    summary["popular_test"] = {
-        k: round(v, 4) for k, v in metrics["baselines"]["popular"]["test"].items() if k.endswith("@10")
-    }
+    for name, result in {**metrics["baselines"], **metrics["models"]}.items():
+        summary[f"{name}_test"] = {k: round(v, 4) for k, v in result["test"].items() if k.endswith("@10")}
+    if len(seeds) > 1:
+        summary["test_over_seeds"] = metrics["seeds"]["summary"]
     print(json.dumps(summary, indent=1))
-    print(f"bundle and metrics.json written to {args.out}")
+    print(f"bundle, metrics.json and report.md written to {args.out}")
     return 0
 
 
@@ -90,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=float, default=0.2)
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--seeds", default="42", help="comma-separated seeds; the best on validation is exported")
+    t.add_argument("--arch", default="sasrec", help="comma-separated: sasrec, gru4rec (best on validation kept)")
+    t.add_argument("--max-train-seconds", type=float, default=540.0, help="per model and seed")
 
     sub.add_parser("run", help="run the recommendation job (see `streamrec run --help`)", add_help=False)
 

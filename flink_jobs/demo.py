@@ -87,10 +87,12 @@ def ensure_demo_bundle(cfg: DemoConfig, home: Path) -> Path:
     print(f"training a SASRec model on {len(history)} generated events -> {path}", flush=True)
     metrics = run_training(TrainJob(data=str(data), out=str(path), fmt="events",
                                     train=TrainConfig(max_epochs=25, patience=4)))
+    base = metrics["baselines"]
     print(
         f"trained {metrics['model_version']}: test ndcg@10={metrics['test']['ndcg@10']:.4f} "
-        f"recall@10={metrics['test']['recall@10']:.4f} (popularity: "
-        f"{metrics['baselines']['popular']['test']['ndcg@10']:.4f}) in {metrics['train_seconds']:.1f}s",
+        f"recall@10={metrics['test']['recall@10']:.4f} (popularity {base['popular']['test']['ndcg@10']:.4f}, "
+        f"co-occurrence {base['cooccurrence']['test']['ndcg@10']:.4f}) in {metrics['train_seconds']:.1f}s; "
+        f"report: {path / 'report.md'}",
         flush=True,
     )
     return path

@@ -6,7 +6,7 @@ import logging
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from model_export.bundle import (
 from model_export.model import ServingHead
 from operators.errors import StreamrecError
 
-__all__ = ["ExportSpec", "ExportParityError", "export_bundle", "check_parity"]
+__all__ = ["ExportSpec", "ExportParityError", "export_bundle", "check_parity", "load_serving_head"]
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,11 @@ def export_bundle(
             training={**training, "parity": parity},
             popular_items=popular_items,
         )
-        torch.save(model.state_dict(), tmp / "model.pt")
+        torch.save(
+            {"state_dict": model.state_dict(), "config": asdict(cfg), "cooc": cooc if head.beta > 0 else None,
+             "beta": head.beta, "n_candidates": n_candidates},
+            tmp / "model.pt",
+        )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -168,3 +172,13 @@ def export_bundle(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return load_bundle(out_dir)
+
+
+def load_serving_head(bundle: ModelBundle) -> ServingHead:
+    """Rebuild the exported torch head from a bundle's ``model.pt`` (for parity checks and analysis)."""
+    from model_export.model import SASRecConfig, build_model
+
+    saved = torch.load(bundle.path / "model.pt", weights_only=False)
+    model = build_model(SASRecConfig(**saved["config"]))
+    model.load_state_dict(saved["state_dict"])
+    return ServingHead(model, saved["n_candidates"], cooc=saved["cooc"], beta=saved["beta"]).eval()

@@ -15,7 +15,17 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["SASRecConfig", "SASRec", "GRU4Rec", "build_model", "ServingHead", "blend_scores"]
+__all__ = [
+    "SASRecConfig",
+    "SASRec",
+    "GRU4Rec",
+    "build_model",
+    "ServingHead",
+    "blend_scores",
+    "cooccurrence_scores",
+    "standardize",
+    "decay_weights",
+]
 
 NEG = -1e9  # finite mask value: -inf would turn fully padded rows into NaN
 
@@ -140,12 +150,32 @@ def build_model(cfg: SASRecConfig) -> nn.Module:
     raise ValueError(msg)
 
 
-def _standardize(x: torch.Tensor) -> torch.Tensor:
+def decay_weights(decay: float, history: int) -> np.ndarray:
+    """``[decay ** (history - 1), ..., decay, 1]``: the weight of each of the newest ``history`` positions."""
+    return (decay ** np.arange(history - 1, -1, -1)).astype(np.float32)
+
+
+def standardize(x: torch.Tensor) -> torch.Tensor:
     """Per-row z-score over the catalog (column 0, padding, excluded from the statistics)."""
     items = x[:, 1:]
     mean = items.mean(dim=1, keepdim=True)
     std = items.std(dim=1, keepdim=True)
     return (x - mean) / (std + 1e-6)
+
+
+def cooccurrence_scores(
+    item_seq: torch.Tensor, neighbors: torch.Tensor, weights: torch.Tensor, decay: torch.Tensor
+) -> torch.Tensor:
+    """``sum_t decay[t] * S[h_t, :]`` over the newest ``len(decay)`` items: ``[B, L] -> [B, V + 1]``.
+
+    ``S`` is given as top-N neighbour lists ``neighbors``/``weights`` ``[V + 1, N]`` (row 0 = padding, zero).
+    """
+    tail = item_seq[:, -decay.shape[0] :]  # [B, H]
+    w = decay[-tail.shape[1] :] * (tail != 0).to(weights.dtype)  # [B, H]
+    idx = neighbors[tail].flatten(1)  # [B, H * N]
+    val = (weights[tail] * w.unsqueeze(-1)).flatten(1)  # [B, H * N]
+    out = torch.zeros((item_seq.shape[0], neighbors.shape[0]), dtype=weights.dtype, device=item_seq.device)
+    return out.scatter_add(1, idx, val)  # [B, V + 1]
 
 
 def blend_scores(
@@ -156,17 +186,9 @@ def blend_scores(
     decay: torch.Tensor,
     beta: float,
 ) -> torch.Tensor:
-    """``(1 - beta) * z(model logits) + beta * z(co-occurrence scores)``, both ``[B, V + 1]``.
-
-    Co-occurrence: ``sum_t decay[t] * S[h_t, :]`` over the newest ``len(decay)`` items, with ``S`` given
-    as top-N neighbour lists ``neighbors``/``weights`` ``[V + 1, N]``.
-    """
-    tail = item_seq[:, -decay.shape[0] :]  # [B, H]
-    w = decay[-tail.shape[1] :] * (tail != 0).to(logits.dtype)  # [B, H]
-    idx = neighbors[tail].flatten(1)  # [B, H * N]
-    val = (weights[tail] * w.unsqueeze(-1)).flatten(1)  # [B, H * N]
-    co = torch.zeros_like(logits).scatter_add(1, idx, val)  # [B, V + 1]
-    return (1.0 - beta) * _standardize(logits) + beta * _standardize(co)
+    """``(1 - beta) * z(model logits) + beta * z(co-occurrence scores)``, both ``[B, V + 1]``."""
+    co = cooccurrence_scores(item_seq, neighbors, weights, decay)
+    return (1.0 - beta) * standardize(logits) + beta * standardize(co)
 
 
 class ServingHead(nn.Module):

@@ -1,25 +1,41 @@
-"""From an event log to a served-ready bundle: load, split, train, evaluate, export, report."""
+"""From an event log to a served-ready bundle: load, split (LOO-5core), baselines, train, blend, export, report.
+
+Everything is chosen on the validation split: the co-occurrence configuration, the sequence architecture,
+the blend weight and the epoch. The test split is only reported.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model_export.data import DataFormat, build_sequences, k_core, load_interactions, loo_split
+from model_export.baselines import Cooccurrence, CooccurrenceConfig, fit_cooccurrence
+from model_export.data import DataFormat, LooSplit, SequenceData, build_sequences, k_core, load_interactions, loo_split
 from model_export.export import export_bundle
 from model_export.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
-from model_export.train import TrainConfig, left_pad, popularity_scores, train_sasrec
+from model_export.model import decay_weights
+from model_export.report import write_report
+from model_export.train import TrainConfig, TrainResult, left_pad, popularity_scores, score_sequences, train_model
+from operators.errors import ConfigError
 
-__all__ = ["TrainJob", "run_training"]
+__all__ = ["TrainJob", "run_training", "DEFAULT_COOC_GRID", "DEFAULT_BETAS"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_COOC_GRID: tuple[CooccurrenceConfig, ...] = tuple(
+    CooccurrenceConfig(window=w, decay=d, alpha=a)
+    for w in (10, 30)
+    for d in (0.5, 0.7, 0.85)
+    for a in (0.0, 0.5)
+)
+DEFAULT_BETAS: tuple[float, ...] = tuple(round(b, 2) for b in np.linspace(0.0, 1.0, 11))
 
 
 @dataclass(frozen=True)
@@ -33,46 +49,145 @@ class TrainJob:
     min_count: int = 5
     n_candidates: int = 300
     train: TrainConfig = TrainConfig()
+    archs: tuple[str, ...] = ("sasrec",)
+    seeds: tuple[int, ...] = (42,)
+    cooc_grid: tuple[CooccurrenceConfig, ...] = field(default=DEFAULT_COOC_GRID)
+    betas: tuple[float, ...] = DEFAULT_BETAS
+    report: bool = True
+
+    def __post_init__(self) -> None:
+        if self.protocol != "loo-5core":
+            msg = f"unknown protocol {self.protocol!r}; supported: loo-5core"
+            raise ConfigError(msg)
+        if not self.archs or not self.seeds:
+            msg = "archs and seeds must not be empty"
+            raise ConfigError(msg)
+        if any(not 0.0 <= b <= 1.0 for b in self.betas):
+            msg = f"blend weights must be in [0, 1], got {self.betas}"
+            raise ConfigError(msg)
+
+
+def _load(job: TrainJob) -> tuple[SequenceData, LooSplit]:
+    df = k_core(load_interactions(job.data, job.fmt), job.min_count)
+    dedupe = job.fmt == "events"
+    data = build_sequences(df, dedupe=dedupe)
+    if dedupe:  # deduplication can leave users with fewer than 3 distinct items
+        keep = {u for u, s in zip(data.user_ids, data.sequences, strict=True) if len(s) >= 3}
+        data = build_sequences(df[df["user_id"].isin(keep)], dedupe=True)
+    if data.n_users == 0:
+        msg = f"no user has {job.min_count}+ events in {job.data}; nothing to train on"
+        raise ConfigError(msg)
+    return data, loo_split(data)
+
+
+def _metrics(scores: np.ndarray, targets: np.ndarray, inputs: list[np.ndarray]) -> dict[str, float]:
+    return metrics_from_ranks(target_ranks(scores, targets, inputs), DEFAULT_KS)
+
+
+def _standardize(x: np.ndarray) -> np.ndarray:
+    """Row z-score over columns 1..V, as ``model.standardize`` (unbiased std)."""
+    items = x[:, 1:]
+    return (x - items.mean(axis=1, keepdims=True)) / (items.std(axis=1, ddof=1, keepdims=True) + 1e-6)
+
+
+def _choose_cooc(job: TrainJob, data: SequenceData, split: LooSplit, history: int) -> dict[str, Any]:
+    best: tuple[float, CooccurrenceConfig] | None = None
+    for cfg in job.cooc_grid:
+        cfg = replace(cfg, history=min(cfg.history, history))
+        model = fit_cooccurrence(split.valid_inputs, data.n_items, cfg)
+        score = _metrics(model.score(split.valid_inputs), split.valid_targets, split.valid_inputs)["ndcg@10"]
+        if best is None or score > best[0]:
+            best = (score, cfg)
+    assert best is not None
+    cfg = best[1]
+    valid_model = fit_cooccurrence(split.valid_inputs, data.n_items, cfg)
+    test_model = fit_cooccurrence(split.test_inputs, data.n_items, cfg)
+    return {
+        "config": cfg,
+        "valid_scores": valid_model.score(split.valid_inputs),
+        "test_scores": test_model.score(split.test_inputs),
+    }
+
+
+def _run_seed(
+    job: TrainJob, data: SequenceData, split: LooSplit, seed: int, cooc: dict[str, Any]
+) -> dict[str, Any]:
+    """Train every architecture with one seed, keep the best on validation, choose the blend weight."""
+    results: dict[str, TrainResult] = {}
+    for arch in job.archs:
+        results[arch] = train_model(data, split, replace(job.train, arch=arch, seed=seed))
+    arch = max(results, key=lambda a: results[a].valid["ndcg@10"])
+    chosen = results[arch]
+    z_valid = _standardize(score_sequences(chosen.model, split.valid_inputs))
+    z_test = _standardize(score_sequences(chosen.model, split.test_inputs))
+    c_valid, c_test = _standardize(cooc["valid_scores"]), _standardize(cooc["test_scores"])
+    by_beta = {
+        beta: _metrics((1 - beta) * z_valid + beta * c_valid, split.valid_targets, split.valid_inputs)
+        for beta in job.betas
+    }
+    beta = max(by_beta, key=lambda b: (by_beta[b]["ndcg@10"], -b))
+    test = _metrics((1 - beta) * z_test + beta * c_test, split.test_targets, split.test_inputs)
+    return {
+        "seed": seed,
+        "arch": arch,
+        "beta": beta,
+        "valid": by_beta[beta],
+        "test": test,
+        "blend_curve": {str(b): m["ndcg@10"] for b, m in by_beta.items()},
+        "results": results,
+    }
+
+
+def _spread(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for key in ("recall@10", "ndcg@10", "mrr@10", "recall@5", "ndcg@5"):
+        values = np.array([r["test"][key] for r in runs])
+        out[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    "min": float(values.min()), "max": float(values.max())}
+    return out
 
 
 def run_training(job: TrainJob) -> dict[str, Any]:
-    """Train and export; writes ``<out>/`` (the bundle) and ``<out>/metrics.json``. Returns the metrics."""
+    """Train and export; writes the bundle, ``metrics.json`` and ``report.md`` into ``job.out``."""
     started = time.perf_counter()
-    df = load_interactions(job.data, job.fmt)
-    df = k_core(df, job.min_count)
-    data = build_sequences(df, dedupe=job.fmt == "events")
-    data_5core = data
-    if job.fmt == "events":
-        # Deduplication can leave users below the threshold: re-apply the core on the sequences' events.
-        keep = [u for u, s in zip(data.user_ids, data.sequences, strict=True) if len(s) >= 3]
-        data_5core = build_sequences(df[df["user_id"].isin(set(keep))], dedupe=True)
-    data = data_5core
-    split = loo_split(data)
+    data, split = _load(job)
     log.info("data: users=%d items=%d events=%d", data.n_users, data.n_items, data.n_events)
-
     pop = popularity_scores(split.train, data.n_items)
-    pop_scores = np.tile(pop, (1, 1))
-    baselines = {
+    baselines: dict[str, Any] = {
         "popular": {
-            split_name: metrics_from_ranks(
-                target_ranks(np.broadcast_to(pop_scores, (len(t), pop.size)), t, inputs), DEFAULT_KS
-            )
-            for split_name, inputs, t in (
-                ("valid", split.valid_inputs, split.valid_targets),
-                ("test", split.test_inputs, split.test_targets),
-            )
+            "valid": _metrics(np.tile(pop, (data.n_users, 1)), split.valid_targets, split.valid_inputs),
+            "test": _metrics(np.tile(pop, (data.n_users, 1)), split.test_targets, split.test_inputs),
         }
     }
-    result = train_sasrec(data, split, job.train)
+    cooc = _choose_cooc(job, data, split, job.train.max_seq_len)
+    baselines["cooccurrence"] = {
+        "config": asdict(cooc["config"]),
+        "valid": _metrics(cooc["valid_scores"], split.valid_targets, split.valid_inputs),
+        "test": _metrics(cooc["test_scores"], split.test_targets, split.test_inputs),
+    }
+    train_started = time.perf_counter()
+    runs = [_run_seed(job, data, split, seed, cooc) for seed in job.seeds]
+    train_seconds = (time.perf_counter() - train_started) / len(job.seeds)
+    best = max(runs, key=lambda r: r["valid"]["ndcg@10"])
+    chosen: TrainResult = best["results"][best["arch"]]
+
+    # Served co-occurrence: fitted on every known interaction (no target is held out in production).
+    serve_cooc: Cooccurrence = fit_cooccurrence(data.sequences, data.n_items, cooc["config"])
+    history = serve_cooc.cfg.history
     popular_items = [data.item_vocab[i - 1] for i in np.argsort(-pop, kind="stable")[:500] if i > 0]
     created = datetime.now(UTC)
-    version = f"sasrec-{data.fingerprint[:8]}-{created.strftime('%Y%m%dT%H%M%SZ')}"
+    served = best["arch"] if best["beta"] == 0 else f"{best['arch']}+cooccurrence"
+    version = f"{served.replace('+', '-')}-{data.fingerprint[:8]}-{created.strftime('%Y%m%dT%H%M%SZ')}"
     rng = np.random.default_rng(0)
     samples = [
         left_pad([split.test_inputs[i] for i in rng.integers(0, data.n_users, size=b)], job.train.max_seq_len)
         for b in (1, 7, 32)
     ]
-    samples.append(np.zeros((2, job.train.max_seq_len), dtype=np.int64))  # cold start rows
+    samples.append(np.zeros((2, job.train.max_seq_len), dtype=np.int64))  # cold-start rows
+    models = {
+        arch: {"valid": r.valid, "test": r.test, "best_epoch": r.best_epoch, "train_seconds": r.train_seconds}
+        for arch, r in best["results"].items()
+    }
     metrics: dict[str, Any] = {
         "protocol": job.protocol,
         "data": str(job.data),
@@ -80,15 +195,23 @@ def run_training(job: TrainJob) -> dict[str, Any]:
         "n_users": data.n_users,
         "n_items": data.n_items,
         "n_events": data.n_events,
-        "valid": result.valid,
-        "test": result.test,
+        "served": served,
+        "valid": best["valid"],
+        "test": best["test"],
         "baselines": baselines,
-        "best_epoch": result.best_epoch,
-        "curve": result.curve,
-        "train_seconds": result.train_seconds,
+        "models": models,
+        "blend": {"beta": best["beta"], "valid_ndcg@10_by_beta": best["blend_curve"]},
+        "seeds": {
+            "runs": [{"seed": r["seed"], "arch": r["arch"], "beta": r["beta"], "valid": r["valid"], "test": r["test"]}
+                     for r in runs],
+            "summary": _spread(runs),
+        },
+        "best_epoch": chosen.best_epoch,
+        "curve": chosen.curve,
+        "train_seconds": train_seconds,
     }
     bundle = export_bundle(
-        result.model,
+        chosen.model,
         job.out,
         version=version,
         item_vocab=data.item_vocab,
@@ -102,14 +225,21 @@ def run_training(job: TrainJob) -> dict[str, Any]:
             "n_items": data.n_items,
             "n_events": data.n_events,
             "created_at": created.isoformat(),
-            "config": result.summary()["config"],
-            "best_epoch": result.best_epoch,
-            "metrics": {"valid": result.valid, "test": result.test},
+            "config": asdict(replace(job.train, arch=best["arch"], seed=best["seed"])),
+            "cooccurrence": asdict(serve_cooc.cfg),
+            "best_epoch": chosen.best_epoch,
+            "metrics": {"valid": best["valid"], "test": best["test"]},
         },
         popular_items=popular_items,
         sample_inputs=samples,
+        cooc=(serve_cooc.neighbors, serve_cooc.weights, decay_weights(serve_cooc.cfg.decay, history)),
+        beta=best["beta"],
     )
     metrics["model_version"] = bundle.version
     metrics["total_seconds"] = time.perf_counter() - started
-    Path(job.out, "metrics.json").write_text(json.dumps(metrics, indent=1), "utf-8")
+    out = Path(job.out)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1), "utf-8")
+    if job.report:
+        curves = {f"{arch} seed {best['seed']}": r.curve for arch, r in best["results"].items()}
+        write_report(metrics, curves, out)
     return metrics

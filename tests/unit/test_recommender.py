@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from model_export.bundle import load_bundle
-from model_export.model import SASRec, SASRecConfig
+from model_export.export import load_serving_head
 from operators.inference import OnnxScorer, encode_sequences
 from operators.recommender import Recommender
 
@@ -26,16 +26,12 @@ def test_active_provider_is_cpu_here(scorer):
 
 def test_onnx_candidates_equal_torch_full_catalog_ranking(trained_bundle, scorer):
     bundle = scorer.bundle
-    cfg = bundle.manifest["model"]
-    model = SASRec(SASRecConfig(n_items=bundle.n_items, max_seq_len=cfg["max_seq_len"], hidden=cfg["hidden"],
-                                n_blocks=cfg["n_blocks"], n_heads=cfg["n_heads"]))
-    model.load_state_dict(torch.load(trained_bundle / "model.pt"))
-    model.eval()
+    head = load_serving_head(bundle)
     rng = np.random.default_rng(0)
     seqs = rng.integers(1, bundle.n_items + 1, size=(8, bundle.max_seq_len))
     seqs[0, :15] = 0  # a short, left-padded history
     with torch.no_grad():
-        full = model(torch.from_numpy(seqs)).numpy()
+        full = head.full_scores(torch.from_numpy(seqs)).numpy()
     full[:, 0] = -np.inf
     scores, items = scorer.score_batch(seqs)
     expected = np.argsort(-full, axis=1, kind="stable")[:, : bundle.n_candidates]
@@ -70,4 +66,8 @@ def test_batch_equals_single(scorer):
     rec = Recommender(scorer, top_k=5)
     vocab = scorer.bundle.item_vocab
     windows = [[(vocab[i], "view", 1)] for i in range(4)] + [[("unknown", "view", 1)]]
-    assert rec.recommend_batch(windows) == [rec.recommend(w) for w in windows]
+    batched, single = rec.recommend_batch(windows), [rec.recommend(w) for w in windows]
+    assert [r.strategy for r in batched] == [r.strategy for r in single]
+    for b, s in zip(batched, single, strict=True):
+        assert [i for i, _ in b.items] == [i for i, _ in s.items]
+        assert [x for _, x in b.items] == pytest.approx([x for _, x in s.items], rel=1e-5)

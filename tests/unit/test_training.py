@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from model_export.bundle import load_bundle
-from model_export.export import ExportParityError, ExportSpec, check_parity
-from model_export.model import SASRec, SASRecConfig, ServingHead
+from model_export.export import ExportParityError, ExportSpec, check_parity, load_serving_head
+from model_export.model import SASRec, SASRecConfig
 from model_export.train import TrainConfig, left_pad
 from operators.errors import ConfigError
 
@@ -21,6 +21,20 @@ def test_training_beats_popularity(trained_bundle):
     assert metrics["curve"] and metrics["best_epoch"] >= 1
     for split in ("valid", "test"):
         assert set(metrics[split]) == {f"{m}@{k}" for m in ("recall", "ndcg", "mrr") for k in (5, 10, 20)}
+    assert metrics["n_users"] > 100 and metrics["n_items"] > 100 and metrics["n_events"] > metrics["n_users"]
+    cooc = metrics["baselines"]["cooccurrence"]
+    assert cooc["config"]["window"] == 5 and cooc["test"]["ndcg@10"] > popular["ndcg@10"]
+    assert metrics["blend"]["beta"] in (0.0, 0.3, 0.6)
+    # The served model is chosen on validation and is at least as good there as its parts.
+    assert metrics["valid"]["ndcg@10"] >= metrics["models"]["sasrec"]["valid"]["ndcg@10"] - 1e-9
+    assert metrics["train_seconds"] > 0
+
+
+def test_report_has_tables_and_a_plot(trained_bundle):
+    report = (trained_bundle / "report.md").read_text()
+    assert "| popular |" in report and "| co-occurrence |" in report and "served:" in report
+    assert "![training curves](training_curve.png)" in report
+    assert (trained_bundle / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_manifest_records_parity(trained_bundle):
@@ -36,11 +50,8 @@ def test_left_pad_keeps_newest_items():
 
 def test_parity_check_reports_every_mismatch(trained_bundle):
     bundle = load_bundle(trained_bundle)
-    cfg = bundle.manifest["model"]
-    model = SASRec(SASRecConfig(n_items=bundle.n_items, max_seq_len=cfg["max_seq_len"], hidden=cfg["hidden"],
-                                n_blocks=cfg["n_blocks"], n_heads=cfg["n_heads"]))
-    model.load_state_dict(torch.load(trained_bundle / "model.pt"))
-    head = ServingHead(model, bundle.n_candidates)
+    head = load_serving_head(bundle)
+    model = head.model
     inputs = [left_pad([np.arange(1, 10)], bundle.max_seq_len), left_pad([np.arange(3, 8)] * 2, bundle.max_seq_len)]
     assert check_parity(head, bundle.onnx_path, inputs, ExportSpec())["max_abs_diff"] < 1e-3
     with torch.no_grad():
