@@ -124,15 +124,27 @@ def evaluate(
 def _batches(
     train: Sequence[np.ndarray], length: int, batch_size: int, rng: np.random.Generator
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Random crops of each training sequence: input ``s[:-1]`` predicts target ``s[1:]``."""
+    """Every training sequence cut into windows of ``length + 1`` items (from the newest end, with a random
+    shift so that window borders move between epochs): input ``w[:-1]`` predicts target ``w[1:]``."""
     crops_in, crops_out = [], []
     for seq in train:
         if len(seq) < 2:
             continue
-        end = len(seq) if len(seq) <= length + 1 else int(rng.integers(length + 1, len(seq) + 1))
-        window = seq[max(0, end - length - 1) : end]
-        crops_in.append(window[:-1])
-        crops_out.append(window[1:])
+        end = len(seq)
+        if len(seq) > length + 1:
+            end -= int(rng.integers(0, length))
+        while True:
+            window = seq[max(0, end - length - 1) : end]
+            if len(window) >= 2:
+                crops_in.append(window[:-1])
+                crops_out.append(window[1:])
+            if end - length - 1 <= 0:
+                break
+            end -= length
+        if end < len(seq) and len(seq) > length + 1:
+            window = seq[-length - 1 :]  # the newest window always takes part
+            crops_in.append(window[:-1])
+            crops_out.append(window[1:])
     order = rng.permutation(len(crops_in))
     batches = []
     for start in range(0, len(order), batch_size):
