@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # `flink run -py flink_jobs/recommend_job.py`: ma
 
 from model_export.bundle import load_bundle  # noqa: E402
 from operators.config import JobConfig  # noqa: E402
-from operators.errors import StreamrecError  # noqa: E402
+from operators.errors import ConfigError, StreamrecError  # noqa: E402
 
 __all__ = ["build_arg_parser", "config_from_args", "build_job", "main"]
 
@@ -58,6 +58,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--restore-from", default=None, help="checkpoint/savepoint path to restore state from")
     p.add_argument("--connector-jar", default=None, help="flink-sql-connector-kafka jar (default: make jars)")
     p.add_argument("--job-name", default=d["job_name"].default)
+    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra Flink configuration, repeatable (e.g. --conf execution.checkpointing.interval=10s)")
     return p
 
 
@@ -81,7 +83,19 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         state_cache_size=args.state_cache_size,
         onnx_providers=tuple(p.strip() for p in args.onnx_providers.split(",") if p.strip()),
         job_name=args.job_name,
+        extra=_parse_conf(args.conf),
     )
+
+
+def _parse_conf(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            msg = f"--conf expects KEY=VALUE, got {pair!r}"
+            raise ConfigError(msg)
+        out[key.strip()] = value.strip()
+    return out
 
 
 def _sql_str(value: str) -> str:
@@ -159,6 +173,7 @@ def flink_configuration(cfg: JobConfig, connector_jar: Path, restore_from: str |
     }
     if restore_from:
         settings["execution.state-recovery.path"] = restore_from
+    settings.update(cfg.extra)
     return settings
 
 

@@ -40,7 +40,7 @@ def _consume(bootstrap: str, topic: str, expected: int, timeout_s: float, queue:
     for tp in parts:
         consumer.position(tp)
     queue.put("ready")
-    latencies, arrivals = [], []
+    latencies, arrivals, in_job = [], [], []
     deadline = time.monotonic() + timeout_s
     while len(latencies) < expected and time.monotonic() < deadline:
         for records in consumer.poll(timeout_ms=50).values():
@@ -50,9 +50,10 @@ def _consume(bootstrap: str, topic: str, expected: int, timeout_s: float, queue:
                     continue
                 doc = _json.loads(record.value)
                 latencies.append(now - doc["source_ts"])
+                in_job.append(doc["emit_ts"] - doc["source_ts"])
                 arrivals.append(now)
     consumer.close()
-    queue.put((latencies, arrivals))
+    queue.put((latencies, arrivals, in_job))
 
 
 def _produce(bootstrap: str, topic: str, events: list[dict], rate: float | None) -> float:
@@ -78,9 +79,10 @@ def _phase(bootstrap: str, topics: dict, events: list[dict], rate: float | None,
     consumer.start()
     assert queue.get(timeout=60) == "ready"
     send_s = _produce(bootstrap, topics["input"], events, rate)
-    latencies, arrivals = queue.get(timeout=timeout_s + 30)
+    latencies, arrivals, in_job = queue.get(timeout=timeout_s + 30)
     consumer.join(timeout=10)
     out = latency_summary(latencies)
+    out["produce_to_emit"] = latency_summary(in_job)
     out["events"] = len(events)
     out["lists"] = len(latencies)
     out["send_seconds"] = send_s
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--burst", type=int, default=20_000)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--out", default=str(RESULTS / "latency.json"))
+    p.add_argument("--conf", action="append", default=[], help="extra Flink KEY=VALUE for the job")
     args = p.parse_args(argv)
     if args.bundle is None:
         from flink_jobs.demo import DemoConfig, ensure_demo_bundle
@@ -109,12 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     paced, burst = replay[:n_rate], replay[n_rate : n_rate + args.burst]
     topics = {"input": "bench.events", "output": "bench.recs", "dead": "bench.dead"}
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
-    result: dict = {"bundle": bundle.version, "n_items": bundle.n_items, "partitions": args.partitions}
+    result: dict = {"bundle": bundle.version, "n_items": bundle.n_items, "partitions": args.partitions,
+                    "conf": args.conf}
     with LocalKafka(work / "kafka") as kafka:
         kafka.create_topics({topics["input"]: args.partitions, topics["output"]: args.partitions, topics["dead"]: 1})
         job_args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(bundle.path), "--checkpoint-dir",
                     str(work / "ck"), "--input-topic", topics["input"], "--output-topic", topics["output"],
                     "--dead-letter-topic", topics["dead"], "--top-k", "10"]
+        for pair in args.conf:
+            job_args += ["--conf", pair]
         with JobProcess(job_args, work / "logs") as job:
             result["job_startup_s"] = wait_until_serving(job, kafka.bootstrap, topics["input"], topics["output"])
             result["paced"] = {"rate": args.rate, **_phase(kafka.bootstrap, topics, paced, args.rate, args.seconds + 120)}
