@@ -8,7 +8,7 @@ JARS_STAMP := deploy/jvm/target/.jars-ok
 VENV_STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 
-.PHONY: setup venv jars demo test test-unit test-integration bench clean-runtime
+.PHONY: setup venv jars demo test test-unit test-integration lint bench clean-runtime
 
 setup: venv jars
 
@@ -37,6 +37,9 @@ test-unit: setup
 
 test-integration: setup
 	$(PY) -m pytest tests/integration
+
+lint: venv
+	$(VENV)/bin/ruff check operators model_export flink_jobs deploy perf tests
 
 bench: setup
 	$(PY) -m perf.bench_onnx

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from deploy.paths import REPO_ROOT, java_home, site_packages
+from deploy.process import stop_process_group
 from operators.errors import StreamrecError
 
 __all__ = ["JobProcess", "JobError", "wait_until_serving"]
@@ -81,16 +81,7 @@ class JobProcess:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process_group(proc, timeout_s)
         log.info("job process stopped (pid %d)", proc.pid)
 
     def __enter__(self) -> JobProcess:

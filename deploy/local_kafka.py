@@ -13,9 +13,7 @@ ports; :meth:`stop` terminates that group (SIGTERM, then SIGKILL) and nothing el
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from deploy.paths import java_executable, kafka_broker_classpath
+from deploy.process import stop_process_group
 from operators.errors import StreamrecError
 
 __all__ = ["LocalKafka", "BrokerError", "free_port"]
@@ -211,16 +210,7 @@ class LocalKafka:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process_group(proc, timeout_s)
         log.info("kafka broker stopped (pid %d)", proc.pid)
 
     def __enter__(self) -> LocalKafka:

@@ -55,7 +55,8 @@ def kafka_broker_classpath(explicit: str | None = None) -> str:
 
 def flink_connector_jar(explicit: str | None = None) -> Path:
     """The shaded Flink Kafka connector jar fetched by ``make jars``."""
-    jar = Path(explicit or os.environ.get("STREAMREC_CONNECTOR_JAR") or JVM_TARGET / "flink-lib" / "flink-sql-connector-kafka.jar")
+    default = JVM_TARGET / "flink-lib" / "flink-sql-connector-kafka.jar"
+    jar = Path(explicit or os.environ.get("STREAMREC_CONNECTOR_JAR") or default)
     if not jar.is_file():
         raise _jars_missing(jar)
     return jar.resolve()

@@ -106,7 +106,9 @@ def load_bundle(path: str | Path, *, verify_checksum: bool = True) -> ModelBundl
     root = Path(path).expanduser().resolve()
     retrain = "Re-create it with `streamrec train --out DIR` (or restore the original bundle)."
     if not root.is_dir():
-        raise _fail(root, "directory does not exist", "Pass --bundle pointing at a directory made by `streamrec train`.")
+        raise _fail(
+            root, "directory does not exist", "Pass --bundle pointing at a directory made by `streamrec train`."
+        )
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise _fail(root, f"{MANIFEST_NAME} is missing", retrain)

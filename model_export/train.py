@@ -10,13 +10,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from model_export.data import LooSplit, SequenceData
 from model_export.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 from model_export.model import SASRecConfig, build_model
-from torch import nn
 from operators.errors import ConfigError
 
 __all__ = ["TrainConfig", "TrainResult", "train_model", "train_sasrec", "evaluate", "popularity_scores", "left_pad"]

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             job_args += ["--conf", pair]
         with JobProcess(job_args, work / "logs") as job:
             result["job_startup_s"] = wait_until_serving(job, kafka.bootstrap, topics["input"], topics["output"])
-            result["paced"] = {"rate": args.rate, **_phase(kafka.bootstrap, topics, paced, args.rate, args.seconds + 120)}
+            paced_result = _phase(kafka.bootstrap, topics, paced, args.rate, args.seconds + 120)
+            result["paced"] = {"rate": args.rate, **paced_result}
             print("paced:", json.dumps(result["paced"]))
             if burst:
                 result["burst"] = _phase(kafka.bootstrap, topics, burst, None, 600)

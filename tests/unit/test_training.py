@@ -81,3 +81,24 @@ def test_bad_train_config():
         TrainConfig(dropout=1.0)
     with pytest.raises(ConfigError, match="max_seq_len must be >= 1, got 0"):
         TrainConfig(max_seq_len=0)
+
+
+def test_gru4rec_trains_and_exports_with_parity(tmp_path):
+    from model_export.data import build_sequences, loo_split
+    from model_export.export import export_bundle
+    from model_export.train import train_model
+
+    rng = np.random.default_rng(0)
+    import pandas as pd
+
+    rows = [(f"u{u}", f"i{(u + t) % 40}", t) for u in range(60) for t in range(8 + int(rng.integers(0, 5)))]
+    data = build_sequences(pd.DataFrame(rows, columns=["user_id", "item_id", "ts"]))
+    split = loo_split(data)
+    result = train_model(data, split, TrainConfig(arch="gru4rec", max_seq_len=8, hidden=16, max_epochs=3,
+                                                 progress=False))
+    assert result.model.__class__.__name__ == "GRU4Rec"
+    samples = [left_pad(split.test_inputs[:b], 8) for b in (1, 5)]
+    bundle = export_bundle(result.model, tmp_path / "gru", version="gru-test", item_vocab=data.item_vocab,
+                           n_candidates=20, training={}, popular_items=[], sample_inputs=samples)
+    assert bundle.manifest["model"]["arch"] == "gru4rec"
+    assert bundle.manifest["training"]["parity"]["max_abs_diff"] < 1e-3
