@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--out", default=str(RESULTS / "latency.json"))
     p.add_argument("--conf", action="append", default=[], help="extra Flink KEY=VALUE for the job")
+    p.add_argument("--delivery-guarantee", default="at-least-once", choices=["at-least-once", "exactly-once", "none"])
     args = p.parse_args(argv)
     if args.bundle is None:
         from flink_jobs.demo import DemoConfig, ensure_demo_bundle
@@ -113,12 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     topics = {"input": "bench.events", "output": "bench.recs", "dead": "bench.dead"}
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
     result: dict = {"bundle": bundle.version, "n_items": bundle.n_items, "partitions": args.partitions,
-                    "conf": args.conf}
+                    "conf": args.conf, "delivery_guarantee": args.delivery_guarantee}
     with LocalKafka(work / "kafka") as kafka:
         kafka.create_topics({topics["input"]: args.partitions, topics["output"]: args.partitions, topics["dead"]: 1})
         job_args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(bundle.path), "--checkpoint-dir",
                     str(work / "ck"), "--input-topic", topics["input"], "--output-topic", topics["output"],
-                    "--dead-letter-topic", topics["dead"], "--top-k", "10"]
+                    "--dead-letter-topic", topics["dead"], "--top-k", "10",
+                    "--delivery-guarantee", args.delivery_guarantee]
         for pair in args.conf:
             job_args += ["--conf", pair]
         with JobProcess(job_args, work / "logs") as job:
