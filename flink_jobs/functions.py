@@ -138,15 +138,19 @@ class RecommendFunction(KeyedProcessFunction):
         self.cold = group.counter("lists_cold_start")
         self.last_inference_us = 0
         group.gauge("last_inference_us", lambda: int(self.last_inference_us))
+        self._timing = [0, 0, 0, 0, 0]  # events, state read, model, state write, serialize (ns)
 
     def process_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
+        t0 = time.perf_counter_ns()
         event = Event(value[0], value[1], value[2], int(value[3]), value[4])
         window = [tuple(entry) for entry in (self.window_state.get() or [])]
         window = update_window(window, event.item_id, event.event_type, event.ts, max_len=self.cfg.history_len)
-        started = time.perf_counter_ns()
+        t1 = time.perf_counter_ns()
         rec = self.recommender.recommend(window)
-        self.last_inference_us = (time.perf_counter_ns() - started) // 1000
+        t2 = time.perf_counter_ns()
+        self.last_inference_us = (t2 - t1) // 1000
         self.window_state.update(window)
+        t3 = time.perf_counter_ns()
         self.lists.inc()
         if rec.strategy != "model":
             self.cold.inc()
@@ -160,4 +164,20 @@ class RecommendFunction(KeyedProcessFunction):
             history_len=len(window),
         )
         record["provider"] = self.provider
-        yield Row(event.user_id, json.dumps(record))
+        payload = json.dumps(record)
+        self._account(t0, t1, t2, t3, time.perf_counter_ns())
+        yield Row(event.user_id, payload)
+
+    def _account(self, t0: int, t1: int, t2: int, t3: int, t4: int) -> None:
+        """Log where the time of the last 5,000 events went (state read, model, state write, output)."""
+        timing = self._timing
+        timing[0] += 1
+        timing[1] += t1 - t0
+        timing[2] += t2 - t1
+        timing[3] += t3 - t2
+        timing[4] += t4 - t3
+        if timing[0] >= 5_000:
+            n = timing[0]
+            log.info("per-event us over %d events: state_read=%.0f model=%.0f state_write=%.0f output=%.0f",
+                     n, timing[1] / n / 1e3, timing[2] / n / 1e3, timing[3] / n / 1e3, timing[4] / n / 1e3)
+            self._timing = [0, 0, 0, 0, 0]

@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     paced, burst = replay[:n_rate], replay[n_rate : n_rate + args.burst]
     topics = {"input": "bench.events", "output": "bench.recs", "dead": "bench.dead"}
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
+    print(f"job logs: {work / 'logs'}")
     result: dict = {"bundle": bundle.version, "n_items": bundle.n_items, "partitions": args.partitions,
                     "conf": args.conf, "delivery_guarantee": args.delivery_guarantee}
     with LocalKafka(work / "kafka") as kafka:
