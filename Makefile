@@ -5,8 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= cpu,train,dev
 JARS_STAMP := deploy/jvm/target/.jars-ok
-VENV_STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
+VENV_STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: setup venv jars demo test test-unit test-integration lint bench clean-runtime
 

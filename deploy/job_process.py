@@ -10,10 +10,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
+from deploy.kafka_clients import assigned_consumer
 from deploy.paths import REPO_ROOT, java_home, site_packages
-from deploy.process import stop_process_group
+from deploy.process import ManagedProcess
 from operators.errors import StreamrecError
 
 __all__ = ["JobProcess", "JobError", "wait_until_serving"]
@@ -25,16 +25,18 @@ class JobError(StreamrecError):
     """The job process died or never started serving."""
 
 
-class JobProcess:
+class JobProcess(ManagedProcess):
     """``python -m flink_jobs.recommend_job ARGS`` with JAVA_HOME, PYTHONPATH and logs set up.
 
     Stopped by its process group (SIGTERM, then SIGKILL): the MiniCluster JVM is a child of it.
     """
 
+    name = "job process"
+
     def __init__(self, args: Sequence[str], log_dir: str | Path) -> None:
+        super().__init__()
         self.args = list(args)
         self.log_dir = Path(log_dir).resolve()
-        self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
     @property
@@ -66,31 +68,9 @@ class JobProcess:
         log.info("job process started (pid %d), logs in %s", self.proc.pid, self.log_dir)
         return self
 
-    def alive(self) -> bool:
-        """Whether the process still runs."""
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of the job's output."""
-        if not self.log_file.exists():
-            return ""
-        return "\n".join(self.log_file.read_text("utf-8", errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """Stop the whole process group; idempotent."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        stop_process_group(proc, timeout_s)
-        log.info("job process stopped (pid %d)", proc.pid)
-
-    def __enter__(self) -> JobProcess:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def log_files(self) -> list[Path]:
+        """The job's stdout/stderr."""
+        return [self.log_file]
 
 
 def wait_until_serving(
@@ -107,14 +87,9 @@ def wait_until_serving(
     The probe is a valid event of a reserved user id: it proves the whole path (source, state, model,
     sink) works. Consumers that count lists should skip ``probe_user``.
     """
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaProducer
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    parts = [TopicPartition(output_topic, p) for p in sorted(consumer.partitions_for_topic(output_topic) or {0})]
-    consumer.assign(parts)
-    consumer.seek_to_end(*parts)
-    for tp in parts:
-        consumer.position(tp)
+    consumer = assigned_consumer(bootstrap, [output_topic], from_beginning=False)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     deadline = time.monotonic() + timeout_s
     next_probe = 0.0

@@ -20,10 +20,9 @@ import time
 import uuid
 from base64 import urlsafe_b64encode
 from pathlib import Path
-from types import TracebackType
 
 from deploy.paths import java_executable, kafka_broker_classpath
-from deploy.process import stop_process_group
+from deploy.process import ManagedProcess
 from operators.errors import StreamrecError
 
 __all__ = ["LocalKafka", "BrokerError", "free_port"]
@@ -43,8 +42,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class LocalKafka:
+class LocalKafka(ManagedProcess):
     """Start, wait for, use and stop one Kafka node."""
+
+    name = "kafka broker"
 
     def __init__(
         self,
@@ -55,13 +56,13 @@ class LocalKafka:
         wipe: bool = True,
         classpath: str | None = None,
     ) -> None:
+        super().__init__()
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.controller_port = free_port()
         self.heap = heap
         self.wipe = wipe
         self.classpath = classpath or kafka_broker_classpath()
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -142,7 +143,7 @@ class LocalKafka:
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                tail = self._log_tail()
+                tail = self.log_tail(30)
                 self.proc = None
                 msg = f"kafka broker exited during start-up; last log lines:\n{tail}"
                 raise BrokerError(msg)
@@ -166,13 +167,9 @@ class LocalKafka:
         msg = f"kafka broker not ready after {timeout_s:.0f}s ({last_error}); see {self.data_dir / 'logs'}"
         raise BrokerError(msg)
 
-    def _log_tail(self, lines: int = 30) -> str:
-        chunks = []
-        for name in ("stdout.log", "server.log"):
-            path = self.data_dir / "logs" / name
-            if path.exists():
-                chunks.extend(path.read_text("utf-8", errors="replace").splitlines()[-lines:])
-        return "\n".join(chunks)
+    def log_files(self) -> list[Path]:
+        """The broker's stdout and its log4j file."""
+        return [self.data_dir / "logs" / name for name in ("stdout.log", "server.log")]
 
     def admin(self):  # noqa: ANN201 - kafka-python has no type hints
         """A new admin client (caller closes it)."""
@@ -204,19 +201,3 @@ class LocalKafka:
                     time.sleep(0.1)
         finally:
             consumer.close()
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """Terminate the broker's process group; idempotent."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        stop_process_group(proc, timeout_s)
-        log.info("kafka broker stopped (pid %d)", proc.pid)
-
-    def __enter__(self) -> LocalKafka:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

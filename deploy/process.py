@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
+from pathlib import Path
+from types import TracebackType
+from typing import Self
 
-__all__ = ["stop_process_group"]
+__all__ = ["ManagedProcess", "stop_process_group"]
+
+log = logging.getLogger(__name__)
 
 
 def stop_process_group(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
@@ -29,3 +35,49 @@ def stop_process_group(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -
         except ProcessLookupError:
             pass
         return
+
+
+class ManagedProcess:
+    """One child process group with one owner: ``start()`` (subclass), ``alive()``, ``log_tail()``, ``stop()``,
+    and use as a context manager."""
+
+    name = "process"
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        """Start the process (subclasses)."""
+        raise NotImplementedError
+
+    def log_files(self) -> list[Path]:
+        """Files whose tails explain a failure, oldest source first."""
+        return []
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of each log file."""
+        chunks: list[str] = []
+        for path in self.log_files():
+            if path.exists():
+                chunks.extend(path.read_text("utf-8", errors="replace").splitlines()[-lines:])
+        return "\n".join(chunks)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Stop the whole process group; idempotent."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        stop_process_group(proc, timeout_s)
+        log.info("%s stopped (pid %d)", self.name, proc.pid)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.job_process import JobProcess, wait_until_serving
+from deploy.kafka_clients import assigned_consumer
 from deploy.local_kafka import LocalKafka
 from deploy.paths import runtime_dir
 from model_export.bundle import load_bundle
@@ -22,7 +23,7 @@ from model_export.generator import GeneratorConfig, generate_events, split_by_ti
 from operators.errors import BundleError
 from operators.stats import latency_summary
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "ensure_demo_bundle"]
+__all__ = ["DemoConfig", "DemoResult", "run_demo", "ensure_demo_bundle", "bundle_or_demo"]
 
 log = logging.getLogger("streamrec.demo")
 PROBE_USER = "__streamrec_probe__"
@@ -67,8 +68,9 @@ class DemoResult:
         )
 
 
-def ensure_demo_bundle(cfg: DemoConfig, home: Path) -> Path:
-    """Reuse the demo bundle if it verifies; otherwise train one on the generated history."""
+def ensure_demo_bundle(cfg: DemoConfig, home: Path, history: list[dict] | None = None) -> Path:
+    """Reuse the demo bundle if it verifies; otherwise train one on the generated history
+    (the first 80% of ``cfg.world`` by event time; pass it as ``history`` when already generated)."""
     from model_export.pipeline import TrainJob, run_training
     from model_export.train import TrainConfig
 
@@ -82,7 +84,8 @@ def ensure_demo_bundle(cfg: DemoConfig, home: Path) -> Path:
             if cfg.bundle:
                 raise
             log.info("no usable demo bundle (%s); training one", err)
-    history, _ = split_by_time(generate_events(cfg.world))
+    if history is None:
+        history, _ = split_by_time(generate_events(cfg.world))
     data = write_jsonl(history, home / "data" / "demo-train.jsonl")
     print(f"training a SASRec model on {len(history)} generated events -> {path}", flush=True)
     metrics = run_training(TrainJob(data=str(data), out=str(path), fmt="events",
@@ -98,24 +101,20 @@ def ensure_demo_bundle(cfg: DemoConfig, home: Path) -> Path:
     return path
 
 
+def bundle_or_demo(path: str | None) -> str:
+    """``path`` if given, else the demo bundle (trained first if missing): the benchmarks' default."""
+    return path if path is not None else str(ensure_demo_bundle(DemoConfig(), runtime_dir()))
+
+
 class _Collector(threading.Thread):
     """Reads the output and dead-letter topics while the replay runs."""
 
     def __init__(self, bootstrap: str, output_topic: str, dead_letter_topic: str, cfg: DemoConfig) -> None:
         super().__init__(daemon=True, name="demo-consumer")
-        from kafka import KafkaConsumer, TopicPartition
-
         self.cfg = cfg
         self.output_topic = output_topic
-        # Manual assignment: no group join to wait for, every partition from the start.
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
-        parts = [
-            TopicPartition(topic, p)
-            for topic in (output_topic, dead_letter_topic)
-            for p in sorted(self.consumer.partitions_for_topic(topic) or {0})
-        ]
-        self.consumer.assign(parts)
-        self.consumer.seek_to_beginning(*parts)
+        self.consumer = assigned_consumer(bootstrap, [output_topic, dead_letter_topic], from_beginning=True,
+                                          fetch_max_wait_ms=5)
         self.lists = 0
         self.dead = 0
         self.latencies: list[float] = []
@@ -162,10 +161,10 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
 
     started = time.monotonic()
     home = runtime_dir(cfg.home)
-    bundle = ensure_demo_bundle(cfg, home)
+    history, replay = split_by_time(generate_events(cfg.world))
+    bundle = ensure_demo_bundle(cfg, home, history)
     topics = {"input": "streamrec.events", "output": "streamrec.recommendations",
               "dead": "streamrec.dead-letter"}
-    _, replay = split_by_time(generate_events(cfg.world))
     records = to_records(replay[: cfg.events], malformed_share=cfg.malformed_share)
     run = home / "run" / "demo"
     with LocalKafka(run / "kafka") as kafka:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model_export.data import left_pad
+
 __all__ = ["CooccurrenceConfig", "Cooccurrence", "fit_cooccurrence"]
 
 
@@ -45,18 +47,21 @@ class Cooccurrence:
         """Catalog size (padding excluded)."""
         return self.neighbors.shape[0] - 1
 
-    def score(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
-        """Scores ``[U, V + 1]`` for each user history (oldest first)."""
-        n = self.n_items + 1
-        out = np.zeros((len(inputs), n), dtype=np.float32)
-        for row, seq in enumerate(inputs):
-            tail = np.asarray(seq[-self.cfg.history :], dtype=np.int64)
-            if not tail.size:
-                continue
-            w = self.cfg.decay ** np.arange(tail.size - 1, -1, -1, dtype=np.float64)  # newest weight 1
-            np.add.at(out[row], self.neighbors[tail].ravel(), (self.weights[tail] * w[:, None]).ravel())
-        out[:, 0] = 0.0
-        return out
+    def score(self, inputs: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """Scores ``[U, V + 1]`` for each user history (oldest first), computed by the same function the
+        exported graph uses (:func:`model_export.model.cooccurrence_scores`)."""
+        import torch
+
+        from model_export.model import cooccurrence_scores, decay_weights
+
+        neighbors, weights = torch.from_numpy(self.neighbors), torch.from_numpy(self.weights)
+        decay = torch.from_numpy(decay_weights(self.cfg.decay, self.cfg.history))
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(inputs), batch_size):
+                seq = torch.from_numpy(left_pad(inputs[start : start + batch_size], self.cfg.history))
+                out.append(cooccurrence_scores(seq, neighbors, weights, decay).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.n_items + 1), dtype=np.float32)
 
 
 def fit_cooccurrence(train: Sequence[np.ndarray], n_items: int, cfg: CooccurrenceConfig) -> Cooccurrence:

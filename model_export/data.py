@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,6 +30,8 @@ __all__ = [
     "k_core",
     "build_sequences",
     "loo_split",
+    "first_interactions",
+    "left_pad",
 ]
 
 DataFormat = Literal["movielens", "events"]
@@ -121,6 +124,26 @@ def k_core(df: pd.DataFrame, k: int = 5) -> pd.DataFrame:
             return df.reset_index(drop=True)
 
 
+def left_pad(sequences: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """Last ``length`` items of each sequence, left-padded with 0: ``[B, length]`` int64."""
+    out = np.zeros((len(sequences), length), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        tail = np.asarray(seq[-length:], dtype=np.int64)
+        if tail.size:
+            out[row, length - tail.size :] = tail
+    return out
+
+
+def first_interactions(df: pd.DataFrame) -> pd.DataFrame:
+    """Each user's first interaction with each item, in event order.
+
+    For event logs a view, click and purchase of one item are one "item" for next-item prediction (and the
+    job never recommends an item the user already interacted with). Apply before :func:`k_core` so that the
+    core is computed on what the model will see.
+    """
+    return order_events(df).drop_duplicates(subset=["user_id", "item_id"], keep="first").reset_index(drop=True)
+
+
 @dataclass(frozen=True)
 class SequenceData:
     """Per-user item-index sequences, oldest first, and the vocabulary that maps them back."""
@@ -148,13 +171,9 @@ def build_sequences(df: pd.DataFrame, *, dedupe: bool = False) -> SequenceData:
 
     Args:
         df: Columns ``user_id, item_id, ts``.
-        dedupe: Keep only each user's first interaction with an item (for event logs, where a view,
-            click and purchase of one item are one "item" for next-item prediction; the job never
-            recommends an item the user already interacted with).
+        dedupe: Keep only each user's first interaction with an item (see :func:`first_interactions`).
     """
-    df = order_events(df)
-    if dedupe:
-        df = df.drop_duplicates(subset=["user_id", "item_id"], keep="first").reset_index(drop=True)
+    df = first_interactions(df) if dedupe else order_events(df)
     items = df["item_id"].drop_duplicates()
     vocab = items.iloc[np.argsort(_item_sort_key(items).to_numpy(), kind="mergesort")].tolist()
     index = {item: i + 1 for i, item in enumerate(vocab)}

@@ -15,14 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from model_export.baselines import Cooccurrence, CooccurrenceConfig, fit_cooccurrence
-from model_export.data import DataFormat, LooSplit, SequenceData, build_sequences, k_core, load_interactions, loo_split
+from model_export.data import (
+    DataFormat,
+    LooSplit,
+    SequenceData,
+    build_sequences,
+    first_interactions,
+    k_core,
+    left_pad,
+    load_interactions,
+    loo_split,
+)
 from model_export.export import export_bundle
 from model_export.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
-from model_export.model import decay_weights
+from model_export.model import decay_weights, standardize
 from model_export.report import write_report
-from model_export.train import TrainConfig, TrainResult, left_pad, popularity_scores, score_sequences, train_model
+from model_export.train import TrainConfig, TrainResult, popularity_scores, score_sequences, train_model
 from operators.errors import ConfigError
 
 __all__ = ["TrainJob", "run_training", "DEFAULT_COOC_GRID", "DEFAULT_BETAS"]
@@ -68,12 +79,10 @@ class TrainJob:
 
 
 def _load(job: TrainJob) -> tuple[SequenceData, LooSplit]:
-    df = k_core(load_interactions(job.data, job.fmt), job.min_count)
-    dedupe = job.fmt == "events"
-    data = build_sequences(df, dedupe=dedupe)
-    if dedupe:  # deduplication can leave users with fewer than 3 distinct items
-        keep = {u for u, s in zip(data.user_ids, data.sequences, strict=True) if len(s) >= 3}
-        data = build_sequences(df[df["user_id"].isin(keep)], dedupe=True)
+    df = load_interactions(job.data, job.fmt)
+    if job.fmt == "events":
+        df = first_interactions(df)
+    data = build_sequences(k_core(df, job.min_count))
     if data.n_users == 0:
         msg = f"no user has {job.min_count}+ events in {job.data}; nothing to train on"
         raise ConfigError(msg)
@@ -85,9 +94,8 @@ def _metrics(scores: np.ndarray, targets: np.ndarray, inputs: list[np.ndarray]) 
 
 
 def _standardize(x: np.ndarray) -> np.ndarray:
-    """Row z-score over columns 1..V, as ``model.standardize`` (unbiased std)."""
-    items = x[:, 1:]
-    return (x - items.mean(axis=1, keepdims=True)) / (items.std(axis=1, ddof=1, keepdims=True) + 1e-6)
+    """The served graph's per-row z-score (:func:`model_export.model.standardize`) on numpy scores."""
+    return standardize(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy()
 
 
 def _choose_cooc(job: TrainJob, data: SequenceData, split: LooSplit, history: int) -> dict[str, Any]:

@@ -14,12 +14,12 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from model_export.data import LooSplit, SequenceData
+from model_export.data import LooSplit, SequenceData, left_pad
 from model_export.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 from model_export.model import SASRecConfig, build_model
 from operators.errors import ConfigError
 
-__all__ = ["TrainConfig", "TrainResult", "train_model", "train_sasrec", "evaluate", "popularity_scores", "left_pad"]
+__all__ = ["TrainConfig", "TrainResult", "train_model", "evaluate", "popularity_scores", "left_pad"]
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +82,6 @@ class TrainResult:
             "curve": self.curve,
             "train_seconds": self.train_seconds,
         }
-
-
-def left_pad(sequences: Sequence[np.ndarray], length: int) -> np.ndarray:
-    """Last ``length`` items of each sequence, left-padded with 0: ``[B, length]`` int64."""
-    out = np.zeros((len(sequences), length), dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        tail = np.asarray(seq[-length:], dtype=np.int64)
-        if tail.size:
-            out[row, length - tail.size :] = tail
-    return out
 
 
 def popularity_scores(train: Sequence[np.ndarray], n_items: int) -> np.ndarray:
@@ -215,6 +205,3 @@ def train_model(data: SequenceData, split: LooSplit, cfg: TrainConfig) -> TrainR
              best_epoch, valid["ndcg@10"], test["ndcg@10"], seconds)
     return TrainResult(model, cfg, best_epoch, valid, test, curve, seconds)
 
-
-train_sasrec = train_model
-"""Backwards-compatible name."""

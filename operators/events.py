@@ -11,14 +11,13 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 from jsonschema import Draft202012Validator
 
 from operators.errors import EventValidationError
 
 __all__ = [
-    "EVENT_TYPES",
     "Event",
     "SourcePosition",
     "event_schema",
@@ -26,10 +25,6 @@ __all__ = [
     "dead_letter_record",
     "recommendation_record",
 ]
-
-EventType = Literal["view", "click", "add_to_cart", "purchase", "rating"]
-EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
-
 
 @dataclass(frozen=True, slots=True)
 class SourcePosition:

@@ -82,7 +82,3 @@ class OnnxScorer:
         """Run the model: ``[B, L]`` int64 -> (scores ``[B, C]``, raw item ids ``[B, C]``), best first."""
         scores, items = self.session.run([OUTPUT_SCORES, OUTPUT_ITEMS], {INPUT_NAME: item_seq})
         return scores, self._vocab[items]
-
-    def known(self, item_id: str) -> bool:
-        """Whether the model's vocabulary holds this item."""
-        return item_id in self._index_of

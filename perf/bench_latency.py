@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from deploy.job_process import JobProcess, wait_until_serving
+from deploy.kafka_clients import assigned_consumer
 from deploy.local_kafka import LocalKafka
-from deploy.paths import runtime_dir
+from flink_jobs.demo import bundle_or_demo
 from model_export.bundle import load_bundle
 from model_export.generator import GeneratorConfig, generate_events, split_by_time
 from operators.stats import latency_summary
@@ -29,16 +30,7 @@ PROBE = b"__streamrec_probe__"
 
 
 def _consume(bootstrap: str, topic: str, expected: int, timeout_s: float, queue: mp.Queue) -> None:
-    import json as _json
-
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
-    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-    consumer.assign(parts)
-    consumer.seek_to_end(*parts)
-    for tp in parts:
-        consumer.position(tp)
+    consumer = assigned_consumer(bootstrap, [topic], from_beginning=False, fetch_max_wait_ms=5)
     queue.put("ready")
     latencies, arrivals, in_job = [], [], []
     deadline = time.monotonic() + timeout_s
@@ -48,7 +40,7 @@ def _consume(bootstrap: str, topic: str, expected: int, timeout_s: float, queue:
             for record in records:
                 if record.key == PROBE:
                     continue
-                doc = _json.loads(record.value)
+                doc = json.loads(record.value)
                 latencies.append(now - doc["source_ts"])
                 in_job.append(doc["emit_ts"] - doc["source_ts"])
                 arrivals.append(now)
@@ -102,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conf", action="append", default=[], help="extra Flink KEY=VALUE for the job")
     p.add_argument("--delivery-guarantee", default="at-least-once", choices=["at-least-once", "exactly-once", "none"])
     args = p.parse_args(argv)
-    if args.bundle is None:
-        from flink_jobs.demo import DemoConfig, ensure_demo_bundle
-
-        args.bundle = str(ensure_demo_bundle(DemoConfig(), runtime_dir()))
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(bundle_or_demo(args.bundle))
     world = GeneratorConfig(n_users=3_000, n_items=1_000)
     _, replay = split_by_time(generate_events(world), 0.5)
     n_rate = int(args.rate * args.seconds)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.paths import runtime_dir
+from flink_jobs.demo import bundle_or_demo
 from model_export.bundle import load_bundle
 from operators.inference import OnnxScorer
 from operators.stats import latency_summary
@@ -47,11 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--out", default=str(RESULTS / "onnx.json"))
     args = p.parse_args(argv)
-    if args.bundle is None:
-        from flink_jobs.demo import DemoConfig, ensure_demo_bundle
-
-        args.bundle = str(ensure_demo_bundle(DemoConfig(), runtime_dir()))
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(bundle_or_demo(args.bundle))
     scorer = OnnxScorer(bundle, providers=args.providers.split(","))
     result = {
         "bundle": bundle.version,

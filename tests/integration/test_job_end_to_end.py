@@ -7,9 +7,10 @@ import time
 from collections import defaultdict
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from deploy.job_process import JobProcess, wait_until_serving
+from deploy.kafka_clients import assigned_consumer
 from model_export.bundle import load_bundle
 from model_export.generator import split_by_time, to_records
 from operators.inference import OnnxScorer
@@ -24,22 +25,15 @@ TOP_K = 10
 
 
 def consume_all(bootstrap: str, topics: list[str], want: dict[str, int], timeout_s: float) -> dict[str, list]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or {0})]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
+    """Read until every topic has its expected count, then 2 s more so that duplicates would show up too."""
+    consumer = assigned_consumer(bootstrap, topics, from_beginning=True)
     got: dict[str, list] = defaultdict(list)
     deadline = time.monotonic() + timeout_s
+    drain_until = None
     try:
-        while time.monotonic() < deadline and any(len(got[t]) < n for t, n in want.items()):
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    doc = json.loads(record.value)
-                    if doc.get("user_id") != PROBE:
-                        got[record.topic].append((record, doc))
-        # A little longer, so that duplicates (if any) would show up too.
-        end = time.monotonic() + 2.0
-        while time.monotonic() < end:
+        while time.monotonic() < (drain_until or deadline):
+            if drain_until is None and all(len(got[t]) >= n for t, n in want.items()):
+                drain_until = time.monotonic() + 2.0
             for records in consumer.poll(timeout_ms=200).values():
                 for record in records:
                     doc = json.loads(record.value)

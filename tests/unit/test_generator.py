@@ -1,3 +1,4 @@
+import json
 from collections import Counter
 
 import pytest
@@ -30,7 +31,7 @@ def test_stream_has_skewed_popularity_and_mixed_types():
 
 def test_every_generated_event_is_valid():
     for event in generate_events(GeneratorConfig(n_users=30, n_items=50, n_clusters=5)):
-        parse_event(__import__("json").dumps(event), source=SRC, now_ms=NOW)
+        parse_event(json.dumps(event), source=SRC, now_ms=NOW)
 
 
 def test_malformed_records_are_all_rejected():
