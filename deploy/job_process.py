@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from deploy.kafka_clients import assigned_consumer
-from deploy.paths import REPO_ROOT, java_home, site_packages
+from deploy.paths import streamrec_executable
 from deploy.process import ManagedProcess
 from operators.errors import StreamrecError
 
@@ -26,7 +24,8 @@ class JobError(StreamrecError):
 
 
 class JobProcess(ManagedProcess):
-    """``python -m flink_jobs.recommend_job ARGS`` with JAVA_HOME, PYTHONPATH and logs set up.
+    """``streamrec run ARGS --log-dir DIR``: the job exactly as a user starts it (same console script, same
+    environment: nothing added), in its own process group.
 
     Stopped by its process group (SIGTERM, then SIGKILL): the MiniCluster JVM is a child of it.
     """
@@ -44,24 +43,21 @@ class JobProcess(ManagedProcess):
         """The job's stdout/stderr."""
         return self.log_dir / "job.out"
 
+    @property
+    def task_log(self) -> Path:
+        """JSON lines the job's Python code writes inside Flink tasks."""
+        return self.log_dir / "streamrec-job.log"
+
     def start(self) -> JobProcess:
         """Start the process; returns at once (see :func:`wait_until_serving`)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env["JAVA_HOME"] = java_home()
-        paths = [str(REPO_ROOT), site_packages()]
-        if env.get("PYTHONPATH"):
-            paths.append(env["PYTHONPATH"])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        env["FLINK_LOG_DIR"] = str(self.log_dir)
         out = self.log_file.open("ab")
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
-            [sys.executable, "-m", "flink_jobs.recommend_job", *self.args],
+            [streamrec_executable(), "run", *self.args, "--log-dir", str(self.log_dir)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            cwd=str(REPO_ROOT),
-            env=env,
+            cwd=str(self.log_dir),
             start_new_session=True,
         )
         out.close()

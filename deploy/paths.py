@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import sysconfig
 from pathlib import Path
 
 from operators.errors import ConfigError
@@ -17,7 +16,7 @@ __all__ = [
     "kafka_broker_classpath",
     "flink_connector_jar",
     "runtime_dir",
-    "site_packages",
+    "streamrec_executable",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,19 +68,10 @@ def runtime_dir(explicit: str | None = None) -> Path:
     return path.resolve()
 
 
-def site_packages() -> str:
-    """This interpreter's site-packages (thread mode needs it on PYTHONPATH for pemja)."""
-    return sysconfig.get_paths()["purelib"]
-
-
-def python_executable() -> str:
-    """The interpreter that runs the job and its Python workers."""
-    return sys.executable
-
-
-def job_log_dir() -> Path:
-    """Where Python code running inside Flink tasks logs: ``$FLINK_LOG_DIR`` (set by Flink's scripts and by
-    :class:`~deploy.job_process.JobProcess`), else the system temp directory."""
-    import tempfile
-
-    return Path(os.environ.get("FLINK_LOG_DIR") or tempfile.gettempdir())
+def streamrec_executable() -> str:
+    """The ``streamrec`` console script installed next to this interpreter (what users type)."""
+    script = Path(sys.executable).parent / "streamrec"
+    if not script.exists():
+        msg = f"{script} is missing; install the project (`make setup`)"
+        raise ConfigError(msg)
+    return str(script)

@@ -18,8 +18,8 @@ from deploy.job_process import JobProcess, wait_until_serving
 from deploy.kafka_clients import assigned_consumer
 from deploy.local_kafka import LocalKafka
 from deploy.paths import runtime_dir
-from model_export.bundle import load_bundle
 from model_export.generator import GeneratorConfig, generate_events, split_by_time, to_records, write_jsonl
+from operators.bundle import load_bundle
 from operators.errors import BundleError
 from operators.stats import latency_summary
 

@@ -1,4 +1,10 @@
-"""Thin Flink adapters over the pure cores in ``operators/``: no decisions are made here."""
+"""Thin Flink adapter over :class:`operators.serving.ServingCore`: no decisions are made here.
+
+One Python operator per event: the Kafka record key (the user id) is extracted on the Java side
+(:func:`flink_jobs.recommend_job.build_job`), so the only Python call an event makes is
+:meth:`RecommendFunction.process_element`, which reads the user's packed state once, hands everything to the
+core, writes the state once and emits one record: a list, or a dead letter through a side output.
+"""
 
 from __future__ import annotations
 
@@ -8,107 +14,67 @@ import time
 
 from pyflink.common import Row, Types
 from pyflink.common.time import Time
-from pyflink.datastream.functions import KeyedProcessFunction, ProcessFunction, RuntimeContext
+from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.output_tag import OutputTag
-from pyflink.datastream.state import ListStateDescriptor, StateTtlConfig
+from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
-from model_export.bundle import load_bundle
+from flink_jobs.environment import job_log_dir
+from operators.bundle import load_bundle
 from operators.config import JobConfig
-from operators.errors import EventValidationError
-from operators.events import Event, SourcePosition, dead_letter_record, parse_event, recommendation_record
-from operators.inference import OnnxScorer
-from operators.recommender import Recommender
-from operators.window import update_window
+from operators.inference import OnnxModel
+from operators.serving import DEAD_LETTER, ServingCore
 
 __all__ = [
-    "EVENT_TYPE_INFO",
+    "INPUT_VALUE_FIELDS",
     "KEYED_RECORD_TYPE_INFO",
     "DEAD_LETTER_TAG",
-    "ValidateEvents",
+    "STATE_NAME",
     "RecommendFunction",
 ]
 
 log = logging.getLogger("streamrec.job")
 
-EVENT_FIELDS = ["user_id", "item_id", "event_type", "ts", "event_id", "source_ts"]
-EVENT_TYPE_INFO = Types.ROW_NAMED(
-    EVENT_FIELDS,
-    [Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING(), Types.LONG()],
-)
-KEYED_RECORD_TYPE_INFO = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.STRING()])
+INPUT_VALUE_FIELDS = ("key", "payload", "partition", "offset", "source_ts")
+"""The value row each event reaches Python with; the key is repeated in it (reading Flink's current key
+would cost one more call into Java)."""
+KEYED_RECORD_TYPE_INFO = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 DEAD_LETTER_TAG = OutputTag("dead-letter", KEYED_RECORD_TYPE_INFO)
-WINDOW_ENTRY_TYPE = Types.TUPLE([Types.STRING(), Types.STRING(), Types.LONG()])
+STATE_NAME = "user_state_v1"
+"""One packed value per user (:mod:`operators.state`, layout version 1)."""
+TIMING_EVERY = 5_000
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
+               "msg": record.getMessage()}
+        doc.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc)
 
 
 def _ensure_file_logging() -> None:
-    """Send this module's logs to ``streamrec-job.log`` in Flink's log directory.
+    """JSON-lines logs to ``streamrec-job.log`` in Flink's log directory.
 
     In thread mode the task JVM's stderr is a pipe nobody reads: writing to it could block the task,
     so the logger must never fall back to stderr.
     """
-    from deploy.paths import job_log_dir
-
     logger = logging.getLogger("streamrec")
     if any(isinstance(h, logging.FileHandler) for h in logger.handlers):
         return
     handler = logging.FileHandler(job_log_dir() / "streamrec-job.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(_JsonFormatter())
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _epoch_ms(value: object) -> int | None:
-    """Kafka record timestamps arrive as java.time.Instant (thread mode) or datetime (process mode)."""
-    if value is None:
-        return None
-    if hasattr(value, "toEpochMilli"):
-        return int(value.toEpochMilli())
-    if hasattr(value, "timestamp"):
-        return int(value.timestamp() * 1000)
-    return None
-
-
-class ValidateEvents(ProcessFunction):
-    """Raw Kafka rows -> typed events; everything else -> dead-letter side output. Never raises."""
-
-    def __init__(self, cfg: JobConfig) -> None:
-        self.max_bytes = cfg.max_event_bytes
-        self.max_future_ms = cfg.max_future_ms
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        group = runtime_context.get_metrics_group().add_group("streamrec")
-        self.valid = group.counter("events_valid")
-        self.invalid = group.counter("events_dead_lettered")
-
-    def process_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
-        payload, topic, partition, offset, kafka_ts = value[0], value[1], value[2], value[3], value[4]
-        source = SourcePosition(str(topic), int(partition), int(offset), _epoch_ms(kafka_ts))
-        now = _now_ms()
-        try:
-            event = parse_event(payload, source=source, now_ms=now, max_bytes=self.max_bytes,
-                                max_future_ms=self.max_future_ms)
-        except EventValidationError as err:
-            self.invalid.inc()
-            record = dead_letter_record(payload, err, source, now_ms=now)
-            yield DEAD_LETTER_TAG, Row(source.event_id(), json.dumps(record))
-            return
-        except Exception as exc:  # a bug must not kill the job: dead-letter it with the cause
-            self.invalid.inc()
-            err = EventValidationError(f"internal error while validating: {exc!r}", "internal_error")
-            record = dead_letter_record(payload, err, source, now_ms=now)
-            yield DEAD_LETTER_TAG, Row(source.event_id(), json.dumps(record))
-            return
-        self.valid.inc()
-        yield Row(event.user_id, event.item_id, event.event_type, event.ts, event.event_id, source.timestamp_ms)
+    logging.getLogger("operators").addHandler(handler)
+    logging.getLogger("operators").setLevel(logging.INFO)
+    logging.getLogger("operators").propagate = False
 
 
 class RecommendFunction(KeyedProcessFunction):
-    """Keyed by user: update the window in keyed state, score with ONNX, emit the ranked list."""
+    """Keyed by user (the Kafka record key): packed state in, one list or dead letter out."""
 
     def __init__(self, cfg: JobConfig) -> None:
         self.cfg = cfg
@@ -117,67 +83,62 @@ class RecommendFunction(KeyedProcessFunction):
         _ensure_file_logging()
         cfg = self.cfg
         bundle = load_bundle(cfg.bundle_path)
-        self.scorer = OnnxScorer(bundle, providers=cfg.onnx_providers, intra_op_threads=cfg.onnx_threads)
-        self.recommender = Recommender(self.scorer, top_k=cfg.top_k)
-        self.provider = self.scorer.active_provider
-        log.info(
-            "recommender open: model_version=%s onnx_provider=%s items=%d",
-            bundle.version, self.provider, bundle.n_items,
-        )
+        model = OnnxModel(bundle, providers=cfg.onnx_providers, intra_op_threads=cfg.onnx_threads)
+        self.core = ServingCore(model, top_k=cfg.top_k, history_len=cfg.history_len, input_topic=cfg.input_topic,
+                                max_event_bytes=cfg.max_event_bytes, max_future_ms=cfg.max_future_ms)
+        log.info("recommender open", extra={"fields": {
+            "model_version": bundle.version, "onnx_provider": model.active_provider, "items": bundle.n_items,
+            "recurrent": bundle.recurrent, "state_floats": bundle.state_size}})
         ttl = (
             StateTtlConfig.new_builder(Time.milliseconds(cfg.state_ttl_ms))
             .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
             .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
             .build()
         )
-        descriptor = ListStateDescriptor("interaction_window", WINDOW_ENTRY_TYPE)
+        # PICKLED_BYTE_ARRAY: pyflink 2.0 thread mode mishandles PRIMITIVE_ARRAY(BYTE) state; pickling bytes is cheap
+        descriptor = ValueStateDescriptor(STATE_NAME, Types.PICKLED_BYTE_ARRAY())
         descriptor.enable_time_to_live(ttl)
-        self.window_state = runtime_context.get_list_state(descriptor)
+        self.state = runtime_context.get_state(descriptor)
         group = runtime_context.get_metrics_group().add_group("streamrec")
-        self.lists = group.counter("lists_emitted")
-        self.cold = group.counter("lists_cold_start")
-        self.last_inference_us = 0
-        group.gauge("last_inference_us", lambda: int(self.last_inference_us))
-        self._timing = [0, 0, 0, 0, 0]  # events, state read, model, state write, serialize (ns)
+        counts = self.core.counts
+        for name, metric in (("lists", "lists_emitted"), ("cold_start", "lists_cold_start"),
+                             ("dead_letter", "events_dead_lettered"), ("rebuilds", "state_rebuilds"),
+                             ("errors", "processing_errors")):
+            group.gauge(metric, lambda name=name: counts[name])
+        self.timing: dict[str, float] = {}
+        for field in ("python_total", "state_read", "state_write", "parse", "model", "output"):
+            group.gauge(f"{field}_us", lambda field=field: int(self.timing.get(field, 0.0)))
+        self._io = [0, 0, 0, 0]  # events, python total, state read, state write (ns)
 
     def process_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
         t0 = time.perf_counter_ns()
-        event = Event(value[0], value[1], value[2], int(value[3]), value[4])
-        window = [tuple(entry) for entry in (self.window_state.get() or [])]
-        window = update_window(window, event.item_id, event.event_type, event.ts, max_len=self.cfg.history_len)
+        state = self.state
+        stored = state.value()
         t1 = time.perf_counter_ns()
-        rec = self.recommender.recommend(window)
+        out = self.core.process(value[0], value[1], value[2], value[3], value[4], stored,
+                                time.time_ns() // 1_000_000)
         t2 = time.perf_counter_ns()
-        self.last_inference_us = (t2 - t1) // 1000
-        self.window_state.update(window)
+        if out.state is not None:
+            state.update(out.state)
         t3 = time.perf_counter_ns()
-        self.lists.inc()
-        if rec.strategy != "model":
-            self.cold.inc()
-        record = recommendation_record(
-            event,
-            rec.items,
-            model_version=self.recommender.model_version,
-            emit_ms=_now_ms(),
-            source_ts_ms=value[5],
-            strategy=rec.strategy,
-            history_len=len(window),
-        )
-        record["provider"] = self.provider
-        payload = json.dumps(record)
-        self._account(t0, t1, t2, t3, time.perf_counter_ns())
-        yield Row(event.user_id, payload)
+        io = self._io
+        io[0] += 1
+        io[1] += t3 - t0
+        io[2] += t1 - t0
+        io[3] += t3 - t2
+        if io[0] >= TIMING_EVERY:
+            self._report()
+        if out.kind == DEAD_LETTER:
+            yield DEAD_LETTER_TAG, Row(out.key, out.value)
+        else:
+            yield Row(out.key, out.value)
 
-    def _account(self, t0: int, t1: int, t2: int, t3: int, t4: int) -> None:
-        """Log where the time of the last 5,000 events went (state read, model, state write, output)."""
-        timing = self._timing
-        timing[0] += 1
-        timing[1] += t1 - t0
-        timing[2] += t2 - t1
-        timing[3] += t3 - t2
-        timing[4] += t4 - t3
-        if timing[0] >= 5_000:
-            n = timing[0]
-            log.info("per-event us over %d events: state_read=%.0f model=%.0f state_write=%.0f output=%.0f",
-                     n, timing[1] / n / 1e3, timing[2] / n / 1e3, timing[3] / n / 1e3, timing[4] / n / 1e3)
-            self._timing = [0, 0, 0, 0, 0]
+    def _report(self) -> None:
+        """Log (JSON) and expose as gauges where the Python time of the last events went, in microseconds."""
+        io, self._io = self._io, [0, 0, 0, 0]
+        n = io[0]
+        core = self.core.take_timing()
+        self.timing = {"python_total": io[1] / n / 1e3, "state_read": io[2] / n / 1e3,
+                       "state_write": io[3] / n / 1e3, **{k: v for k, v in core.items() if k != "events"}}
+        log.info("per-event python time", extra={"fields": {"per_event_us": self.timing, "events": n,
+                                                            "counts": dict(self.core.counts)}})

@@ -1,5 +1,5 @@
-"""The recommendation job: Kafka -> validate (dead-letter side output) -> key_by(user) -> keyed state +
-ONNX model + re-rank -> Kafka.
+"""The recommendation job: Kafka -> key by the record key (user id, on the Java side) -> one Python operator
+(validate, packed keyed state, ONNX model, top-K; dead letters as its side output) -> Kafka.
 
 Run locally (Flink MiniCluster)::
 
@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # `flink run -py flink_jobs/recommend_job.py`: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model_export.bundle import load_bundle  # noqa: E402
+from flink_jobs.environment import python_executable, worker_pythonpath  # noqa: E402
+from operators.bundle import load_bundle  # noqa: E402
 from operators.config import JobConfig  # noqa: E402
 from operators.errors import ConfigError, StreamrecError  # noqa: E402
 
@@ -52,12 +55,15 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    choices=["at-least-once", "exactly-once", "none"])
     p.add_argument("--startup-mode", default=d["startup_mode"].default,
                    choices=["group-offsets", "earliest-offset", "latest-offset"])
-    p.add_argument("--state-cache-size", type=int, default=d["state_cache_size"].default)
     p.add_argument("--onnx-providers", default=",".join(d["onnx_providers"].default),
                    help="comma-separated onnxruntime providers, in order of preference")
     p.add_argument("--restore-from", default=None, help="checkpoint/savepoint path to restore state from")
     p.add_argument("--connector-jar", default=None, help="flink-sql-connector-kafka jar (default: make jars)")
     p.add_argument("--job-name", default=d["job_name"].default)
+    p.add_argument("--max-restarts", type=int, default=d["max_restarts"].default,
+                   help="failed restarts in a row before the job gives up and exits non-zero")
+    p.add_argument("--log-dir", default=None,
+                   help="Flink and Python task logs (default: $FLINK_LOG_DIR, else Flink's own log dir)")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Flink configuration, repeatable (e.g. --conf execution.checkpointing.interval=10s)")
     return p
@@ -80,9 +86,9 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         checkpoint_interval_ms=args.checkpoint_interval_ms,
         delivery_guarantee=args.delivery_guarantee,
         startup_mode=args.startup_mode,
-        state_cache_size=args.state_cache_size,
         onnx_providers=tuple(p.strip() for p in args.onnx_providers.split(",") if p.strip()),
         job_name=args.job_name,
+        max_restarts=args.max_restarts,
         extra=_parse_conf(args.conf),
     )
 
@@ -108,7 +114,7 @@ def _kafka_options(cfg: JobConfig, topic: str, extra: dict[str, str]) -> str:
 
 
 def source_ddl(cfg: JobConfig) -> str:
-    """Raw payload bytes plus the Kafka coordinates the dead-letter records need."""
+    """Record key (the user id) and raw payload bytes, plus the Kafka coordinates dead letters need."""
     startup = {
         "scan.startup.mode": cfg.startup_mode,
         "properties.group.id": cfg.group_id,
@@ -116,11 +122,14 @@ def source_ddl(cfg: JobConfig) -> str:
         "properties.fetch.max.wait.ms": "5",
         "properties.fetch.min.bytes": "1",
         "scan.topic-partition-discovery.interval": "30 s",
-        "format": "raw",
+        "key.format": "raw",
+        "key.fields": "k",
+        "value.format": "raw",
+        "value.fields-include": "EXCEPT_KEY",
     }
     return f"""CREATE TEMPORARY TABLE streamrec_events (
+  `k` STRING,
   `payload` BYTES,
-  `topic` STRING METADATA VIRTUAL,
   `partition` INT METADATA VIRTUAL,
   `offset` BIGINT METADATA VIRTUAL,
   `kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
@@ -129,8 +138,23 @@ def source_ddl(cfg: JobConfig) -> str:
 )"""
 
 
+_TS = "CAST(kafka_ts AS TIMESTAMP(3))"  # UTC: the job sets table.local-time-zone
+EPOCH_MS_SQL = (
+    f"CAST(TIMESTAMPDIFF(DAY, TIMESTAMP '1970-01-01 00:00:00', {_TS}) AS BIGINT) * 86400000 "
+    f"+ EXTRACT(HOUR FROM {_TS}) * 3600000 + EXTRACT(MINUTE FROM {_TS}) * 60000 "
+    f"+ EXTRACT(SECOND FROM {_TS}) * 1000 + EXTRACT(MILLISECOND FROM {_TS})"
+)
+"""Kafka record timestamp -> BIGINT epoch ms, computed on the Java side (no JNI call back per event)."""
+
+KEYED_EVENTS_SQL = f"""SELECT COALESCE(k, '') AS k,
+  ROW(COALESCE(k, ''), payload, `partition`, `offset`, {EPOCH_MS_SQL}) AS v
+FROM streamrec_events"""
+"""Row(key, value): the shape pyflink's keyed operators expect (a record without a key is keyed by '' and
+dead-lettered by the core)."""
+
+
 def sink_ddl(cfg: JobConfig, table: str, topic: str) -> str:
-    """Keyed JSON records (key ``k`` as raw UTF-8, value ``v`` as raw UTF-8 JSON)."""
+    """Keyed JSON records (key ``k`` as raw UTF-8, value ``v``: JSON bytes as they are)."""
     sink = {
         "key.format": "raw",
         "key.fields": "k",
@@ -145,31 +169,37 @@ def sink_ddl(cfg: JobConfig, table: str, topic: str) -> str:
         sink["properties.transaction.timeout.ms"] = "900000"
     return f"""CREATE TEMPORARY TABLE {table} (
   `k` STRING,
-  `v` STRING
+  `v` BYTES
 ) WITH (
   {_kafka_options(cfg, topic, sink)}
 )"""
 
 
 def flink_configuration(cfg: JobConfig, connector_jar: Path, restore_from: str | None) -> dict[str, str]:
-    """Flink settings: thread mode, RocksDB checkpoints, low latency."""
-    from deploy.paths import python_executable
-
+    """Flink settings: thread mode, RocksDB checkpoints, low latency, bounded restarts."""
     settings = {
         "pipeline.name": cfg.job_name,
         "pipeline.jars": connector_jar.as_uri(),
         "python.execution-mode": "thread",
         "python.executable": python_executable(),
         "python.client.executable": python_executable(),
-        "python.state.cache-size": str(cfg.state_cache_size),
+        "python.pythonpath": worker_pythonpath(),
         "state.backend.type": "rocksdb",
         "execution.checkpointing.incremental": "true",
         "execution.checkpointing.interval": f"{cfg.checkpoint_interval_ms} ms",
         "execution.checkpointing.dir": Path(cfg.checkpoint_dir).as_uri(),
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "2",
+        # A job whose tasks keep failing (e.g. Python workers that cannot start) gives up and exits non-zero
+        # instead of restarting forever; a job that ran stably for a minute starts counting afresh.
         "restart-strategy.type": "exponential-delay",
+        "restart-strategy.exponential-delay.initial-backoff": "1 s",
+        "restart-strategy.exponential-delay.max-backoff": "10 s",
+        "restart-strategy.exponential-delay.backoff-multiplier": "2.0",
+        "restart-strategy.exponential-delay.reset-backoff-threshold": "1 min",
+        "restart-strategy.exponential-delay.attempts-before-reset-backoff": str(cfg.max_restarts),
         "parallelism.default": str(cfg.parallelism),
+        "table.local-time-zone": "UTC",
     }
     if restore_from:
         settings["execution.state-recovery.path"] = restore_from
@@ -182,15 +212,11 @@ def build_job(cfg: JobConfig, connector_jar: Path, restore_from: str | None = No
     # pyflink is imported here so that argument and bundle errors fail before a JVM starts
     from pyflink.common import Configuration, Types
     from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.datastream.data_stream import KeyedStream
+    from pyflink.java_gateway import get_gateway
     from pyflink.table import StreamTableEnvironment
 
-    from flink_jobs.functions import (
-        DEAD_LETTER_TAG,
-        EVENT_TYPE_INFO,
-        KEYED_RECORD_TYPE_INFO,
-        RecommendFunction,
-        ValidateEvents,
-    )
+    from flink_jobs.functions import DEAD_LETTER_TAG, KEYED_RECORD_TYPE_INFO, RecommendFunction
 
     conf = Configuration()
     for key, value in flink_configuration(cfg, connector_jar, restore_from).items():
@@ -199,46 +225,90 @@ def build_job(cfg: JobConfig, connector_jar: Path, restore_from: str | None = No
     env.set_parallelism(cfg.parallelism)
     env.set_buffer_timeout(cfg.buffer_timeout_ms)
     t_env = StreamTableEnvironment.create(env)
+    t_env.get_config().set("table.local-time-zone", "UTC")
     t_env.execute_sql(source_ddl(cfg))
     t_env.execute_sql(sink_ddl(cfg, "streamrec_recommendations", cfg.output_topic))
     t_env.execute_sql(sink_ddl(cfg, "streamrec_dead_letter", cfg.dead_letter_topic))
 
-    raw = t_env.to_data_stream(t_env.from_path("streamrec_events"))
-    events = raw.process(ValidateEvents(cfg), output_type=EVENT_TYPE_INFO).name("validate-events").uid("validate")
+    # Key by field 0 on the Java side (pyflink's own key_by would add a Python operator per event).
+    rows = t_env.to_data_stream(t_env.sql_query(KEYED_EVENTS_SQL))
+    value_type = Types.ROW([Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.INT(), Types.LONG(),
+                            Types.LONG()])
+    # The keyed Python operator reads its input type as a RowTypeInfo (the table conversion declares an
+    # ExternalTypeInfo of the same row): declare it as such.
+    rows._j_data_stream.getTransformation().setOutputType(Types.ROW([Types.STRING(), value_type]).get_java_type_info())
+    j_keyed = rows._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(),
+                                        Types.ROW([Types.STRING()]).get_java_type_info())
     lists = (
-        events.key_by(lambda row: row[0], key_type=Types.STRING())
+        KeyedStream(j_keyed, value_type, rows)
         .process(RecommendFunction(cfg), output_type=KEYED_RECORD_TYPE_INFO)
         .name("recommend")
         .uid("recommend")
     )
     statements = t_env.create_statement_set()
     statements.add_insert("streamrec_recommendations", t_env.from_data_stream(lists))
-    statements.add_insert("streamrec_dead_letter", t_env.from_data_stream(events.get_side_output(DEAD_LETTER_TAG)))
+    statements.add_insert("streamrec_dead_letter", t_env.from_data_stream(lists.get_side_output(DEAD_LETTER_TAG)))
     statements.attach_as_datastream()
     return env
 
 
+def check_worker_environment() -> None:
+    """Fail fast, before any JVM starts, if Flink's Python workers could not import what they run."""
+    env = dict(os.environ, PYTHONPATH=worker_pythonpath(os.environ.get("PYTHONPATH")))
+    probe = "import pemja, pyflink, onnxruntime, msgspec, operators.serving, flink_jobs.functions"
+    result = subprocess.run([python_executable(), "-c", probe], env=env, capture_output=True, text=True,  # noqa: S603
+                            timeout=120, check=False)
+    if result.returncode != 0:
+        msg = (f"the job's Python workers could not start: `{python_executable()} -c '{probe}'` failed with\n"
+               f"{result.stderr.strip()[-2000:]}\nInstall streamrec into this interpreter's environment "
+               "(`make setup`, or pip install -e '.[cpu]') and run the job with it.")
+        raise ConfigError(msg)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost Java cause of a failed ``execute()``, in one line."""
+    text = str(exc)
+    causes = [line.strip() for line in text.splitlines() if line.strip().startswith("Caused by:")]
+    return causes[-1] if causes else text.strip().splitlines()[0] if text.strip() else repr(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse known args, verify config and bundle (fail fast), build and execute the job."""
+    """Parse known args, verify config, bundle and workers (fail fast), build and execute the job.
+
+    Returns 0 when the job ends, 2 on bad configuration, 1 when the job fails (the cause is on stderr).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     args, unknown = build_arg_parser().parse_known_args(argv)
     if unknown:
         log.info("ignoring arguments not meant for streamrec: %s", unknown)
     try:
-        from deploy.paths import flink_connector_jar
+        from deploy.paths import flink_connector_jar, java_home
 
         cfg = config_from_args(args)
         bundle = load_bundle(cfg.bundle_path)
         jar = flink_connector_jar(args.connector_jar)
         Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        # The MiniCluster (and its embedded Python workers) inherit this process's environment.
+        os.environ["PYTHONPATH"] = worker_pythonpath(os.environ.get("PYTHONPATH"))
+        os.environ.setdefault("JAVA_HOME", java_home())
+        if args.log_dir:
+            Path(args.log_dir).mkdir(parents=True, exist_ok=True)
+            os.environ["FLINK_LOG_DIR"] = str(Path(args.log_dir).resolve())
+        check_worker_environment()
     except StreamrecError as err:
         print(f"streamrec: error: {err}", file=sys.stderr)
         return 2
-    log.info("starting job %s: model %s (%d items), %s -> %s (dead letters: %s)", cfg.job_name, bundle.version,
-             bundle.n_items, cfg.input_topic, cfg.output_topic, cfg.dead_letter_topic)
+    log.info("starting job %s: model %s (%d items, %s), %s -> %s (dead letters: %s)", cfg.job_name,
+             bundle.version, bundle.n_items, "recurrent" if bundle.recurrent else "stateless", cfg.input_topic,
+             cfg.output_topic, cfg.dead_letter_topic)
     env = build_job(cfg, jar, args.restore_from)
-    env.execute(cfg.job_name)
+    try:
+        env.execute(cfg.job_name)
+    except Exception as exc:  # py4j wraps the JobExecutionException; say what failed and exit non-zero
+        print(f"streamrec: error: job {cfg.job_name} failed after {cfg.max_restarts} restart attempts: "
+              f"{_root_cause(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

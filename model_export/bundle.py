@@ -1,174 +1,30 @@
-"""Model bundles: an ONNX file plus a manifest the job verifies before it serves.
-
-Layout of a bundle directory::
-
-    manifest.json   format, version, vocabulary, dimensions, IO contract, sha256 of the ONNX file,
-                    training data fingerprint and metrics
-    model.onnx      input ``item_seq`` int64 [batch, max_seq_len] (left-padded, 0 = padding, newest last)
-                    outputs ``scores`` float32 [batch, C] and ``items`` int64 [batch, C], best first
-
-This module never imports torch: the serving job uses it.
-"""
+"""Writing model bundles; the contract itself (names, layout, reader) lives in :mod:`operators.bundle`."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operators.errors import BundleError
+from operators.bundle import (
+    BUNDLE_FORMAT,
+    INPUT_EXCLUDE,
+    INPUT_ITEM,
+    INPUT_NAME,
+    INPUT_RECENT,
+    INPUT_STATE,
+    MANIFEST_NAME,
+    ONNX_NAME,
+    OUTPUT_ITEMS,
+    OUTPUT_SCORES,
+    OUTPUT_STATE,
+    OUTPUT_STEP_STATE,
+    PAD_INDEX,
+    STEP_ONNX_NAME,
+    file_sha256,
+)
 
-__all__ = [
-    "BUNDLE_FORMAT",
-    "MANIFEST_NAME",
-    "ONNX_NAME",
-    "ModelBundle",
-    "file_sha256",
-    "load_bundle",
-    "write_manifest",
-]
-
-BUNDLE_FORMAT = "streamrec-bundle/1"
-MANIFEST_NAME = "manifest.json"
-ONNX_NAME = "model.onnx"
-INPUT_NAME = "item_seq"
-OUTPUT_SCORES = "scores"
-OUTPUT_ITEMS = "items"
-PAD_INDEX = 0
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class ModelBundle:
-    """A verified bundle, ready to serve."""
-
-    path: Path
-    version: str
-    model_type: str
-    max_seq_len: int
-    n_candidates: int
-    item_vocab: tuple[str, ...]
-    """``item_vocab[i]`` is the raw item id of model index ``i + 1`` (index 0 is padding)."""
-    onnx_sha256: str
-    popular_items: tuple[str, ...]
-    """Most popular training items, best first: the cold-start fallback."""
-    manifest: dict[str, Any] = field(repr=False)
-
-    @property
-    def onnx_path(self) -> Path:
-        """The ONNX file."""
-        return self.path / ONNX_NAME
-
-    @property
-    def n_items(self) -> int:
-        """Catalog size (padding excluded)."""
-        return len(self.item_vocab)
-
-    def index_of(self) -> dict[str, int]:
-        """Raw item id -> model index."""
-        return {item: i + 1 for i, item in enumerate(self.item_vocab)}
-
-
-_REQUIRED: dict[str, type | tuple[type, ...]] = {
-    "format": str,
-    "version": str,
-    "model": dict,
-    "onnx": dict,
-    "item_vocab": list,
-    "training": dict,
-}
-
-
-def _fail(path: Path, problem: str, fix: str) -> BundleError:
-    return BundleError(f"model bundle {path}: {problem}. {fix}")
-
-
-def load_bundle(path: str | Path, *, verify_checksum: bool = True) -> ModelBundle:
-    """Load and verify a bundle directory.
-
-    Checks that the manifest exists and is complete, that the format is known, that the vocabulary
-    matches the declared catalog size and has no duplicates, and that the ONNX file's sha256 equals
-    the manifest's.
-
-    Raises:
-        BundleError: Saying what is wrong and how to fix it.
-    """
-    root = Path(path).expanduser().resolve()
-    retrain = "Re-create it with `streamrec train --out DIR` (or restore the original bundle)."
-    if not root.is_dir():
-        raise _fail(
-            root, "directory does not exist", "Pass --bundle pointing at a directory made by `streamrec train`."
-        )
-    manifest_path = root / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise _fail(root, f"{MANIFEST_NAME} is missing", retrain)
-    try:
-        manifest = json.loads(manifest_path.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise _fail(root, f"{MANIFEST_NAME} is not readable JSON ({exc})", retrain) from None
-    if not isinstance(manifest, dict):
-        raise _fail(root, f"{MANIFEST_NAME} must hold a JSON object", retrain)
-    problems = [
-        f"'{key}' missing or not a {kind.__name__ if isinstance(kind, type) else kind}"
-        for key, kind in _REQUIRED.items()
-        if not isinstance(manifest.get(key), kind)
-    ]
-    if problems:
-        raise _fail(root, f"manifest incomplete: {'; '.join(problems)}", retrain)
-    if manifest["format"] != BUNDLE_FORMAT:
-        raise _fail(
-            root,
-            f"unknown bundle format {manifest['format']!r} (this job reads {BUNDLE_FORMAT!r})",
-            "Export the model with this version of streamrec.",
-        )
-    model, onnx_info = manifest["model"], manifest["onnx"]
-    try:
-        max_seq_len = int(model["max_seq_len"])
-        n_items = int(model["n_items"])
-        n_candidates = int(onnx_info["n_candidates"])
-        expected_sha = str(onnx_info["sha256"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _fail(root, f"manifest field missing or invalid: {exc}", retrain) from None
-    vocab = tuple(str(v) for v in manifest["item_vocab"])
-    if len(vocab) != n_items:
-        raise _fail(root, f"vocabulary has {len(vocab)} items but model.n_items is {n_items}", retrain)
-    if len(set(vocab)) != len(vocab):
-        raise _fail(root, "vocabulary holds duplicate item ids", retrain)
-    if max_seq_len < 1 or n_candidates < 1:
-        raise _fail(root, f"max_seq_len={max_seq_len} and n_candidates={n_candidates} must be >= 1", retrain)
-    onnx_path = root / ONNX_NAME
-    if not onnx_path.is_file():
-        raise _fail(root, f"{ONNX_NAME} is missing", retrain)
-    if verify_checksum:
-        actual = file_sha256(onnx_path)
-        if actual != expected_sha:
-            raise _fail(
-                root,
-                f"sha256 of {ONNX_NAME} is {actual} but the manifest says {expected_sha}: "
-                "the file was modified or replaced after export",
-                retrain,
-            )
-    return ModelBundle(
-        path=root,
-        version=str(manifest["version"]),
-        model_type=str(model.get("type", "unknown")),
-        max_seq_len=max_seq_len,
-        n_candidates=n_candidates,
-        item_vocab=vocab,
-        onnx_sha256=expected_sha,
-        popular_items=tuple(str(v) for v in manifest.get("popular_items", [])),
-        manifest=manifest,
-    )
+__all__ = ["write_manifest"]
 
 
 def write_manifest(
@@ -181,29 +37,48 @@ def write_manifest(
     opset: int,
     training: dict[str, Any],
     popular_items: list[str],
+    state_size: int = 0,
+    recent_len: int = 0,
 ) -> Path:
-    """Write ``manifest.json`` next to an exported ``model.onnx`` (whose sha256 it records)."""
-    onnx_path = root / ONNX_NAME
-    manifest = {
+    """Write ``manifest.json`` next to the exported graphs (whose sha256 it records)."""
+    seq = ["batch", model["max_seq_len"]]
+    outputs = {
+        OUTPUT_SCORES: {"dtype": "float32", "shape": ["batch", n_candidates]},
+        OUTPUT_ITEMS: {"dtype": "int64", "shape": ["batch", n_candidates]},
+    }
+    manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "version": version,
         "model": {**model, "n_items": len(item_vocab)},
         "onnx": {
             "file": ONNX_NAME,
-            "sha256": file_sha256(onnx_path),
+            "sha256": file_sha256(root / ONNX_NAME),
             "opset": opset,
             "n_candidates": n_candidates,
-            "inputs": {INPUT_NAME: {"dtype": "int64", "shape": ["batch", model["max_seq_len"]]}},
-            "outputs": {
-                OUTPUT_SCORES: {"dtype": "float32", "shape": ["batch", n_candidates]},
-                OUTPUT_ITEMS: {"dtype": "int64", "shape": ["batch", n_candidates]},
-            },
+            "inputs": {INPUT_NAME: {"dtype": "int64", "shape": seq},
+                       INPUT_EXCLUDE: {"dtype": "int64", "shape": ["batch", "n_excluded"]}},
+            "outputs": {**outputs, **({OUTPUT_STATE: {"dtype": "float32", "shape": ["batch", state_size]}}
+                                      if state_size else {})},
             "padding_index": PAD_INDEX,
         },
         "item_vocab": item_vocab,
         "popular_items": popular_items,
         "training": training,
     }
+    if state_size:
+        manifest["step"] = {
+            "file": STEP_ONNX_NAME,
+            "sha256": file_sha256(root / STEP_ONNX_NAME),
+            "state_size": state_size,
+            "recent_len": recent_len,
+            "inputs": {
+                INPUT_STATE: {"dtype": "float32", "shape": ["batch", state_size]},
+                INPUT_ITEM: {"dtype": "int64", "shape": ["batch"]},
+                INPUT_RECENT: {"dtype": "int64", "shape": ["batch", recent_len]},
+                INPUT_EXCLUDE: {"dtype": "int64", "shape": ["batch", "n_excluded"]},
+            },
+            "outputs": {**outputs, OUTPUT_STEP_STATE: {"dtype": "float32", "shape": ["batch", state_size]}},
+        }
     path = root / MANIFEST_NAME
     path.write_text(json.dumps(manifest, indent=1, sort_keys=False), "utf-8")
     return path

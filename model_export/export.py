@@ -1,4 +1,8 @@
-"""ONNX export with a dynamic batch axis, a torch<->onnxruntime parity check, and bundle writing."""
+"""ONNX export with a dynamic batch axis, torch<->onnxruntime parity checks, and bundle writing.
+
+Every model exports the full-sequence graph (``model.onnx``); recurrent models also export the one-event
+graph (``step.onnx``), checked against the full-sequence graph step by step.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +18,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from model_export.bundle import (
+from model_export.bundle import write_manifest
+from model_export.model import ServingHead, StepHead
+from operators.bundle import (
+    INPUT_EXCLUDE,
+    INPUT_ITEM,
     INPUT_NAME,
+    INPUT_RECENT,
+    INPUT_STATE,
     ONNX_NAME,
     OUTPUT_ITEMS,
     OUTPUT_SCORES,
+    OUTPUT_STATE,
+    OUTPUT_STEP_STATE,
+    STEP_ONNX_NAME,
     ModelBundle,
     load_bundle,
-    write_manifest,
 )
-from model_export.model import ServingHead
 from operators.errors import StreamrecError
 
-__all__ = ["ExportSpec", "ExportParityError", "export_bundle", "check_parity", "load_serving_head"]
+__all__ = [
+    "ExportSpec",
+    "ExportParityError",
+    "export_bundle",
+    "check_parity",
+    "check_step_parity",
+    "load_serving_head",
+    "exclusion_matrix",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +55,9 @@ class ExportSpec:
     """The ONNX contract, declared once."""
 
     opset: int = 17
-    input_name: str = INPUT_NAME
+    input_names: tuple[str, str] = (INPUT_NAME, INPUT_EXCLUDE)
     output_names: tuple[str, str] = (OUTPUT_SCORES, OUTPUT_ITEMS)
+    step_input_names: tuple[str, ...] = (INPUT_STATE, INPUT_ITEM, INPUT_RECENT, INPUT_EXCLUDE)
     atol: float = 1e-4
     rtol: float = 1e-4
     parity_batches: tuple[int, ...] = (1, 7, 32)
@@ -51,58 +71,137 @@ class ExportParityError(StreamrecError):
         self.mismatches = mismatches
 
 
-def check_parity(head: ServingHead, onnx_path: Path, inputs: list[np.ndarray], spec: ExportSpec) -> dict:
-    """Run torch and onnxruntime on the same inputs; raise one error listing every mismatch."""
+def exclusion_matrix(item_seq: np.ndarray) -> np.ndarray:
+    """The served exclusion rule on left-padded rows: every item of the row (0 = padding, harmless)."""
+    return np.ascontiguousarray(item_seq, dtype=np.int64)
+
+
+def _session(path: Path):  # noqa: ANN202
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _compare(
+    tag: str, scores: np.ndarray, items: np.ndarray, full: np.ndarray, ref: np.ndarray, spec: ExportSpec
+) -> tuple[list[str], float]:
+    """Scores close to the reference top-C, items carrying their scores, never padding."""
+    if scores.shape != ref.shape or items.shape != ref.shape:
+        return [f"{tag}: shapes scores={scores.shape} items={items.shape}, reference {ref.shape}"], float("inf")
+    mismatches = []
+    diff = float(np.abs(scores - ref).max())
+    if not np.allclose(scores, ref, atol=spec.atol, rtol=spec.rtol):
+        mismatches.append(f"{tag}: max |score diff| {diff:.3g} > atol {spec.atol}")
+    # The items must carry the scores onnxruntime claims (ties may order differently).
+    if not np.allclose(np.take_along_axis(full, items, axis=1), scores, atol=spec.atol, rtol=spec.rtol):
+        mismatches.append(f"{tag}: returned items do not carry their scores")
+    if (items == 0).any():
+        mismatches.append(f"{tag}: padding index 0 among candidates")
+    return mismatches, diff
+
+
+def _reference(head: ServingHead, item_seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """torch: masked full-catalog scores [B, V + 1] and the top-C scores, computed once."""
+    with torch.no_grad():
+        seq = torch.from_numpy(item_seq)
+        full = (head.full_scores(seq) + head.penalty).scatter(1, seq, -1e9)
+        ref = torch.topk(full, head.n_candidates, dim=-1).values
+    return full.numpy(), ref.numpy()
+
+
+def check_parity(head: ServingHead, onnx_path: Path, inputs: list[np.ndarray], spec: ExportSpec) -> dict:
+    """Run torch and onnxruntime on the same inputs; raise one error listing every mismatch."""
+    session = _session(onnx_path)
     mismatches: list[str] = []
     names = [o.name for o in session.get_outputs()]
-    if names != list(spec.output_names):
-        mismatches.append(f"output names {names} != expected {list(spec.output_names)}")
-    if [i.name for i in session.get_inputs()] != [spec.input_name]:
-        mismatches.append(f"input names {[i.name for i in session.get_inputs()]} != [{spec.input_name!r}]")
+    expected_out = [*spec.output_names, *([OUTPUT_STATE] if head.recurrent else [])]
+    if names != expected_out:
+        mismatches.append(f"output names {names} != expected {expected_out}")
+    if [i.name for i in session.get_inputs()] != list(spec.input_names):
+        mismatches.append(f"input names {[i.name for i in session.get_inputs()]} != {list(spec.input_names)}")
     max_diff = 0.0
     head.eval()
     for batch in inputs:
-        with torch.no_grad():
-            full_t = head.full_scores(torch.from_numpy(batch))  # [B, V + 1], the torch reference, computed once
-            ref_scores = torch.topk(full_t + head.penalty, head.n_candidates, dim=-1).values.numpy()
-        full = full_t.numpy()
-        got = dict(zip(names, session.run(None, {spec.input_name: batch}), strict=True))
-        scores = got.get(OUTPUT_SCORES)
-        items = got.get(OUTPUT_ITEMS)
-        if scores is None or items is None:
+        if mismatches and not max_diff:
             break
-        if scores.shape != ref_scores.shape or items.shape != ref_scores.shape:
-            mismatches.append(
-                f"batch {batch.shape[0]}: shapes scores={scores.shape} items={items.shape}, "
-                f"torch {ref_scores.shape}"
-            )
-            continue
-        diff = float(np.abs(scores - ref_scores).max())
+        got = dict(zip(names, session.run(None, {INPUT_NAME: batch, INPUT_EXCLUDE: exclusion_matrix(batch)}),
+                       strict=True))
+        full, ref = _reference(head, batch)
+        found, diff = _compare(f"batch {batch.shape[0]}", got[OUTPUT_SCORES], got[OUTPUT_ITEMS], full, ref, spec)
+        mismatches += found
         max_diff = max(max_diff, diff)
-        if not np.allclose(scores, ref_scores, atol=spec.atol, rtol=spec.rtol):
-            mismatches.append(f"batch {batch.shape[0]}: max |score diff| {diff:.3g} > atol {spec.atol}")
-        # The items must carry the scores onnxruntime claims (ties may order differently).
-        rescored = np.take_along_axis(full, items, axis=1)
-        if not np.allclose(rescored, scores, atol=spec.atol, rtol=spec.rtol):
-            mismatches.append(f"batch {batch.shape[0]}: returned items do not carry their scores")
-        if (items == 0).any():
-            mismatches.append(f"batch {batch.shape[0]}: padding index 0 among candidates")
     if mismatches:
         raise ExportParityError(mismatches)
     return {"max_abs_diff": max_diff, "batches": [int(b.shape[0]) for b in inputs]}
 
 
+def check_step_parity(
+    head: ServingHead, onnx_path: Path, step_path: Path, inputs: list[np.ndarray], spec: ExportSpec
+) -> dict:
+    """Advance the step graph one event at a time from an empty state over each row and compare, after every
+    event, its scores and state with the full-sequence graph on the same prefix."""
+    full_session, step_session = _session(onnx_path), _session(step_path)
+    if [i.name for i in step_session.get_inputs()] != list(spec.step_input_names):
+        raise ExportParityError([f"step inputs {[i.name for i in step_session.get_inputs()]} != "
+                                 f"{list(spec.step_input_names)}"])
+    mismatches: list[str] = []
+    max_diff = max_state_diff = 0.0
+    recent_len = head.recent_len
+    for batch in inputs:
+        length = batch.shape[1]
+        state = np.zeros((batch.shape[0], head.model.state_size), dtype=np.float32)
+        for t in range(length):
+            prefix = np.zeros_like(batch)
+            prefix[:, length - t - 1 :] = batch[:, : t + 1]
+            recent = prefix[:, -recent_len:]
+            scores, items, state = step_session.run(
+                None, {INPUT_STATE: state, INPUT_ITEM: batch[:, t], INPUT_RECENT: recent,
+                       INPUT_EXCLUDE: exclusion_matrix(prefix)})
+            if not (prefix != 0).any(axis=1).all():
+                continue  # rows still all padding: nothing to compare yet
+            f_scores, _, f_state = full_session.run(None, {INPUT_NAME: prefix, INPUT_EXCLUDE: exclusion_matrix(prefix)})
+            full, _ = _reference(head, prefix)
+            found, diff = _compare(f"step {t} of batch {batch.shape[0]}", scores, items, full, f_scores, spec)
+            state_diff = float(np.abs(state - f_state).max())
+            if state_diff > spec.atol * 10:
+                found.append(f"step {t} of batch {batch.shape[0]}: state differs by {state_diff:.3g}")
+            mismatches += found[:1]
+            max_diff, max_state_diff = max(max_diff, diff), max(max_state_diff, state_diff)
+    if mismatches:
+        raise ExportParityError(mismatches[:20])
+    return {"max_abs_diff": max_diff, "max_state_diff": max_state_diff, "batches": [int(b.shape[0]) for b in inputs]}
+
+
 def _export(head: ServingHead, example: torch.Tensor, onnx_path: Path, spec: ExportSpec) -> None:
+    outputs = [*spec.output_names, *([OUTPUT_STATE] if head.recurrent else [])]
     torch.onnx.export(
         head,
-        (example,),
+        (example, example),
         str(onnx_path),
-        input_names=[spec.input_name],
-        output_names=list(spec.output_names),
-        dynamic_axes={spec.input_name: {0: "batch"}, OUTPUT_SCORES: {0: "batch"}, OUTPUT_ITEMS: {0: "batch"}},
+        input_names=list(spec.input_names),
+        output_names=outputs,
+        dynamic_axes={INPUT_NAME: {0: "batch"}, INPUT_EXCLUDE: {0: "batch", 1: "n_excluded"},
+                      **{name: {0: "batch"} for name in outputs}},
+        opset_version=spec.opset,
+        dynamo=False,
+    )
+
+
+def _export_step(head: ServingHead, step_path: Path, spec: ExportSpec) -> None:
+    step = StepHead(head).eval()
+    state = torch.zeros((1, head.model.state_size))
+    item = torch.ones((1,), dtype=torch.long)
+    recent = torch.ones((1, head.recent_len), dtype=torch.long)
+    exclude = torch.ones((1, 3), dtype=torch.long)
+    torch.onnx.export(
+        step,
+        (state, item, recent, exclude),
+        str(step_path),
+        input_names=list(spec.step_input_names),
+        output_names=[*spec.output_names, OUTPUT_STEP_STATE],
+        dynamic_axes={INPUT_STATE: {0: "batch"}, INPUT_ITEM: {0: "batch"}, INPUT_RECENT: {0: "batch"},
+                      INPUT_EXCLUDE: {0: "batch", 1: "n_excluded"}, OUTPUT_SCORES: {0: "batch"},
+                      OUTPUT_ITEMS: {0: "batch"}, OUTPUT_STEP_STATE: {0: "batch"}},
         opset_version=spec.opset,
         dynamo=False,
     )
@@ -135,9 +234,23 @@ def export_bundle(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
             _export(head, example, onnx_path, spec)
+            if head.recurrent:
+                _export_step(head, tmp / STEP_ONNX_NAME, spec)
         parity = check_parity(head, onnx_path, sample_inputs, spec)
-
         log.info("onnx parity ok: max |diff| %.3g", parity["max_abs_diff"])
+        state_info: dict[str, Any] = {}
+        if head.recurrent:
+            short = [s[:, -min(s.shape[1], 24) :] for s in sample_inputs[:2]]
+            short = [np.pad(s, ((0, 0), (model.cfg.max_seq_len - s.shape[1], 0))) for s in short]
+            parity["step"] = check_step_parity(head, onnx_path, tmp / STEP_ONNX_NAME, short, spec)
+            lam_re, lam_im, _ = zip(*(block.lru.coefficients() for block in model.blocks), strict=True)
+            modulus = max(float(torch.sqrt(r**2 + i**2).max()) for r, i in zip(lam_re, lam_im, strict=True))
+            state_info = {
+                "state_size": model.state_size,
+                "max_abs_lambda": modulus,
+                "memory_beyond_window": modulus ** model.cfg.max_seq_len,
+            }
+            log.info("step graph parity ok: max |diff| %.3g", parity["step"]["max_abs_diff"])
         cfg = model.cfg
         write_manifest(
             tmp,
@@ -150,6 +263,7 @@ def export_bundle(
                 "n_blocks": cfg.n_blocks,
                 "n_heads": cfg.n_heads,
                 "blend_beta": head.beta,
+                **state_info,
                 **(model_info or {}),
             },
             item_vocab=item_vocab,
@@ -157,6 +271,8 @@ def export_bundle(
             opset=spec.opset,
             training={**training, "parity": parity},
             popular_items=popular_items,
+            state_size=model.state_size if head.recurrent else 0,
+            recent_len=head.recent_len if head.recurrent else 0,
         )
         torch.save(
             {"state_dict": model.state_dict(), "config": asdict(cfg), "cooc": cooc if head.beta > 0 else None,

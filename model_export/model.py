@@ -19,8 +19,11 @@ __all__ = [
     "SASRecConfig",
     "SASRec",
     "GRU4Rec",
+    "LRURec",
+    "RECURRENT_ARCHS",
     "build_model",
     "ServingHead",
+    "StepHead",
     "blend_scores",
     "cooccurrence_scores",
     "standardize",
@@ -41,7 +44,7 @@ class SASRecConfig:
     n_heads: int = 1
     dropout: float = 0.2
     arch: str = "sasrec"
-    """``sasrec`` or ``gru4rec``."""
+    """``sasrec``, ``gru4rec`` or ``lru``."""
 
 
 class _Block(nn.Module):
@@ -140,13 +143,183 @@ class GRU4Rec(nn.Module):
         return self.logits(self.encode(item_seq)[:, -1, :])
 
 
+class _LRULayer(nn.Module):
+    """A linear recurrent unit (Orvieto et al. 2023) in real arithmetic, so that it exports to ONNX.
+
+    ``h_t = lambda * h_{t-1} + gamma * (B z_t)`` with a diagonal complex ``lambda = exp(-exp(nu) + i exp(theta))``
+    (stable: ``|lambda| < 1``), output ``y_t = Re(C h_t) + D * z_t``. Training runs the recurrence as a
+    parallel doubling scan; serving advances it one step per event (:meth:`step`). Both compute the same
+    ``h_t`` (up to float rounding).
+    """
+
+    def __init__(self, d: int, r_min: float = 0.8, r_max: float = 0.99, max_phase: float = math.pi / 10) -> None:
+        super().__init__()
+        u1, u2 = torch.rand(d), torch.rand(d)
+        nu = -0.5 * torch.log(u1 * (r_max**2 - r_min**2) + r_min**2)
+        self.nu_log = nn.Parameter(torch.log(nu))
+        self.theta_log = nn.Parameter(torch.log(max_phase * u2 + 1e-4))
+        self.b_re = nn.Parameter(torch.randn(d, d) / math.sqrt(2 * d))
+        self.b_im = nn.Parameter(torch.randn(d, d) / math.sqrt(2 * d))
+        self.c_re = nn.Parameter(torch.randn(d, d) / math.sqrt(d))
+        self.c_im = nn.Parameter(torch.randn(d, d) / math.sqrt(d))
+        self.d_skip = nn.Parameter(torch.randn(d) / math.sqrt(d))
+
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(lambda_re, lambda_im, gamma)``, each ``[D]``."""
+        modulus = torch.exp(-torch.exp(self.nu_log))
+        phase = torch.exp(self.theta_log)
+        gamma = torch.sqrt(torch.clamp(1.0 - modulus**2, min=1e-8))
+        return modulus * torch.cos(phase), modulus * torch.sin(phase), gamma
+
+    def inputs(self, z: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``gamma * B z`` as (re, im), zero where ``keep`` is false: ``[..., D] -> 2 x [..., D]``."""
+        _, _, gamma = self.coefficients()
+        scale = gamma * keep.unsqueeze(-1).to(z.dtype)
+        return (z @ self.b_re.T) * scale, (z @ self.b_im.T) * scale
+
+    def output(self, h_re: torch.Tensor, h_im: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``Re(C h) + D z``."""
+        return h_re @ self.c_re.T - h_im @ self.c_im.T + self.d_skip * z
+
+    def scan(self, z: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All positions at once: ``z [B, L, D] -> (y [B, L, D], h_re, h_im [B, L, D])``, state starting at 0."""
+        lam_re, lam_im = self.coefficients()[:2]
+        h_re, h_im = self.inputs(z, keep)  # [B, L, D] each
+        p_re, p_im = lam_re, lam_im  # lambda ** shift
+        shift, length = 1, z.shape[1]
+        while shift < length:  # Hillis-Steele: after this round h_t = sum_{j < 2 shift} lambda^j u_{t-j}
+            prev_re = nn.functional.pad(h_re[:, :-shift], (0, 0, shift, 0))
+            prev_im = nn.functional.pad(h_im[:, :-shift], (0, 0, shift, 0))
+            h_re, h_im = h_re + p_re * prev_re - p_im * prev_im, h_im + p_re * prev_im + p_im * prev_re
+            p_re, p_im = p_re * p_re - p_im * p_im, 2 * p_re * p_im
+            shift *= 2
+        return self.output(h_re, h_im, z), h_re, h_im
+
+    def step(
+        self, z: torch.Tensor, keep: torch.Tensor, h_re: torch.Tensor, h_im: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One position: ``z [B, D]``, state 2 x ``[B, D]`` -> (y, new h_re, new h_im); unchanged where not ``keep``."""
+        lam_re, lam_im = self.coefficients()[:2]
+        u_re, u_im = self.inputs(z, keep)
+        k = keep.unsqueeze(-1).to(z.dtype)
+        new_re = (lam_re * h_re - lam_im * h_im) * k + h_re * (1 - k) + u_re
+        new_im = (lam_re * h_im + lam_im * h_re) * k + h_im * (1 - k) + u_im
+        return self.output(new_re, new_im, z), new_re, new_im
+
+
+class _LRUBlock(nn.Module):
+    def __init__(self, d: int, dropout: float) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.lru = _LRULayer(d)
+        self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d, d))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y, h_re, h_im = self.lru.scan(self.ln1(x), keep)
+        x = x + self.drop(y)
+        return x + self.drop(self.ffn(self.ln2(x))), h_re, h_im
+
+    def step(
+        self, x: torch.Tensor, keep: torch.Tensor, h_re: torch.Tensor, h_im: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y, h_re, h_im = self.lru.step(self.ln1(x), keep, h_re, h_im)
+        x = x + self.drop(y)
+        return x + self.drop(self.ffn(self.ln2(x))), h_re, h_im
+
+
+class LRURec(nn.Module):
+    """Linear recurrent sequential recommender in the spirit of LRURec (Yue et al. 2024): pre-LN blocks of an
+    LRU and a position-wise feed-forward network, tied item embeddings.
+
+    Its input is the user's whole stream: the recurrence carries everything seen so far, so serving keeps a
+    fixed-size state per user (:meth:`state_size` floats) and advances it one step per event, at a cost that
+    does not grow with the history. The state layout is ``[h_re, h_im] per block, then the output vector``.
+    """
+
+    def __init__(self, cfg: SASRecConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.hidden
+        self.item_emb = nn.Embedding(cfg.n_items + 1, d, padding_idx=0)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(_LRUBlock(d, cfg.dropout) for _ in range(cfg.n_blocks))
+        self.ln = nn.LayerNorm(d)
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    @property
+    def state_size(self) -> int:
+        """Floats of serving state per user."""
+        return (2 * self.cfg.n_blocks + 1) * self.cfg.hidden
+
+    def encode(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """``[B, L] -> [B, L, D]``; padding (0) leaves the recurrent state untouched."""
+        return self._scan(item_seq)[0]
+
+    def _scan(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        keep = item_seq != 0  # [B, L]
+        x = self.drop(self.item_emb(item_seq))  # [B, L, D]
+        states = []
+        for block in self.blocks:
+            x, h_re, h_im = block(x, keep)
+            states += [h_re[:, -1], h_im[:, -1]]
+        return self.ln(x), states
+
+    def final_state(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Serving state after the newest item of each left-padded row: ``[B, L] -> [B, state_size]``.
+
+        The output vector slot holds the output at the newest non-padding position (zeros for an all-padding
+        row), which is what :meth:`step` keeps when it is given padding.
+        """
+        out, states = self._scan(item_seq)
+        keep = (item_seq != 0).to(out.dtype)  # [B, L]
+        # index of the newest kept position; rows with none get a zero vector
+        pos = torch.arange(item_seq.shape[1], device=item_seq.device).to(out.dtype)
+        last = torch.argmax(keep * (pos + 1), dim=1)  # [B]
+        vec = out[torch.arange(out.shape[0]), last] * keep.amax(dim=1, keepdim=True)  # [B, D]
+        return torch.cat([*states, vec], dim=1)
+
+    def step(self, state: torch.Tensor, item: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Advance by one event: ``state [B, S], item [B] -> (new state [B, S], output vector [B, D])``.
+
+        Item 0 (unknown to the model) leaves the state and the output vector unchanged.
+        """
+        d = self.cfg.hidden
+        keep = item != 0  # [B]
+        x = self.drop(self.item_emb(item))  # [B, D]
+        new = []
+        for i, block in enumerate(self.blocks):
+            h_re, h_im = state[:, 2 * i * d : (2 * i + 1) * d], state[:, (2 * i + 1) * d : (2 * i + 2) * d]
+            x, h_re, h_im = block.step(x, keep, h_re, h_im)
+            new += [h_re, h_im]
+        k = keep.unsqueeze(-1).to(x.dtype)
+        vec = self.ln(x) * k + state[:, -d:] * (1 - k)
+        return torch.cat([*new, vec], dim=1), vec
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[..., D] -> [..., V + 1]``."""
+        return hidden @ self.item_emb.weight.T
+
+    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Next-item logits after the newest item: ``[B, L] -> [B, V + 1]``."""
+        return self.logits(self.final_state(item_seq)[:, -self.cfg.hidden :])
+
+
+RECURRENT_ARCHS = ("lru",)
+"""Architectures served by advancing a per-user state one step per event."""
+
+
 def build_model(cfg: SASRecConfig) -> nn.Module:
     """The architecture ``cfg.arch`` names."""
     if cfg.arch == "sasrec":
         return SASRec(cfg)
     if cfg.arch == "gru4rec":
         return GRU4Rec(cfg)
-    msg = f"unknown arch {cfg.arch!r}; use 'sasrec' or 'gru4rec'"
+    if cfg.arch == "lru":
+        return LRURec(cfg)
+    msg = f"unknown arch {cfg.arch!r}; use 'sasrec', 'gru4rec' or 'lru'"
     raise ValueError(msg)
 
 
@@ -191,8 +364,17 @@ def blend_scores(
     return (1.0 - beta) * standardize(logits) + beta * standardize(co)
 
 
+def _mask_and_rank(
+    scores: torch.Tensor, exclude: torch.Tensor, penalty: torch.Tensor, n_candidates: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padding and ``exclude`` [B, X] pushed to NEG, then the best ``n_candidates``: 2 x [B, C]."""
+    scores = (scores + penalty).scatter(1, exclude, NEG)  # [B, V + 1]
+    return torch.topk(scores, n_candidates, dim=-1)
+
+
 class ServingHead(nn.Module):
-    """What gets exported: ``item_seq [B, L] -> (scores [B, C], items [B, C])``, best first, padding never.
+    """The exported full-sequence graph: ``(item_seq [B, L], exclude [B, X]) -> (scores [B, C], items [B, C])``
+    best first, padding and excluded items never; recurrent models also return their serving ``state [B, S]``.
 
     With ``cooc`` (top-N neighbour arrays) and ``beta > 0`` the scores are the blend of
     :func:`blend_scores`; otherwise the model's logits.
@@ -209,23 +391,58 @@ class ServingHead(nn.Module):
         self.model = model
         self.n_candidates = n_candidates
         self.beta = float(beta) if cooc is not None else 0.0
+        self.recurrent = model.cfg.arch in RECURRENT_ARCHS
         penalty = torch.zeros(model.cfg.n_items + 1)
         penalty[0] = NEG
         self.register_buffer("penalty", penalty, persistent=False)
+        self.recent_len = 1
         if cooc is not None and self.beta > 0:
             neighbors, weights, decay = cooc
             self.register_buffer("neighbors", torch.as_tensor(neighbors, dtype=torch.long), persistent=False)
             self.register_buffer("weights", torch.as_tensor(weights, dtype=torch.float32), persistent=False)
             self.register_buffer("decay", torch.as_tensor(decay, dtype=torch.float32), persistent=False)
+            self.recent_len = int(len(decay))
 
-    def full_scores(self, item_seq: torch.Tensor) -> torch.Tensor:
-        """Scores over the whole catalog ``[B, V + 1]`` (padding column included, not yet masked)."""
-        logits = self.model(item_seq)  # [B, V + 1]
+    def blend(self, logits: torch.Tensor, recent: torch.Tensor) -> torch.Tensor:
+        """Model logits [B, V + 1] blended with co-occurrence over the newest items ``recent`` [B, R]."""
         if self.beta > 0:
-            logits = blend_scores(logits, item_seq, self.neighbors, self.weights, self.decay, self.beta)
+            return blend_scores(logits, recent, self.neighbors, self.weights, self.decay, self.beta)
         return logits
 
-    def forward(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = self.full_scores(item_seq) + self.penalty  # [B, V + 1]
-        top_scores, items = torch.topk(scores, self.n_candidates, dim=-1)  # [B, C] each
-        return top_scores, items
+    def full_scores(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Scores over the whole catalog ``[B, V + 1]`` (padding column included, nothing masked yet)."""
+        return self.blend(self.model(item_seq), item_seq)
+
+    def forward(self, item_seq: torch.Tensor, exclude: torch.Tensor):  # noqa: ANN201 - 2 or 3 tensors
+        if self.recurrent:
+            state = self.model.final_state(item_seq)  # [B, S]
+            logits = self.model.logits(state[:, -self.model.cfg.hidden :])
+            top_scores, items = _mask_and_rank(self.blend(logits, item_seq), exclude, self.penalty,
+                                               self.n_candidates)
+            return top_scores, items, state
+        return _mask_and_rank(self.full_scores(item_seq), exclude, self.penalty, self.n_candidates)
+
+
+class StepHead(nn.Module):
+    """The exported one-event graph of a recurrent model:
+    ``(state [B, S], item [B], recent [B, R], exclude [B, X]) -> (scores [B, C], items [B, C], state_out [B, S])``.
+
+    Gives the scores of :class:`ServingHead` on the same history (a test and the export's parity check hold it
+    to that), at a cost that does not depend on the history's length.
+    """
+
+    def __init__(self, head: ServingHead) -> None:
+        super().__init__()
+        if not head.recurrent:
+            msg = f"{head.model.cfg.arch} is not recurrent; only {RECURRENT_ARCHS} export a step graph"
+            raise ValueError(msg)
+        self.head = head
+
+    def forward(
+        self, state: torch.Tensor, item: torch.Tensor, recent: torch.Tensor, exclude: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        head = self.head
+        new_state, vec = head.model.step(state, item)  # [B, S], [B, D]
+        scores = head.blend(head.model.logits(vec), recent)
+        top_scores, items = _mask_and_rank(scores, exclude, head.penalty, head.n_candidates)
+        return top_scores, items, new_state

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from model_export.data import LooSplit, SequenceData, left_pad
 from model_export.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
-from model_export.model import SASRecConfig, build_model
+from model_export.model import RECURRENT_ARCHS, SASRecConfig, build_model
 from operators.errors import ConfigError
 
 __all__ = ["TrainConfig", "TrainResult", "train_model", "evaluate", "popularity_scores", "left_pad"]
@@ -52,8 +52,8 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 msg = f"{name} must be >= 1, got {getattr(self, name)}"
                 raise ConfigError(msg)
-        if self.arch not in ("sasrec", "gru4rec"):
-            msg = f"arch must be 'sasrec' or 'gru4rec', got {self.arch!r}"
+        if self.arch not in ("sasrec", "gru4rec", "lru"):
+            msg = f"arch must be 'sasrec', 'gru4rec' or 'lru', got {self.arch!r}"
             raise ConfigError(msg)
         if not 0.0 <= self.dropout < 1.0:
             msg = f"dropout must be in [0, 1), got {self.dropout}"
@@ -92,15 +92,25 @@ def popularity_scores(train: Sequence[np.ndarray], n_items: int) -> np.ndarray:
     return counts
 
 
+def input_length(model: nn.Module, sequences: Sequence[np.ndarray]) -> int:
+    """How much of each history the model reads: the newest ``max_seq_len`` items, or for a recurrent model
+    (whose serving state carries the whole stream) all of it."""
+    if model.cfg.arch in RECURRENT_ARCHS:
+        return max([len(s) for s in sequences] + [1])
+    return model.cfg.max_seq_len
+
+
 @torch.no_grad()
 def score_sequences(model: nn.Module, inputs: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
     """Full-catalog scores ``[U, V + 1]`` after each input sequence."""
     model.eval()
-    out = []
+    out = np.zeros((len(inputs), model.cfg.n_items + 1), dtype=np.float32)
+    order = np.argsort([len(s) for s in inputs], kind="stable")  # similar lengths together: little padding
     for start in range(0, len(inputs), batch_size):
-        batch = torch.from_numpy(left_pad(inputs[start : start + batch_size], model.cfg.max_seq_len))
-        out.append(model(batch).numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.cfg.n_items + 1), dtype=np.float32)
+        rows = order[start : start + batch_size]
+        chunk = [inputs[i] for i in rows]
+        out[rows] = model(torch.from_numpy(left_pad(chunk, input_length(model, chunk)))).numpy()
+    return out
 
 
 def evaluate(
@@ -145,6 +155,28 @@ def _batches(
     return batches
 
 
+def _full_batches(
+    train: Sequence[np.ndarray], batch_size: int, token_budget: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Whole sequences (for recurrent models, whose serving state carries the whole stream), grouped by
+    length so that padding stays small: at most ``batch_size`` sequences and ``token_budget`` padded tokens
+    per batch, batches in random order."""
+    usable = [s for s in train if len(s) >= 2]
+    order = sorted(range(len(usable)), key=lambda i: (len(usable[i]), rng.random()))
+    groups: list[list[int]] = []
+    for i in order:
+        length = len(usable[i]) - 1
+        if groups and len(groups[-1]) < batch_size and length * (len(groups[-1]) + 1) <= token_budget:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    batches = []
+    for g in (groups[j] for j in rng.permutation(len(groups))):
+        length = max(len(usable[i]) for i in g) - 1
+        batches.append((left_pad([usable[i][:-1] for i in g], length), left_pad([usable[i][1:] for i in g], length)))
+    return batches
+
+
 def train_model(data: SequenceData, split: LooSplit, cfg: TrainConfig) -> TrainResult:
     """Train ``cfg.arch`` on ``split.train``; keep the epoch with the best validation NDCG@10."""
     torch.manual_seed(cfg.seed)
@@ -169,7 +201,11 @@ def train_model(data: SequenceData, split: LooSplit, cfg: TrainConfig) -> TrainR
     for epoch in bar:
         model.train()
         losses = []
-        for inp, tgt in _batches(split.train, cfg.max_seq_len, cfg.batch_size, rng):
+        if cfg.arch in RECURRENT_ARCHS:
+            batches = _full_batches(split.train, cfg.batch_size, cfg.batch_size * cfg.max_seq_len, rng)
+        else:
+            batches = _batches(split.train, cfg.max_seq_len, cfg.batch_size, rng)
+        for inp, tgt in batches:
             inp_t, tgt_t = torch.from_numpy(inp), torch.from_numpy(tgt)
             hidden = model.encode(inp_t)  # [B, L, D]
             keep = tgt_t != 0  # [B, L]

@@ -41,12 +41,13 @@ class JobConfig:
     parallelism: int = 1
     checkpoint_interval_ms: int = 2_000
     buffer_timeout_ms: int = 1
-    state_cache_size: int = 100_000
     delivery_guarantee: DeliveryGuarantee = "at-least-once"
     startup_mode: StartupMode = "group-offsets"
     onnx_providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
     onnx_threads: int = 1
     job_name: str = "streamrec-recommend"
+    max_restarts: int = 10
+    """Failed restart attempts in a row before the job gives up (and ``streamrec run`` exits non-zero)."""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -76,8 +77,8 @@ class JobConfig:
         _positive("parallelism", self.parallelism, "Use --parallelism 1 or more.")
         _positive("checkpoint_interval_ms", self.checkpoint_interval_ms, "Use e.g. 2000.")
         _positive("buffer_timeout_ms", self.buffer_timeout_ms, "Use 1 for lowest latency.")
-        _positive("state_cache_size", self.state_cache_size, "Size it for the number of active users.")
         _positive("onnx_threads", self.onnx_threads, "Use 1 per task slot.")
+        _positive("max_restarts", self.max_restarts, "Use e.g. --max-restarts 10.")
         if self.delivery_guarantee not in _DELIVERY:
             msg = f"delivery_guarantee={self.delivery_guarantee!r}; choose one of {_DELIVERY}"
             raise ConfigError(msg)

@@ -1,6 +1,6 @@
 """Exception hierarchy of streamrec: one root, one subclass per concept."""
 
-__all__ = ["StreamrecError", "ConfigError", "BundleError", "EventValidationError"]
+__all__ = ["StreamrecError", "ConfigError", "BundleError", "EventValidationError", "StateLayoutError"]
 
 
 class StreamrecError(Exception):
@@ -22,3 +22,7 @@ class EventValidationError(StreamrecError, ValueError):
         super().__init__(reason)
         self.reason = reason
         self.code = code
+
+
+class StateLayoutError(StreamrecError):
+    """Keyed state written in a layout this version cannot read (e.g. restored from a newer savepoint)."""

@@ -1,39 +1,75 @@
-"""ONNX inference over a verified model bundle (onnxruntime; CUDA first where it loads, else CPU)."""
+"""ONNX inference over a verified model bundle (onnxruntime; CUDA first where it loads, else CPU).
+
+:class:`OnnxModel` runs the bundle's graphs: the full-sequence graph (any model; for recurrent models it also
+returns the serving state, which is how state is rebuilt) and the one-event step graph of recurrent models.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
+import threading
 from collections.abc import Sequence
 
 import numpy as np
 
-from model_export.bundle import INPUT_NAME, OUTPUT_ITEMS, OUTPUT_SCORES, PAD_INDEX, ModelBundle
+from operators.bundle import (
+    INPUT_EXCLUDE,
+    INPUT_ITEM,
+    INPUT_NAME,
+    INPUT_RECENT,
+    INPUT_STATE,
+    OUTPUT_ITEMS,
+    OUTPUT_SCORES,
+    OUTPUT_STATE,
+    OUTPUT_STEP_STATE,
+    ModelBundle,
+)
 from operators.errors import BundleError
 
-__all__ = ["OnnxScorer", "encode_sequences", "DEFAULT_PROVIDERS"]
+__all__ = ["OnnxModel", "DEFAULT_PROVIDERS", "import_onnxruntime"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDERS: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def encode_sequences(
-    histories: Sequence[Sequence[str]], index_of: dict[str, int], max_len: int
-) -> np.ndarray:
-    """Map item-id histories to a left-padded int64 matrix ``[B, max_len]`` (newest item last).
+def import_onnxruntime():  # noqa: ANN201 - the module
+    """Import onnxruntime, the first time from a fresh Python thread.
 
-    Items outside the model's vocabulary are dropped (the model cannot represent them).
+    Inside Flink's thread mode, task threads run Python on thread states that pemja creates, which
+    ``PyGILState_Ensure`` does not recognise: onnxruntime's module initialisation calls it and deadlocks on the
+    GIL its own thread holds (seen with pyflink 2.0.2 / onnxruntime 1.31). A ``threading.Thread`` has a
+    regular thread state, so the import completes there; later imports reuse the loaded module.
     """
-    out = np.full((len(histories), max_len), PAD_INDEX, dtype=np.int64)
-    for row, history in enumerate(histories):
-        known = [index_of[item] for item in history if item in index_of][-max_len:]
-        if known:
-            out[row, max_len - len(known) :] = known
-    return out
+    if "onnxruntime" not in sys.modules:
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                importlib.import_module("onnxruntime")
+            except BaseException as exc:  # re-raised in the caller's thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=target, name="import-onnxruntime", daemon=True)
+        thread.start()
+        thread.join()
+        if errors:
+            raise errors[0]
+    return sys.modules["onnxruntime"]
 
 
-class OnnxScorer:
-    """Runs a bundle's ONNX model. Create in ``open()`` of a Flink function, never in ``__init__``."""
+def _io_error(bundle: ModelBundle, name: str, got: tuple[list[str], list[str]], want: tuple[list, list]) -> BundleError:
+    return BundleError(
+        f"model bundle {bundle.path}: {name} has inputs={got[0]} outputs={got[1]}, expected inputs={want[0]} "
+        f"outputs={want[1]}. Re-export the model with this version of streamrec (`streamrec train`)."
+    )
+
+
+class OnnxModel:
+    """The bundle's graphs in onnxruntime sessions. Create in ``open()`` of a Flink function, never in
+    ``__init__`` (functions are pickled); one instance is safe to share between threads."""
 
     def __init__(
         self,
@@ -42,43 +78,57 @@ class OnnxScorer:
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         intra_op_threads: int = 1,
     ) -> None:
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         available = set(ort.get_available_providers())
         wanted = [p for p in providers if p in available] or ["CPUExecutionProvider"]
-        try:
-            self.session = ort.InferenceSession(str(bundle.onnx_path), options, providers=wanted)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            msg = f"model bundle {bundle.path}: onnxruntime cannot load {bundle.onnx_path.name}: {exc}"
-            raise BundleError(msg) from exc
-        names_in = [i.name for i in self.session.get_inputs()]
-        names_out = [o.name for o in self.session.get_outputs()]
-        if names_in != [INPUT_NAME] or sorted(names_out) != sorted([OUTPUT_SCORES, OUTPUT_ITEMS]):
-            msg = (
-                f"model bundle {bundle.path}: ONNX IO is inputs={names_in} outputs={names_out}, expected "
-                f"inputs=[{INPUT_NAME!r}] outputs=[{OUTPUT_SCORES!r}, {OUTPUT_ITEMS!r}]. Re-export the model."
-            )
-            raise BundleError(msg)
         self.bundle = bundle
-        self.active_provider: str = self.session.get_providers()[0]
-        self._index_of = bundle.index_of()
-        self._vocab = np.asarray(("<pad>",) + bundle.item_vocab, dtype=object)
+
+        def session(path, inputs: list[str], outputs: list[str]):  # noqa: ANN001, ANN202
+            try:
+                sess = ort.InferenceSession(str(path), options, providers=wanted)
+            except Exception as exc:  # onnxruntime raises its own untyped errors
+                msg = f"model bundle {bundle.path}: onnxruntime cannot load {path.name}: {exc}"
+                raise BundleError(msg) from exc
+            got = ([i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
+            if got != (inputs, outputs):
+                raise _io_error(bundle, path.name, got, (inputs, outputs))
+            return sess
+
+        full_out = [OUTPUT_SCORES, OUTPUT_ITEMS, *([OUTPUT_STATE] if bundle.recurrent else [])]
+        self.full = session(bundle.onnx_path, [INPUT_NAME, INPUT_EXCLUDE], full_out)
+        self.step = None
+        if bundle.step_path is not None:
+            self.step = session(bundle.step_path, [INPUT_STATE, INPUT_ITEM, INPUT_RECENT, INPUT_EXCLUDE],
+                                [OUTPUT_SCORES, OUTPUT_ITEMS, OUTPUT_STEP_STATE])
+        self.active_provider: str = self.full.get_providers()[0]
+        self.vocab = np.asarray(("<pad>",) + bundle.item_vocab, dtype=object)
         log.info(
-            "onnx session ready: bundle=%s version=%s provider=%s items=%d",
-            bundle.path, bundle.version, self.active_provider, bundle.n_items,
+            "onnx sessions ready: bundle=%s version=%s provider=%s items=%d recurrent=%s",
+            bundle.path, bundle.version, self.active_provider, bundle.n_items, bundle.recurrent,
         )
 
-    def encode(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
-        """Histories of raw item ids -> model input."""
-        return encode_sequences(histories, self._index_of, self.bundle.max_seq_len)
+    def run_full(
+        self, item_seq: np.ndarray, exclude: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """``item_seq [B, L]``, ``exclude [B, X]`` -> (scores [B, C], item indices [B, C], state [B, S] or None)."""
+        out = self.full.run(None, {INPUT_NAME: item_seq, INPUT_EXCLUDE: exclude})
+        return out[0], out[1], (out[2] if len(out) > 2 else None)
 
-    def score_batch(self, item_seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the model: ``[B, L]`` int64 -> (scores ``[B, C]``, raw item ids ``[B, C]``), best first."""
-        scores, items = self.session.run([OUTPUT_SCORES, OUTPUT_ITEMS], {INPUT_NAME: item_seq})
-        return scores, self._vocab[items]
+    def run_step(
+        self, state: np.ndarray, item: np.ndarray, recent: np.ndarray, exclude: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One event per row: -> (scores [B, C], item indices [B, C], new state [B, S])."""
+        if self.step is None:
+            msg = f"model {self.bundle.version} is not recurrent: it has no step graph"
+            raise BundleError(msg)
+        scores, items, new_state = self.step.run(
+            None, {INPUT_STATE: state, INPUT_ITEM: item, INPUT_RECENT: recent, INPUT_EXCLUDE: exclude}
+        )
+        return scores, items, new_state

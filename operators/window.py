@@ -1,57 +1,47 @@
-"""A user's rolling interaction window: the pure core behind the job's keyed state.
+"""What the model sees of a user's window: the one definition shared by serving, replay and evaluation.
 
-The window holds the user's most recent interactions ordered by event time (ties keep arrival
-order), bounded by ``max_len`` and by age. The Flink adapter stores it as
-``ListState<Tuple3<item_id STRING, event_type STRING, ts LONG>>`` with a state TTL.
+The window (:class:`operators.state.UserState`) holds the user's most recent interactions in event-time
+order (ties keep arrival order), bounded by ``history_len``. Its items, mapped to a bundle's indices
+(unknown items dropped), oldest first, are the model's input sequence; every item of the window is excluded
+from the user's list.
 """
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from operators.errors import ConfigError
+import numpy as np
 
-__all__ = ["Interaction", "update_window", "item_sequence"]
-
-Interaction = tuple[str, str, int]
-"""``(item_id, event_type, ts)``: one entry of the window, as stored in Flink state."""
+__all__ = ["ModelInput", "model_input", "left_pad_row"]
 
 
-def update_window(
-    window: Iterable[Interaction],
-    item_id: str,
-    event_type: str,
-    ts: int,
-    *,
-    max_len: int,
-    max_age_ms: int | None = None,
-) -> list[Interaction]:
-    """Return the window with one interaction added.
-
-    Args:
-        window: The current window, oldest first.
-        item_id: The item of the new interaction.
-        event_type: Its type.
-        ts: Its event time (epoch ms). Late events are inserted at their event-time position.
-        max_len: Keep at most this many entries (the newest).
-        max_age_ms: Drop entries older than this relative to the newest event time in the window.
-
-    Returns:
-        A new list, oldest first, never longer than ``max_len``.
-    """
-    if max_len < 1:
-        msg = f"max_len must be >= 1, got {max_len}"
-        raise ConfigError(msg)
-    entries = list(window)
-    keys = [entry[2] for entry in entries]
-    entries.insert(bisect.bisect_right(keys, ts), (item_id, event_type, int(ts)))
-    if max_age_ms is not None:
-        newest = entries[-1][2]
-        entries = [entry for entry in entries if newest - entry[2] <= max_age_ms]
-    return entries[-max_len:]
+def left_pad_row(values: np.ndarray, length: int) -> np.ndarray:
+    """The last ``length`` values, left-padded with 0: ``int64 [length]``."""
+    out = np.zeros(length, dtype=np.int64)
+    tail = values[-length:]
+    if tail.size:
+        out[length - tail.size :] = tail
+    return out
 
 
-def item_sequence(window: Sequence[Interaction]) -> list[str]:
-    """The item ids of the window, oldest first (repeats kept: they are signal for the model)."""
-    return [entry[0] for entry in window]
+@dataclass(frozen=True, slots=True)
+class ModelInput:
+    """One user's model input, built from the window's item indices (0 = unknown to the model)."""
+
+    sequence: np.ndarray
+    """Known items, oldest first, unpadded ``int64 [k]``: the full-sequence graph reads its last ``L``."""
+    exclude: np.ndarray
+    """Item indices that may not be recommended ``int64 [n]``: every item of the window (the exclusion rule)."""
+    newest: int
+    """Index of the newest interaction's item (0 when the model does not know it)."""
+
+    @property
+    def cold(self) -> bool:
+        """No item the model knows: the popularity fallback serves the user."""
+        return self.sequence.size == 0
+
+
+def model_input(indices: np.ndarray) -> ModelInput:
+    """Window item indices (oldest first, the newest interaction last) -> what the model sees."""
+    indices = np.asarray(indices, dtype=np.int64)
+    return ModelInput(indices[indices != 0], indices, int(indices[-1]) if indices.size else 0)

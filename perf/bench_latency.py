@@ -21,8 +21,8 @@ from deploy.job_process import JobProcess, wait_until_serving
 from deploy.kafka_clients import assigned_consumer
 from deploy.local_kafka import LocalKafka
 from flink_jobs.demo import bundle_or_demo
-from model_export.bundle import load_bundle
 from model_export.generator import GeneratorConfig, generate_events, split_by_time
+from operators.bundle import load_bundle
 from operators.stats import latency_summary
 
 RESULTS = Path(__file__).resolve().parent / "results"

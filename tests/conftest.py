@@ -19,7 +19,7 @@ def world_events() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def trained_bundle(tmp_path_factory: pytest.TempPathFactory, world_events: list[dict]) -> Path:
-    """Train a small SASRec on the first 80% of the stream and export it as a bundle."""
+    """Train a small LRU model on the first 80% of the stream and export it as a bundle."""
     from model_export.baselines import CooccurrenceConfig
     from model_export.pipeline import TrainJob, run_training
     from model_export.train import TrainConfig
@@ -33,6 +33,7 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory, world_events: list[
             out=str(root / "bundle"),
             fmt="events",
             n_candidates=120,
+            archs=("lru",),
             train=TrainConfig(max_seq_len=20, hidden=32, max_epochs=12, patience=3, progress=False),
             cooc_grid=(CooccurrenceConfig(window=5, decay=0.7, alpha=0.5, top_n=50),),
             betas=(0.0, 0.3, 0.6),

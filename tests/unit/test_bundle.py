@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from model_export.bundle import load_bundle
+from operators.bundle import load_bundle
 from operators.errors import BundleError
 
 
@@ -26,7 +26,9 @@ def edit_manifest(path, **changes):
 def test_trained_bundle_verifies(trained_bundle):
     bundle = load_bundle(trained_bundle)
     manifest = bundle.manifest
-    assert bundle.version.startswith("sasrec-")
+    assert bundle.version.startswith("lru-")
+    assert bundle.recurrent and bundle.step_path.is_file()
+    assert bundle.state_size == manifest["step"]["state_size"] == (2 * 2 + 1) * 32
     assert bundle.max_seq_len == 20
     assert bundle.n_items == manifest["model"]["n_items"] > 100
     assert len(manifest["training"]["data_fingerprint"]) == 64
@@ -40,6 +42,30 @@ def test_tampered_onnx_fails_with_sha256_message(bundle_copy):
     with pytest.raises(BundleError, match=r"sha256 of model\.onnx is [0-9a-f]{64} but the manifest says") as info:
         load_bundle(bundle_copy)
     assert "streamrec train" in str(info.value)
+
+
+def test_tampered_step_graph_fails_with_sha256_message(bundle_copy):
+    with (bundle_copy / "step.onnx").open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(BundleError, match=r"sha256 of step\.onnx is [0-9a-f]{64} but the manifest says"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_step_graph(bundle_copy):
+    (bundle_copy / "step.onnx").unlink()
+    with pytest.raises(BundleError, match="step.onnx is missing"):
+        load_bundle(bundle_copy)
+
+
+def test_graph_with_unexpected_io_is_refused_at_load(bundle_copy):
+    import shutil
+
+    from operators.inference import OnnxModel
+
+    shutil.copy(bundle_copy / "step.onnx", bundle_copy / "model.onnx")  # wrong graph in the right place
+    bundle = load_bundle(bundle_copy, verify_checksum=False)
+    with pytest.raises(BundleError, match=r"model.onnx has inputs=\['state', 'item', 'recent', 'exclude'\]"):
+        OnnxModel(bundle, providers=["CPUExecutionProvider"])
 
 
 def test_missing_directory(tmp_path):

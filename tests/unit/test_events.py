@@ -2,14 +2,19 @@ import base64
 import json
 import re
 
+import msgspec
 import pytest
 
 from operators.errors import EventValidationError
 from operators.events import (
     Event,
     SourcePosition,
+    check_record_key,
     dead_letter_record,
+    decode_event,
+    encode_record,
     event_schema,
+    output_schemas,
     parse_event,
     recommendation_record,
 )
@@ -27,6 +32,10 @@ def good(**overrides):
 def reject(raw, **kwargs) -> EventValidationError:
     with pytest.raises(EventValidationError) as info:
         parse_event(raw, source=SRC, now_ms=NOW, **kwargs)
+    # The hot path rejects it the same way.
+    with pytest.raises(EventValidationError) as fast:
+        decode_event(raw if not isinstance(raw, str) else raw.encode(), source=SRC, now_ms=NOW, **kwargs)
+    assert (fast.value.code, fast.value.reason) == (info.value.code, info.value.reason)
     return info.value
 
 
@@ -111,9 +120,100 @@ def test_extra_properties_are_allowed():
     assert parse_event(good(campaign="x"), source=SRC, now_ms=NOW).item_id == "i9"
 
 
+def test_lone_surrogate_in_an_id_is_a_dead_letter_not_a_crash():
+    raw = b'{"user_id": "p\\ud800u", "item_id": "i1", "event_type": "view", "ts": 1767225599000}'
+    err = reject(raw)
+    assert err.code == "bad_encoding"
+    assert "user_id" in err.reason and "surrogate" in err.reason
+    record = json.loads(encode_record(dead_letter_record(raw, err, SRC, now_ms=NOW)))
+    assert record["raw"] == raw.decode()
+
+
+def test_record_key_must_be_the_user_id():
+    event = parse_event(good(), source=SRC, now_ms=NOW)
+    check_record_key(event, "u1")
+    with pytest.raises(EventValidationError, match="record key 'u2' differs from the payload's user_id 'u1'") as e:
+        check_record_key(event, "u2")
+    assert e.value.code == "key_mismatch"
+    for missing in (None, ""):
+        with pytest.raises(EventValidationError, match="record has no key") as e:
+            check_record_key(event, missing)
+        assert e.value.code == "missing_key"
+
+
+def _fuzz_corpus():
+    """Valid events and near misses of every field, as raw bytes."""
+    rng = __import__("numpy").random.default_rng(0)
+    base = {"user_id": "u1", "item_id": "i9", "event_type": "view", "ts": NOW - 1000, "event_id": "e", "value": 1}
+    variants = {
+        "user_id": ["", " ", "x" * 128, "x" * 129, 0, -3, 1.0, 7.5, True, None, [], {}, 10**30, "é"],
+        "item_id": ["", "i", 5, 2.0, None, False, "\t"],
+        "event_type": ["view", "VIEW", "", 3, None, "purchase"],
+        "ts": [NOW, NOW - 1000.0, NOW + 0.5, "1", None, 631152000000, 631151999999, 32503680000000,
+               32503680000001, True, NOW + 2 * 86_400_000],
+        "event_id": ["", "e" * 129, 5, None, "ok"],
+        "value": [None, 1, 2.5, "x", True, [], -1e308],
+    }
+    docs = [dict(base)]
+    for field, values in variants.items():
+        for value in values:
+            docs.append({**base, field: value})
+        docs.append({k: v for k, v in base.items() if k != field})
+    for _ in range(300):
+        doc = dict(base)
+        for field, values in variants.items():
+            if rng.random() < 0.3:
+                doc[field] = values[int(rng.integers(len(values)))]
+        docs.append(doc)
+    raws = [json.dumps(d).encode() for d in docs]
+    raws += [b"[]", b"null", b"1", b'"x"', b"{", b"", b"\xef\xbb\xbf" + raws[0], raws[0][:-1], raws[0] + b" x",
+             b'{"user_id": "u1", "user_id": 5, "item_id": "i", "event_type": "view", "ts": 1767225599000}',
+             b'{"user_id": "u1", "item_id": "i", "event_type": "view", "ts": 1767225599000, "value": NaN}']
+    return raws
+
+
+def test_hot_path_and_schema_path_agree_on_every_record():
+    """decode_event (msgspec) accepts exactly what parse_event (JSON Schema) accepts, with the same result,
+    and rejects with the same code and reason."""
+    checked = 0
+    for raw in _fuzz_corpus():
+        try:
+            slow = parse_event(raw, source=SRC, now_ms=NOW)
+        except EventValidationError as err:
+            slow = (err.code, err.reason)
+        try:
+            fast = decode_event(raw, source=SRC, now_ms=NOW)
+        except EventValidationError as err:
+            fast = (err.code, err.reason)
+        assert fast == slow, raw
+        checked += 1
+    assert checked > 350
+
+
+def test_output_schema_files_are_generated_from_the_structs():
+    from importlib import resources
+
+    for name, schema in output_schemas().items():
+        text = resources.files("operators").joinpath(f"schemas/{name}.schema.json").read_text("utf-8")
+        assert json.loads(text) == schema, f"regenerate with `python -m operators.events` ({name})"
+
+
+def test_output_records_validate_against_their_schemas():
+    from jsonschema import Draft202012Validator
+
+    schemas = output_schemas()
+    event = Event("u1", "i9", "view", 5, "e1")
+    rec = recommendation_record(event, [("i2", 0.5)], model_version="m1", emit_ms=9, source_ts_ms=None,
+                                strategy="popular", history_len=1, provider="CPUExecutionProvider")
+    Draft202012Validator(schemas["recommendation"]).validate(json.loads(encode_record(rec)))
+    raw = b"\xff"
+    dead = dead_letter_record(raw, reject(raw), SRC, now_ms=NOW)
+    Draft202012Validator(schemas["dead_letter"]).validate(json.loads(encode_record(dead)))
+
+
 def test_dead_letter_record_keeps_reason_raw_and_offset():
     raw = b'{"user_id": 1'
-    record = dead_letter_record(raw, reject(raw), SRC, now_ms=NOW)
+    record = msgspec.to_builtins(dead_letter_record(raw, reject(raw), SRC, now_ms=NOW))
     assert record["code"] == "bad_json"
     assert record["raw"] == raw.decode()
     assert record["raw_encoding"] == "utf-8"
@@ -123,14 +223,15 @@ def test_dead_letter_record_keeps_reason_raw_and_offset():
 
 def test_dead_letter_record_base64_encodes_binary():
     raw = b"\xff\x00\x01"
-    record = dead_letter_record(raw, reject(raw), SRC, now_ms=NOW)
+    record = msgspec.to_builtins(dead_letter_record(raw, reject(raw), SRC, now_ms=NOW))
     assert record["raw_encoding"] == "base64"
     assert base64.b64decode(record["raw"]) == raw
 
 
 def test_dead_letter_record_truncates_huge_payloads():
     raw = b"x" * 100
-    record = dead_letter_record(raw, reject(raw, max_bytes=10), SRC, now_ms=NOW, max_raw_chars=10)
+    record = msgspec.to_builtins(dead_letter_record(raw, reject(raw, max_bytes=10), SRC, now_ms=NOW,
+                                                    max_raw_chars=10))
     assert record["raw"] == "x" * 10
     assert record["raw_encoding"] == "utf-8+truncated"
 
@@ -139,10 +240,11 @@ def test_recommendation_record_shape():
     event = Event("u1", "i9", "view", 5, "e1")
     record = recommendation_record(event, [("i2", 0.5), ("i3", 0.25)], model_version="m1", emit_ms=9,
                                    source_ts_ms=7, strategy="model", history_len=3)
-    assert record == {
+    assert json.loads(encode_record(record)) == {
         "user_id": "u1", "event_id": "e1", "trigger_item_id": "i9",
         "items": [{"item_id": "i2", "score": 0.5}, {"item_id": "i3", "score": 0.25}],
         "model_version": "m1", "strategy": "model", "history_len": 3, "event_ts": 5, "source_ts": 7, "emit_ts": 9,
+        "provider": None,
     }
 
 

@@ -1,46 +1,89 @@
+import numpy as np
 import pytest
 
-from operators.errors import ConfigError
-from operators.window import item_sequence, update_window
+from operators.errors import StateLayoutError
+from operators.items import ItemIndex, item_key
+from operators.state import LAYOUT_VERSION, UserState, decode_state, encode_state, model_tag
+from operators.window import left_pad_row, model_input
+
+
+def keys(*items):
+    return [item_key(i) for i in items]
 
 
 def test_window_grows_in_event_time_order_and_stays_bounded():
-    # An empty window takes the first interaction as is.
-    w = update_window([], "a", "view", 100, max_len=3)
-    assert w == [("a", "view", 100)]
+    s = UserState.empty()
+    # An empty window takes the first interaction as is, in order.
+    assert s.add(item_key("a"), "view", 100, max_len=3)
     # A newer event goes last.
-    w = update_window(w, "b", "click", 200, max_len=3)
-    assert item_sequence(w) == ["a", "b"]
-    # A late event (ts 150) is inserted at its event-time position, not at the end.
-    w = update_window(w, "c", "view", 150, max_len=3)
-    assert item_sequence(w) == ["a", "c", "b"]
+    assert s.add(item_key("b"), "click", 200, max_len=3)
+    assert s.keys.tolist() == keys("a", "b")
+    # A late event (ts 150) is inserted at its event-time position and reported as out of order.
+    assert not s.add(item_key("c"), "view", 150, max_len=3)
+    assert s.keys.tolist() == keys("a", "c", "b")
     # Past max_len the oldest entry is dropped.
-    w = update_window(w, "d", "purchase", 300, max_len=3)
-    assert w == [("c", "view", 150), ("b", "click", 200), ("d", "purchase", 300)]
+    assert s.add(item_key("d"), "purchase", 300, max_len=3)
+    assert s.keys.tolist() == keys("c", "b", "d")
+    assert s.ts.tolist() == [150, 200, 300]
+    assert s.types.tolist() == [0, 1, 3]
 
 
-def test_equal_timestamps_keep_arrival_order():
-    w = update_window([("a", "view", 100)], "b", "view", 100, max_len=5)
-    w = update_window(w, "c", "view", 100, max_len=5)
-    assert item_sequence(w) == ["a", "b", "c"]
+def test_equal_timestamps_keep_arrival_order_and_repeats_are_kept():
+    s = UserState.empty()
+    for item in ("a", "b", "a"):
+        assert s.add(item_key(item), "view", 100, max_len=5)
+    assert s.keys.tolist() == keys("a", "b", "a")
 
 
-def test_repeats_are_kept_as_signal():
-    w = update_window([("a", "view", 1)], "a", "click", 2, max_len=5)
-    assert item_sequence(w) == ["a", "a"]
+def test_state_round_trips_through_bytes_and_is_small():
+    s = UserState.empty()
+    for t in range(250):
+        s.add(item_key(f"i{t}"), "view", 1_767_225_600_000 + t * 1000, max_len=200)
+    s.model, s.tag = np.arange(320, dtype=np.float32), model_tag("m1")
+    data = encode_state(s)
+    # 20-byte header + 13 bytes per event + 4 bytes per model float: under 4 KB at 200 events.
+    assert len(data) == 20 + 13 * 200 + 4 * 320 == 3900
+    back = decode_state(data)
+    assert back.keys.tolist() == s.keys.tolist()
+    assert back.ts.tolist() == s.ts.tolist()
+    assert back.types.tolist() == s.types.tolist()
+    assert back.model.tolist() == s.model.tolist() and back.tag == model_tag("m1")
+    # A decoded state can be extended again (its arrays are read-only views of the bytes).
+    back.add(item_key("x"), "click", back.newest + 1, max_len=200)
+    assert decode_state(encode_state(back)).keys[-1] == item_key("x")
 
 
-def test_max_age_drops_old_entries_relative_to_newest():
-    w = [("a", "view", 0), ("b", "view", 500)]
-    assert item_sequence(update_window(w, "c", "view", 1_000, max_len=10, max_age_ms=600)) == ["b", "c"]
+def test_missing_state_is_empty_and_unknown_layouts_are_refused():
+    assert len(decode_state(None)) == 0
+    data = bytearray(encode_state(UserState.empty()))
+    data[0] = LAYOUT_VERSION + 1
+    with pytest.raises(StateLayoutError, match="layout version 2; this job reads version 1"):
+        decode_state(bytes(data))
+    with pytest.raises(StateLayoutError, match="shorter than its 20-byte header"):
+        decode_state(b"\x01\x00")
 
 
-def test_input_window_is_not_mutated():
-    original = [("a", "view", 1)]
-    update_window(original, "b", "view", 2, max_len=1)
-    assert original == [("a", "view", 1)]
+def test_ages_saturate_instead_of_wrapping():
+    s = UserState.empty()
+    s.add(item_key("old"), "view", 1_000_000_000_000, max_len=5)
+    s.add(item_key("new"), "view", 1_000_000_000_000 + 60 * 86_400_000, max_len=5)
+    back = decode_state(encode_state(s))
+    assert back.ts[1] == s.ts[1]
+    assert back.ts[0] == back.newest - (2**32 - 1)  # older than ~49.7 days: clamped, still the oldest
 
 
-def test_bad_max_len_fails_with_the_value():
-    with pytest.raises(ConfigError, match="max_len must be >= 1, got 0"):
-        update_window([], "a", "view", 1, max_len=0)
+def test_item_index_maps_known_keys_and_zero_for_unknown():
+    index = ItemIndex(["a", "b", "c"])
+    assert index.lookup(keys("c", "zz", "a")).tolist() == [3, 0, 1]
+    assert index.index(item_key("b")) == 2 and index.index(item_key("nope")) == 0
+    assert index.lookup(np.zeros(0, np.uint64)).tolist() == []
+
+
+def test_model_input_drops_unknown_items_and_excludes_the_whole_window():
+    inp = model_input(np.array([3, 0, 5, 3, 0]))
+    assert inp.sequence.tolist() == [3, 5, 3]
+    assert inp.exclude.tolist() == [3, 0, 5, 3, 0]
+    assert inp.newest == 0 and not inp.cold
+    assert model_input(np.array([0, 0])).cold
+    assert left_pad_row(np.array([1, 2, 3]), 5).tolist() == [0, 0, 1, 2, 3]
+    assert left_pad_row(np.array([1, 2, 3]), 2).tolist() == [2, 3]

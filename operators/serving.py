@@ -1,0 +1,189 @@
+"""The per-event serving core: raw Kafka record + the user's stored state -> a ranked list or a dead letter.
+
+Everything the job decides happens here, without pyflink: the Flink function
+(:class:`flink_jobs.functions.RecommendFunction`) only reads and writes the state bytes and forwards the
+output, and the offline paths (tests, replay) run this same code with an in-memory state store.
+
+Per event: validate (:func:`~operators.events.decode_event`, record key = user id) -> add to the window
+(:class:`~operators.state.UserState`) -> model input (:func:`~operators.window.model_input`) -> score:
+a recurrent model advances its per-user state by one step (``step.onnx``, cost independent of the history);
+its state is rebuilt from the window with the full-sequence graph when missing, written by another model,
+or when an event arrives late (out of event-time order); a stateless model reads the window every event ->
+top-K (excluded items are masked inside the graph) -> JSON bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from operators.errors import ConfigError, EventValidationError
+from operators.events import (
+    SourcePosition,
+    check_record_key,
+    dead_letter_record,
+    decode_event,
+    encode_record,
+    recommendation_record,
+)
+from operators.inference import OnnxModel
+from operators.items import ItemIndex, item_key
+from operators.state import UserState, decode_state, encode_state, model_tag
+from operators.window import left_pad_row, model_input
+
+__all__ = ["ServingCore", "Output", "LIST", "DEAD_LETTER", "TIMING_FIELDS"]
+
+log = logging.getLogger(__name__)
+
+LIST = 0
+DEAD_LETTER = 1
+TIMING_FIELDS = ("parse", "state_decode", "model", "output", "state_encode")
+_NEG_HALF = -5e8  # scores below this are masked (excluded or padding)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What one record produces: the state to store (None: leave it unchanged) and one record to emit."""
+
+    state: bytes | None
+    kind: int
+    """:data:`LIST` (to the output topic) or :data:`DEAD_LETTER`."""
+    key: str
+    value: bytes
+
+
+class ServingCore:
+    """Stateless between calls (all per-user data comes in as ``stored`` bytes), so one instance serves every
+    key of a Flink subtask."""
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        *,
+        top_k: int,
+        history_len: int,
+        input_topic: str,
+        max_event_bytes: int = 16_384,
+        max_future_ms: int = 86_400_000,
+    ) -> None:
+        bundle = model.bundle
+        if top_k > bundle.n_candidates:
+            msg = (f"top_k={top_k} is larger than the {bundle.n_candidates} candidates model bundle "
+                   f"{bundle.version} returns; use --top-k {bundle.n_candidates} or less, or export the model "
+                   f"with more candidates")
+            raise ConfigError(msg)
+        self.model = model
+        self.bundle = bundle
+        self.top_k = top_k
+        self.history_len = history_len
+        self.input_topic = input_topic
+        self.max_event_bytes = max_event_bytes
+        self.max_future_ms = max_future_ms
+        self.index = ItemIndex(bundle.item_vocab)
+        self.tag = model_tag(bundle.version)
+        self.version = bundle.version
+        self.provider = model.active_provider
+        self.seq_len = bundle.max_seq_len
+        self.recent_len = bundle.recent_len
+        self.vocab = model.vocab
+        popular = np.array([self.index.index(item_key(i)) for i in bundle.popular_items], dtype=np.int64)
+        self._popular = popular[popular != 0]
+        n = len(self._popular)
+        # Fallback scores decrease with rank so that consumers can still sort by score.
+        self._popular_scores = np.linspace(1.0, 1.0 / max(n, 1), num=n)
+        self.timing = [0] * (len(TIMING_FIELDS) + 1)  # events, then ns per field
+        self.counts = {"lists": 0, "cold_start": 0, "dead_letter": 0, "rebuilds": 0, "steps": 0, "errors": 0}
+
+    # ------------------------------------------------------------------ one record
+    def process(
+        self,
+        key: str | None,
+        payload: bytes | None,
+        partition: int,
+        offset: int,
+        source_ts: int | None,
+        stored: bytes | None,
+        now_ms: int,
+    ) -> Output:
+        """One Kafka record. Never raises on input: a record that cannot be served becomes a dead letter."""
+        t0 = time.perf_counter_ns()
+        source = SourcePosition(self.input_topic, partition, offset, source_ts)
+        try:
+            event = decode_event(payload, source=source, now_ms=now_ms, max_bytes=self.max_event_bytes,
+                                 max_future_ms=self.max_future_ms)
+            check_record_key(event, key)
+        except EventValidationError as err:
+            return self._dead(payload, err, source, now_ms)
+        t1 = time.perf_counter_ns()
+        try:
+            state = decode_state(stored)
+            in_order = state.add(item_key(event.item_id), event.event_type, event.ts, self.history_len)
+            t2 = time.perf_counter_ns()
+            items, scores, strategy = self.rank(state, in_order)
+            t3 = time.perf_counter_ns()
+            record = recommendation_record(
+                event, list(zip(items, scores, strict=True)), model_version=self.version, emit_ms=now_ms,
+                source_ts_ms=source_ts, strategy=strategy, history_len=len(state), provider=self.provider,
+            )
+            value = encode_record(record)
+            t4 = time.perf_counter_ns()
+            new_state = encode_state(state)
+        except Exception as exc:  # a bug or a broken model must not stop every other user's lists
+            self.counts["errors"] += 1
+            log.exception("processing failed for %s; dead-lettered", source.event_id())
+            err = EventValidationError(f"processing failed: {exc!r}", "processing_error")
+            return self._dead(payload, err, source, now_ms)
+        t5 = time.perf_counter_ns()
+        timing = self.timing
+        timing[0] += 1
+        timing[1] += t1 - t0
+        timing[2] += t2 - t1
+        timing[3] += t3 - t2
+        timing[4] += t4 - t3
+        timing[5] += t5 - t4
+        self.counts["lists"] += 1
+        if strategy != "model":
+            self.counts["cold_start"] += 1
+        return Output(new_state, LIST, event.user_id, value)
+
+    def _dead(self, payload: bytes | None, err: EventValidationError, source: SourcePosition, now_ms: int) -> Output:
+        self.counts["dead_letter"] += 1
+        return Output(None, DEAD_LETTER, source.event_id(),
+                      encode_record(dead_letter_record(payload, err, source, now_ms=now_ms)))
+
+    # ------------------------------------------------------------------ ranking
+    def rank(self, state: UserState, in_order: bool) -> tuple[list[str], list[float], str]:
+        """The user's top-K (item ids, scores) and the strategy; advances or rebuilds ``state.model``."""
+        inp = model_input(self.index.lookup(state.keys))
+        if inp.cold:
+            keep = ~np.isin(self._popular, inp.exclude)
+            picked = self._popular[keep][: self.top_k]
+            return self.vocab[picked].tolist(), self._popular_scores[keep][: self.top_k].tolist(), "popular"
+        exclude = inp.exclude[None, :]
+        if self.bundle.recurrent:
+            if in_order and state.model is not None and state.tag == self.tag:
+                recent = left_pad_row(inp.sequence, self.recent_len)[None, :]
+                scores, items, new = self.model.run_step(state.model[None, :], np.array([inp.newest]), recent,
+                                                         exclude)
+                self.counts["steps"] += 1
+            else:
+                scores, items, new = self.model.run_full(left_pad_row(inp.sequence, self.seq_len)[None, :], exclude)
+                self.counts["rebuilds"] += 1
+            state.model, state.tag = new[0], self.tag
+        else:
+            scores, items, _ = self.model.run_full(left_pad_row(inp.sequence, self.seq_len)[None, :], exclude)
+        row_scores, row_items = scores[0, : self.top_k], items[0, : self.top_k]
+        valid = row_scores > _NEG_HALF
+        if not valid.all():
+            row_scores, row_items = row_scores[valid], row_items[valid]
+        return self.vocab[row_items].tolist(), np.round(row_scores.astype(np.float64), 6).tolist(), "model"
+
+    # ------------------------------------------------------------------ accounting
+    def take_timing(self) -> dict[str, float]:
+        """Mean microseconds per served event of each part since the last call (and the count); resets."""
+        timing, self.timing = self.timing, [0] * (len(TIMING_FIELDS) + 1)
+        n = max(timing[0], 1)
+        return {"events": timing[0], **{f: timing[i + 1] / n / 1e3 for i, f in enumerate(TIMING_FIELDS)}}
