@@ -43,7 +43,7 @@ lint: venv
 
 bench: setup
 	$(PY) -m perf.bench_onnx
-	$(PY) -m perf.bench_latency
+	$(VENV)/bin/streamrec bench
 
 clean-runtime:
 	rm -rf .streamrec/run

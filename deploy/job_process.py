@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,8 @@ class JobProcess(ManagedProcess):
         self.args = list(args)
         self.log_dir = Path(log_dir).resolve()
         self.started_at = 0.0
+        self.command: list[str] | None = None
+        """Run ``python COMMAND ARGS`` instead of ``streamrec run ARGS`` (the bench's identity job)."""
 
     @property
     def log_file(self) -> Path:
@@ -54,7 +57,8 @@ class JobProcess(ManagedProcess):
         out = self.log_file.open("ab")
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
-            [streamrec_executable(), "run", *self.args, "--log-dir", str(self.log_dir)],
+            [*([sys.executable, *self.command] if self.command else [streamrec_executable(), "run"]), *self.args,
+             "--log-dir", str(self.log_dir)],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=str(self.log_dir),

@@ -94,10 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--seeds", default="42", help="comma-separated seeds; the best on validation is exported")
-    t.add_argument("--arch", default="sasrec", help="comma-separated: sasrec, gru4rec (best on validation kept)")
+    t.add_argument("--arch", default="lru",
+                   help="comma-separated: lru (recurrent, served one step per event), sasrec, gru4rec; the best "
+                        "on validation is kept")
     t.add_argument("--max-train-seconds", type=float, default=540.0, help="per model and seed")
 
     sub.add_parser("run", help="run the recommendation job (see `streamrec run --help`)", add_help=False)
+    sub.add_parser("bench", help="latency/throughput benchmark vs a bare Kafka relay and a Flink identity job "
+                                 "(see `streamrec bench --help`)", add_help=False)
 
     d = sub.add_parser("demo", help="embedded end-to-end demo: broker + MiniCluster + replayed stream")
     d.add_argument("--events", type=int, default=1_000)
@@ -121,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
         return _run(argv[1:])
+    if argv and argv[0] == "bench":
+        from perf.bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:

@@ -22,7 +22,8 @@ from flink_jobs.environment import job_log_dir
 from operators.bundle import load_bundle
 from operators.config import JobConfig
 from operators.inference import OnnxModel
-from operators.serving import DEAD_LETTER, ServingCore
+from operators.serving import DEAD_LETTER, Deferred, Output, ServingCore
+from operators.state import has_pending
 
 __all__ = [
     "INPUT_VALUE_FIELDS",
@@ -41,7 +42,7 @@ KEYED_RECORD_TYPE_INFO = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.PRIM
 DEAD_LETTER_TAG = OutputTag("dead-letter", KEYED_RECORD_TYPE_INFO)
 STATE_NAME = "user_state_v1"
 """One packed value per user (:mod:`operators.state`, layout version 1)."""
-TIMING_EVERY = 5_000
+REPORT_EVERY_NS = 5_000_000_000
 
 
 class _JsonFormatter(logging.Formatter):
@@ -109,25 +110,81 @@ class RecommendFunction(KeyedProcessFunction):
         for field in ("python_total", "state_read", "state_write", "parse", "model", "output"):
             group.gauge(f"{field}_us", lambda field=field: int(self.timing.get(field, 0.0)))
         self._io = [0, 0, 0, 0]  # events, python total, state read, state write (ns)
+        self._reported = time.perf_counter_ns()
+        # cross-key micro-batching (cfg.micro_batch > 1): deferred events, and finished users' states waiting
+        # for their key to be current again (pending events themselves are in keyed state, with a timer)
+        self.batch: list[Deferred] | None = [] if cfg.micro_batch > 1 and bundle.recurrent else None
+        self.batch_keys: set[str] = set()
+        self.done: dict[str, bytes] = {}
+        self._batched = False
 
     def process_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
         t0 = time.perf_counter_ns()
+        key = value[0]
+        batching = self.batch is not None
+        if batching and key in self.batch_keys:
+            yield from self._flush()  # this user's previous event is still waiting: score it first
+        done = self.done.pop(key, None) if batching else None
         state = self.state
-        stored = state.value()
+        stored = done if done is not None else state.value()
+        now_ms = time.time_ns() // 1_000_000
+        if done is None and has_pending(stored):
+            # an event deferred before a failover (its batch was lost): serve it before the new one
+            previous = self.core.resolve(key, stored, now_ms)
+            if previous is not None:
+                stored = done = previous.state
+                yield from self._emit(previous)
         t1 = time.perf_counter_ns()
-        out = self.core.process(value[0], value[1], value[2], value[3], value[4], stored,
-                                time.time_ns() // 1_000_000)
+        out = self.core.process(key, value[1], value[2], value[3], value[4], stored, now_ms, defer=batching)
         t2 = time.perf_counter_ns()
         if out.state is not None:
             state.update(out.state)
+        elif done is not None:
+            state.update(done)
         t3 = time.perf_counter_ns()
         io = self._io
         io[0] += 1
         io[1] += t3 - t0
         io[2] += t1 - t0
         io[3] += t3 - t2
-        if io[0] >= TIMING_EVERY:
+        if t3 - self._reported > REPORT_EVERY_NS:
             self._report()
+        if isinstance(out, Deferred):
+            self.batch.append(out)
+            self.batch_keys.add(key)
+            ctx.timer_service().register_processing_time_timer(now_ms + self.cfg.micro_batch_wait_ms)
+            if len(self.batch) >= self.cfg.micro_batch:
+                yield from self._flush()
+        else:
+            yield from self._emit(out)
+
+    def on_timer(self, timestamp, ctx):  # noqa: ANN001, ANN201 - pyflink signature
+        """A deferred event's wait is over: run its batch if it has not run, and store the user's new state.
+        After a failover (nothing in memory) the pending event is scored from the state alone."""
+        current = ctx.get_current_key()
+        key = current if isinstance(current, str) else current[0]
+        if key in self.batch_keys:
+            yield from self._flush()
+        done = self.done.pop(key, None)
+        if done is not None:
+            self.state.update(done)
+            return
+        out = self.core.resolve(key, self.state.value(), time.time_ns() // 1_000_000)
+        if out is not None:
+            self.state.update(out.state)
+            yield from self._emit(out)
+
+    def _flush(self):  # noqa: ANN202 - generator of records
+        batch, self.batch, self.batch_keys = self.batch, [], set()
+        if len(batch) > 1 and not self._batched:
+            self._batched = True
+            log.info("first cross-key micro-batch", extra={"fields": {"batch_events": len(batch)}})
+        for out in self.core.run_deferred(batch, time.time_ns() // 1_000_000):
+            self.done[out.key] = out.state
+            yield from self._emit(out)
+
+    @staticmethod
+    def _emit(out: Output):  # noqa: ANN205 - generator of records
         if out.kind == DEAD_LETTER:
             yield DEAD_LETTER_TAG, Row(out.key, out.value)
         else:
@@ -136,6 +193,7 @@ class RecommendFunction(KeyedProcessFunction):
     def _report(self) -> None:
         """Log (JSON) and expose as gauges where the Python time of the last events went, in microseconds."""
         io, self._io = self._io, [0, 0, 0, 0]
+        self._reported = time.perf_counter_ns()
         n = io[0]
         core = self.core.take_timing()
         self.timing = {"python_total": io[1] / n / 1e3, "state_read": io[2] / n / 1e3,

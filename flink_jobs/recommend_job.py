@@ -60,6 +60,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--restore-from", default=None, help="checkpoint/savepoint path to restore state from")
     p.add_argument("--connector-jar", default=None, help="flink-sql-connector-kafka jar (default: make jars)")
     p.add_argument("--job-name", default=d["job_name"].default)
+    p.add_argument("--micro-batch", type=int, default=d["micro_batch"].default,
+                   help="score up to N users' events in one model call (1 = off); pending events live in keyed "
+                        "state, so a failover loses none")
+    p.add_argument("--micro-batch-wait-ms", type=int, default=d["micro_batch_wait_ms"].default,
+                   help="longest an event waits for its micro-batch")
     p.add_argument("--max-restarts", type=int, default=d["max_restarts"].default,
                    help="failed restarts in a row before the job gives up and exits non-zero")
     p.add_argument("--log-dir", default=None,
@@ -89,6 +94,8 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         onnx_providers=tuple(p.strip() for p in args.onnx_providers.split(",") if p.strip()),
         job_name=args.job_name,
         max_restarts=args.max_restarts,
+        micro_batch=args.micro_batch,
+        micro_batch_wait_ms=args.micro_batch_wait_ms,
         extra=_parse_conf(args.conf),
     )
 
@@ -207,8 +214,11 @@ def flink_configuration(cfg: JobConfig, connector_jar: Path, restore_from: str |
     return settings
 
 
-def build_job(cfg: JobConfig, connector_jar: Path, restore_from: str | None = None):  # noqa: ANN201
-    """Create the environment and the topology; returns the ``StreamExecutionEnvironment``."""
+def build_job(cfg: JobConfig, connector_jar: Path, restore_from: str | None = None, function=None):  # noqa: ANN001, ANN201
+    """Create the environment and the topology; returns the ``StreamExecutionEnvironment``.
+
+    ``function`` replaces the keyed function (benchmarks run an identity function through the same wiring).
+    """
     # pyflink is imported here so that argument and bundle errors fail before a JVM starts
     from pyflink.common import Configuration, Types
     from pyflink.datastream import StreamExecutionEnvironment
@@ -241,7 +251,7 @@ def build_job(cfg: JobConfig, connector_jar: Path, restore_from: str | None = No
                                         Types.ROW([Types.STRING()]).get_java_type_info())
     lists = (
         KeyedStream(j_keyed, value_type, rows)
-        .process(RecommendFunction(cfg), output_type=KEYED_RECORD_TYPE_INFO)
+        .process(function or RecommendFunction(cfg), output_type=KEYED_RECORD_TYPE_INFO)
         .name("recommend")
         .uid("recommend")
     )
@@ -289,9 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         bundle = load_bundle(cfg.bundle_path)
         jar = flink_connector_jar(args.connector_jar)
         Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        # The MiniCluster (and its embedded Python workers) inherit this process's environment.
-        os.environ["PYTHONPATH"] = worker_pythonpath(os.environ.get("PYTHONPATH"))
-        os.environ.setdefault("JAVA_HOME", java_home())
+        os.environ.setdefault("JAVA_HOME", java_home())  # pyflink starts its JVM with it
         if args.log_dir:
             Path(args.log_dir).mkdir(parents=True, exist_ok=True)
             os.environ["FLINK_LOG_DIR"] = str(Path(args.log_dir).resolve())

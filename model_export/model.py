@@ -328,11 +328,24 @@ def decay_weights(decay: float, history: int) -> np.ndarray:
     return (decay ** np.arange(history - 1, -1, -1)).astype(np.float32)
 
 
+def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row mean and unbiased std over the catalog, column 0 (padding) excluded: 2 x ``[B, 1]``.
+
+    Two reductions over the row and a few ``[B, 1]`` operations (cheaper in the served graph than slicing the
+    row and reducing it several times).
+    """
+    n = int(x.shape[1]) - 1  # a constant in the exported graph (only the batch axis is dynamic)
+    first = x[:, :1]  # [B, 1]
+    total = x.sum(dim=1, keepdim=True) - first
+    squares = (x * x).sum(dim=1, keepdim=True) - first * first
+    mean = total / n
+    var = torch.clamp((squares - total * mean) / (n - 1), min=0.0)
+    return mean, torch.sqrt(var)
+
+
 def standardize(x: torch.Tensor) -> torch.Tensor:
     """Per-row z-score over the catalog (column 0, padding, excluded from the statistics)."""
-    items = x[:, 1:]
-    mean = items.mean(dim=1, keepdim=True)
-    std = items.std(dim=1, keepdim=True)
+    mean, std = _moments(x)
     return (x - mean) / (std + 1e-6)
 
 
@@ -343,10 +356,11 @@ def cooccurrence_scores(
 
     ``S`` is given as top-N neighbour lists ``neighbors``/``weights`` ``[V + 1, N]`` (row 0 = padding, zero).
     """
-    tail = item_seq[:, -decay.shape[0] :]  # [B, H]
-    w = decay[-tail.shape[1] :] * (tail != 0).to(weights.dtype)  # [B, H]
+    if item_seq.shape[1] < decay.shape[0]:  # shorter than the window: left-pad (padding contributes nothing)
+        item_seq = nn.functional.pad(item_seq, (decay.shape[0] - item_seq.shape[1], 0))
+    tail = item_seq[:, -int(decay.shape[0]) :]  # [B, H]
     idx = neighbors[tail].flatten(1)  # [B, H * N]
-    val = (weights[tail] * w.unsqueeze(-1)).flatten(1)  # [B, H * N]
+    val = (weights[tail] * decay.unsqueeze(-1)).flatten(1)  # [B, H * N]; padding rows have weight 0
     out = torch.zeros((item_seq.shape[0], neighbors.shape[0]), dtype=weights.dtype, device=item_seq.device)
     return out.scatter_add(1, idx, val)  # [B, V + 1]
 
@@ -359,9 +373,14 @@ def blend_scores(
     decay: torch.Tensor,
     beta: float,
 ) -> torch.Tensor:
-    """``(1 - beta) * z(model logits) + beta * z(co-occurrence scores)``, both ``[B, V + 1]``."""
+    """``(1 - beta) * z(model logits) + beta * z(co-occurrence scores)``, both ``[B, V + 1]``, computed as
+    ``a * logits + b * co + c`` with per-row ``[B, 1]`` coefficients (the same value, fewer full-row passes)."""
     co = cooccurrence_scores(item_seq, neighbors, weights, decay)
-    return (1.0 - beta) * standardize(logits) + beta * standardize(co)
+    m_mean, m_std = _moments(logits)
+    c_mean, c_std = _moments(co)
+    a = (1.0 - beta) / (m_std + 1e-6)
+    b = beta / (c_std + 1e-6)
+    return logits * a + co * b - (m_mean * a + c_mean * b)
 
 
 def _mask_and_rank(
@@ -427,8 +446,12 @@ class StepHead(nn.Module):
     """The exported one-event graph of a recurrent model:
     ``(state [B, S], item [B], recent [B, R], exclude [B, X]) -> (scores [B, C], items [B, C], state_out [B, S])``.
 
-    Gives the scores of :class:`ServingHead` on the same history (a test and the export's parity check hold it
-    to that), at a cost that does not depend on the history's length.
+    Gives the scores of :class:`ServingHead` on the same history (the export's parity check and a test hold it
+    to that), at a cost that does not depend on the history's length. Everything that depends only on the
+    weights is folded into constants here, so that the graph is a handful of matrix products per block:
+    the complex recurrence ``lambda * h + gamma * B z`` becomes ``[h_re, h_im] @ Lambda + z @ B'`` with a real
+    ``2D x 2D`` block matrix ``Lambda`` and ``gamma`` folded into ``B'``, and ``Re(C h)`` becomes
+    ``[h_re, h_im] @ [C_re; -C_im]``.
     """
 
     def __init__(self, head: ServingHead) -> None:
@@ -437,12 +460,38 @@ class StepHead(nn.Module):
             msg = f"{head.model.cfg.arch} is not recurrent; only {RECURRENT_ARCHS} export a step graph"
             raise ValueError(msg)
         self.head = head
+        model = head.model
+        with torch.no_grad():
+            for i, block in enumerate(model.blocks):
+                lam_re, lam_im, gamma = (t.detach() for t in block.lru.coefficients())
+                lru = block.lru
+                b = torch.cat([(lru.b_re * gamma[:, None]).T, (lru.b_im * gamma[:, None]).T], dim=1)  # [D, 2D]
+                lam = torch.cat([torch.cat([torch.diag(lam_re), torch.diag(lam_im)], dim=1),
+                                 torch.cat([-torch.diag(lam_im), torch.diag(lam_re)], dim=1)], dim=0)  # [2D, 2D]
+                c = torch.cat([lru.c_re.T, -lru.c_im.T], dim=0)  # [2D, D]
+                self.register_buffer(f"b{i}", b.contiguous(), persistent=False)
+                self.register_buffer(f"lam{i}", lam.contiguous(), persistent=False)
+                self.register_buffer(f"c{i}", c.contiguous(), persistent=False)
+                self.register_buffer(f"d{i}", lru.d_skip.detach().clone(), persistent=False)
+            self.register_buffer("emb_t", model.item_emb.weight.detach().T.contiguous(), persistent=False)
 
     def forward(
         self, state: torch.Tensor, item: torch.Tensor, recent: torch.Tensor, exclude: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        head = self.head
-        new_state, vec = head.model.step(state, item)  # [B, S], [B, D]
-        scores = head.blend(head.model.logits(vec), recent)
+        head, model = self.head, self.head.model
+        d, n_blocks = model.cfg.hidden, model.cfg.n_blocks
+        keep = (item != 0).unsqueeze(-1)  # [B, 1]: an unknown item leaves the state as it was
+        x = nn.functional.embedding(item, model.item_emb.weight)  # [B, D]
+        parts = torch.split(state, [2 * d] * n_blocks + [d], dim=1)
+        new = []
+        for i, block in enumerate(model.blocks):
+            z = block.ln1(x)
+            h = parts[i] @ getattr(self, f"lam{i}") + z @ getattr(self, f"b{i}")  # [B, 2D]
+            h = torch.where(keep, h, parts[i])
+            x = x + h @ getattr(self, f"c{i}") + z * getattr(self, f"d{i}")
+            x = x + block.ffn(block.ln2(x))
+            new.append(h)
+        vec = torch.where(keep, model.ln(x), parts[-1])  # [B, D]
+        scores = head.blend(vec @ self.emb_t, recent)  # [B, V + 1]
         top_scores, items = _mask_and_rank(scores, exclude, head.penalty, head.n_candidates)
-        return top_scores, items, new_state
+        return top_scores, items, torch.cat([*new, vec], dim=1)

@@ -60,7 +60,7 @@ class TrainJob:
     min_count: int = 5
     n_candidates: int = 300
     train: TrainConfig = TrainConfig()
-    archs: tuple[str, ...] = ("sasrec",)
+    archs: tuple[str, ...] = ("lru",)
     seeds: tuple[int, ...] = (42,)
     cooc_grid: tuple[CooccurrenceConfig, ...] = field(default=DEFAULT_COOC_GRID)
     betas: tuple[float, ...] = DEFAULT_BETAS

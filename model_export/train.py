@@ -105,11 +105,18 @@ def score_sequences(model: nn.Module, inputs: Sequence[np.ndarray], batch_size: 
     """Full-catalog scores ``[U, V + 1]`` after each input sequence."""
     model.eval()
     out = np.zeros((len(inputs), model.cfg.n_items + 1), dtype=np.float32)
-    order = np.argsort([len(s) for s in inputs], kind="stable")  # similar lengths together: little padding
-    for start in range(0, len(inputs), batch_size):
-        rows = order[start : start + batch_size]
+    lengths = np.array([len(s) for s in inputs])
+    order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
+    budget = batch_size * model.cfg.max_seq_len  # padded tokens per forward pass
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and stop - start < batch_size and (stop - start + 1) * lengths[order[stop]] <= budget:
+            stop += 1
+        rows = order[start:stop]
         chunk = [inputs[i] for i in rows]
         out[rows] = model(torch.from_numpy(left_pad(chunk, input_length(model, chunk)))).numpy()
+        start = stop
     return out
 
 

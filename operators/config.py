@@ -46,6 +46,10 @@ class JobConfig:
     onnx_providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
     onnx_threads: int = 1
     job_name: str = "streamrec-recommend"
+    micro_batch: int = 1
+    """Score up to this many users' events in one model call (1 = off: every event is scored on its own)."""
+    micro_batch_wait_ms: int = 2
+    """Longest an event waits for its micro-batch to fill."""
     max_restarts: int = 10
     """Failed restart attempts in a row before the job gives up (and ``streamrec run`` exits non-zero)."""
     extra: dict[str, str] = field(default_factory=dict)
@@ -79,6 +83,8 @@ class JobConfig:
         _positive("buffer_timeout_ms", self.buffer_timeout_ms, "Use 1 for lowest latency.")
         _positive("onnx_threads", self.onnx_threads, "Use 1 per task slot.")
         _positive("max_restarts", self.max_restarts, "Use e.g. --max-restarts 10.")
+        _positive("micro_batch", self.micro_batch, "Use 1 (off) or e.g. --micro-batch 32.")
+        _positive("micro_batch_wait_ms", self.micro_batch_wait_ms, "Use e.g. --micro-batch-wait-ms 2.")
         if self.delivery_guarantee not in _DELIVERY:
             msg = f"delivery_guarantee={self.delivery_guarantee!r}; choose one of {_DELIVERY}"
             raise ConfigError(msg)

@@ -22,6 +22,7 @@ import numpy as np
 
 from operators.errors import ConfigError, EventValidationError
 from operators.events import (
+    Event,
     SourcePosition,
     check_record_key,
     dead_letter_record,
@@ -31,16 +32,16 @@ from operators.events import (
 )
 from operators.inference import OnnxModel
 from operators.items import ItemIndex, item_key
-from operators.state import UserState, decode_state, encode_state, model_tag
+from operators.state import Pending, UserState, decode_state, encode_state, model_tag
 from operators.window import left_pad_row, model_input
 
-__all__ = ["ServingCore", "Output", "LIST", "DEAD_LETTER", "TIMING_FIELDS"]
+__all__ = ["ServingCore", "Output", "Deferred", "LIST", "DEAD_LETTER", "TIMING_FIELDS"]
 
 log = logging.getLogger(__name__)
 
 LIST = 0
 DEAD_LETTER = 1
-TIMING_FIELDS = ("parse", "state_decode", "model", "output", "state_encode")
+TIMING_FIELDS = ("parse", "state_decode", "model", "output")
 _NEG_HALF = -5e8  # scores below this are masked (excluded or padding)
 
 
@@ -53,6 +54,22 @@ class Output:
     """:data:`LIST` (to the output topic) or :data:`DEAD_LETTER`."""
     key: str
     value: bytes
+
+
+@dataclass(slots=True)
+class Deferred:
+    """An event whose list waits for a cross-key micro-batch (:meth:`ServingCore.process` with ``defer``).
+
+    ``state`` must be stored at once: it holds the updated window and the event itself (``PENDING``), so a
+    failover before the batch runs loses nothing (:meth:`ServingCore.resolve` computes it from the state alone).
+    """
+
+    key: str
+    state: bytes
+    user: UserState
+    exclude: np.ndarray
+    recent: np.ndarray
+    item: int
 
 
 class ServingCore:
@@ -107,8 +124,14 @@ class ServingCore:
         source_ts: int | None,
         stored: bytes | None,
         now_ms: int,
-    ) -> Output:
-        """One Kafka record. Never raises on input: a record that cannot be served becomes a dead letter."""
+        *,
+        defer: bool = False,
+    ) -> Output | Deferred:
+        """One Kafka record. Never raises on input: a record that cannot be served becomes a dead letter.
+
+        With ``defer``, an event the step graph would score is returned as a :class:`Deferred` instead (to be
+        scored with others by :meth:`run_deferred`); every other event is served at once as without it.
+        """
         t0 = time.perf_counter_ns()
         source = SourcePosition(self.input_topic, partition, offset, source_ts)
         try:
@@ -121,33 +144,96 @@ class ServingCore:
         try:
             state = decode_state(stored)
             in_order = state.add(item_key(event.item_id), event.event_type, event.ts, self.history_len)
+            state.pending = Pending(event.event_id, event.item_id, event.ts, source_ts)
             t2 = time.perf_counter_ns()
+            if defer and self._steppable(state, in_order):
+                inp = model_input(self.index.lookup(state.keys))
+                if not inp.cold:
+                    recent = left_pad_row(inp.sequence, self.recent_len)
+                    return Deferred(event.user_id, encode_state(state), state, inp.exclude, recent, inp.newest)
             items, scores, strategy = self.rank(state, in_order)
             t3 = time.perf_counter_ns()
-            record = recommendation_record(
-                event, list(zip(items, scores, strict=True)), model_version=self.version, emit_ms=now_ms,
-                source_ts_ms=source_ts, strategy=strategy, history_len=len(state), provider=self.provider,
-            )
-            value = encode_record(record)
-            t4 = time.perf_counter_ns()
-            new_state = encode_state(state)
+            out = self._list(event.user_id, state, items, scores, strategy, now_ms)
         except Exception as exc:  # a bug or a broken model must not stop every other user's lists
-            self.counts["errors"] += 1
-            log.exception("processing failed for %s; dead-lettered", source.event_id())
-            err = EventValidationError(f"processing failed: {exc!r}", "processing_error")
-            return self._dead(payload, err, source, now_ms)
-        t5 = time.perf_counter_ns()
-        timing = self.timing
-        timing[0] += 1
-        timing[1] += t1 - t0
-        timing[2] += t2 - t1
-        timing[3] += t3 - t2
-        timing[4] += t4 - t3
-        timing[5] += t5 - t4
+            return self._failed(payload, exc, source, now_ms)
+        t4 = time.perf_counter_ns()
+        self._account(t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+        return out
+
+    def _steppable(self, state: UserState, in_order: bool) -> bool:
+        return (self.bundle.recurrent and in_order and state.model is not None and state.tag == self.tag)
+
+    def _list(self, user_id: str, state: UserState, items: list[str], scores: list[float], strategy: str,
+              now_ms: int) -> Output:
+        """The list record for ``state.pending`` and the state to store (pending cleared)."""
+        pending = state.pending
+        assert pending is not None
+        record = recommendation_record(
+            Event(user_id, pending.item_id, "", pending.ts, pending.event_id), list(zip(items, scores, strict=True)),
+            model_version=self.version, emit_ms=now_ms, source_ts_ms=pending.source_ts, strategy=strategy,
+            history_len=len(state), provider=self.provider,
+        )
+        value = encode_record(record)
+        state.pending = None
         self.counts["lists"] += 1
         if strategy != "model":
             self.counts["cold_start"] += 1
-        return Output(new_state, LIST, event.user_id, value)
+        return Output(encode_state(state), LIST, user_id, value)
+
+    def _account(self, parse: int, state: int, model: int, output: int) -> None:
+        timing = self.timing
+        timing[0] += 1
+        timing[1] += parse
+        timing[2] += state
+        timing[3] += model
+        timing[4] += output
+
+    def _failed(self, payload: bytes | None, exc: Exception, source: SourcePosition, now_ms: int) -> Output:
+        self.counts["errors"] += 1
+        log.exception("processing failed for %s; dead-lettered", source.event_id())
+        err = EventValidationError(f"processing failed: {exc!r}", "processing_error")
+        return self._dead(payload, err, source, now_ms)
+
+    # ------------------------------------------------------------------ cross-key micro-batches
+    def run_deferred(self, batch: list[Deferred], now_ms: int) -> list[Output]:
+        """Score deferred events of different users in one step-graph call; one list each, in order.
+
+        Each output's ``state`` is that user's state with the model advanced and the pending event cleared:
+        store it when the user's key is current again.
+        """
+        if not batch:
+            return []
+        t0 = time.perf_counter_ns()
+        width = max(d.exclude.size for d in batch)
+        exclude = np.zeros((len(batch), width), dtype=np.int64)
+        for row, d in enumerate(batch):
+            exclude[row, : d.exclude.size] = d.exclude
+        states = np.stack([d.user.model for d in batch])
+        items = np.array([d.item for d in batch], dtype=np.int64)
+        recent = np.stack([d.recent for d in batch])
+        scores, idx, new = self.model.run_step(states, items, recent, exclude)
+        self.counts["steps"] += len(batch)
+        t1 = time.perf_counter_ns()
+        outs = []
+        for row, d in enumerate(batch):
+            d.user.model, d.user.tag = new[row], self.tag
+            ids, values = self._top(scores[row], idx[row])
+            outs.append(self._list(d.key, d.user, ids, values, "model", now_ms))
+        t2 = time.perf_counter_ns()
+        per = len(batch)
+        self.timing[0] += per
+        self.timing[3] += t1 - t0
+        self.timing[4] += t2 - t1
+        return outs
+
+    def resolve(self, key: str, stored: bytes | None, now_ms: int) -> Output | None:
+        """The list of a user's pending event computed from the stored state alone (after a failover lost the
+        batch it was waiting in), or None when nothing is pending."""
+        state = decode_state(stored)
+        if state.pending is None:
+            return None
+        items, scores, strategy = self.rank(state, True)
+        return self._list(key, state, items, scores, strategy, now_ms)
 
     def _dead(self, payload: bytes | None, err: EventValidationError, source: SourcePosition, now_ms: int) -> Output:
         self.counts["dead_letter"] += 1
@@ -175,11 +261,16 @@ class ServingCore:
             state.model, state.tag = new[0], self.tag
         else:
             scores, items, _ = self.model.run_full(left_pad_row(inp.sequence, self.seq_len)[None, :], exclude)
-        row_scores, row_items = scores[0, : self.top_k], items[0, : self.top_k]
+        ids, values = self._top(scores[0], items[0])
+        return ids, values, "model"
+
+    def _top(self, scores: np.ndarray, items: np.ndarray) -> tuple[list[str], list[float]]:
+        """One row of graph output -> the top-K item ids and scores (masked candidates dropped)."""
+        row_scores, row_items = scores[: self.top_k], items[: self.top_k]
         valid = row_scores > _NEG_HALF
         if not valid.all():
             row_scores, row_items = row_scores[valid], row_items[valid]
-        return self.vocab[row_items].tolist(), np.round(row_scores.astype(np.float64), 6).tolist(), "model"
+        return self.vocab[row_items].tolist(), np.round(row_scores.astype(np.float64), 6).tolist()
 
     # ------------------------------------------------------------------ accounting
     def take_timing(self) -> dict[str, float]:

@@ -9,6 +9,8 @@ pickles and crosses once per element). Layout version 1, little-endian::
     ages    4n bytes  newest event time - event time, ms, u32 (saturates at ~49.7 days)
     types   n bytes   event type codes u8 (index in ``EVENT_TYPES``)
     model   4m bytes  the model's per-user state, float32 (empty for stateless models)
+    pending rest      only when flags & 1 (PENDING): the event whose list is not computed yet (micro-batching),
+                      msgpack ``[event_id, item_id, ts, source_ts]``; the model state is still the one before it
 
 At 200 events and a 2 x 64 LRU model (320 floats) a user takes 20 + 2,600 + 1,280 = 3,900 bytes.
 ``version`` lets a later layout migrate state restored from a savepoint; :func:`decode_state` refuses
@@ -21,14 +23,17 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 
 from operators.errors import StateLayoutError
 from operators.events import EVENT_TYPES
 
-__all__ = ["LAYOUT_VERSION", "UserState", "decode_state", "encode_state", "model_tag", "EVENT_CODES"]
+__all__ = ["LAYOUT_VERSION", "PENDING", "Pending", "has_pending", "UserState", "decode_state", "encode_state",
+           "model_tag", "EVENT_CODES"]
 
 LAYOUT_VERSION = 1
+PENDING = 1
 _HEADER = struct.Struct("<BBHHHIq")
 _MAX_AGE = np.uint64(2**32 - 1)
 EVENT_CODES = {name: code for code, name in enumerate(EVENT_TYPES)}
@@ -37,6 +42,19 @@ EVENT_CODES = {name: code for code, name in enumerate(EVENT_TYPES)}
 def model_tag(version: str) -> int:
     """32-bit tag of a model version: model state written by another model is rebuilt, never reused."""
     return zlib.crc32(version.encode("utf-8"))
+
+
+class Pending(msgspec.Struct, array_like=True):
+    """The newest event of a user whose list waits for a micro-batch (kept in state so a failover loses it not)."""
+
+    event_id: str
+    item_id: str
+    ts: int
+    source_ts: int | None
+
+
+_PENDING_ENCODER = msgspec.msgpack.Encoder()
+_PENDING_DECODER = msgspec.msgpack.Decoder(Pending)
 
 
 @dataclass(slots=True)
@@ -49,11 +67,12 @@ class UserState:
     model: np.ndarray | None  # float32 [m] or None
     tag: int  # model_tag of the model that wrote ``model``
     newest: int  # newest event time (ms), 0 when empty
+    pending: Pending | None = None
 
     @classmethod
     def empty(cls) -> UserState:
         """A user never seen (or expired)."""
-        return cls(np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint8), None, 0, 0)
+        return cls(np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint8), None, 0, 0, None)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -77,14 +96,23 @@ class UserState:
         return False
 
 
+def has_pending(data: bytes | None) -> bool:
+    """Whether stored state holds an event whose list was not emitted yet (one byte read, no decoding)."""
+    return bool(data) and len(data) > 1 and bool(data[1] & PENDING)
+
+
 def encode_state(state: UserState) -> bytes:
     """Pack (layout version 1)."""
     n = len(state.keys)
     model = state.model if state.model is not None else np.zeros(0, np.float32)
     ages = np.minimum((state.newest - state.ts).astype(np.uint64), _MAX_AGE).astype("<u4")
-    header = _HEADER.pack(LAYOUT_VERSION, 0, n, len(model), 0, state.tag if len(model) else 0, state.newest)
-    return b"".join((header, state.keys.astype("<u8", copy=False).tobytes(), ages.tobytes(),
-                     state.types.tobytes(), model.astype("<f4", copy=False).tobytes()))
+    flags = PENDING if state.pending is not None else 0
+    header = _HEADER.pack(LAYOUT_VERSION, flags, n, len(model), 0, state.tag if len(model) else 0, state.newest)
+    parts = [header, state.keys.astype("<u8", copy=False).tobytes(), ages.tobytes(), state.types.tobytes(),
+             model.astype("<f4", copy=False).tobytes()]
+    if state.pending is not None:
+        parts.append(_PENDING_ENCODER.encode(state.pending))
+    return b"".join(parts)
 
 
 def decode_state(data: bytes | None) -> UserState:
@@ -94,13 +122,20 @@ def decode_state(data: bytes | None) -> UserState:
     if len(data) < _HEADER.size:
         msg = f"user state is {len(data)} bytes, shorter than its {_HEADER.size}-byte header"
         raise StateLayoutError(msg)
-    version, _flags, n, m, _reserved, tag, newest = _HEADER.unpack_from(data)
+    version, flags, n, m, _reserved, tag, newest = _HEADER.unpack_from(data)
     if version != LAYOUT_VERSION:
         msg = (f"user state has layout version {version}; this job reads version {LAYOUT_VERSION}. "
                "Restore the savepoint with the streamrec version that wrote it, or migrate it.")
         raise StateLayoutError(msg)
     expected = _HEADER.size + 13 * n + 4 * m
-    if len(data) != expected:
+    pending = None
+    if flags & PENDING and len(data) > expected:
+        try:
+            pending = _PENDING_DECODER.decode(data[expected:])
+        except msgspec.DecodeError as exc:
+            msg = f"user state's pending event is unreadable: {exc}"
+            raise StateLayoutError(msg) from None
+    elif len(data) != expected:
         msg = f"user state is {len(data)} bytes, layout version 1 with n={n}, m={m} needs {expected}"
         raise StateLayoutError(msg)
     off = _HEADER.size
@@ -108,4 +143,4 @@ def decode_state(data: bytes | None) -> UserState:
     ages = np.frombuffer(data, "<u4", n, off + 8 * n)
     types = np.frombuffer(data, np.uint8, n, off + 12 * n)
     model = np.frombuffer(data, "<f4", m, off + 13 * n) if m else None
-    return UserState(keys, newest - ages.astype(np.int64), types, model, tag, newest)
+    return UserState(keys, newest - ages.astype(np.int64), types, model, tag, newest, pending)

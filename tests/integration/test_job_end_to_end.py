@@ -43,31 +43,35 @@ def consume_all(bootstrap: str, topics: list[str], want: dict[str, int], timeout
     return got
 
 
-@pytest.fixture(scope="module")
-def run(kafka, trained_bundle, world_events, tmp_path_factory):
-    """Run the job, replay ~1,500 events of ~200 users with malformed records mixed in, collect outputs."""
-    kafka.create_topics({TOPICS["input"]: 4, TOPICS["output"]: 4, TOPICS["dead"]: 1})
+@pytest.fixture(scope="module", params=[1, 16], ids=["one-event-per-call", "micro-batch-16"])
+def run(request, kafka, trained_bundle, world_events, tmp_path_factory):
+    """Run the job (without, then with cross-key micro-batching), replay ~1,500 events of ~200 users with
+    malformed records mixed in, collect outputs. Every test below holds in both modes."""
+    batch = request.param
+    topics = {name: f"{topic}.b{batch}" for name, topic in TOPICS.items()}
+    kafka.create_topics({topics["input"]: 4, topics["output"]: 4, topics["dead"]: 1})
     _, replay = split_by_time(world_events)
     users = sorted({e["user_id"] for e in replay})[:200]
     chosen = [e for e in replay if e["user_id"] in set(users)][:1500]
     records = to_records(chosen, malformed_share=0.05, seed=3)
     work = tmp_path_factory.mktemp("job")
     args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(trained_bundle),
-            "--checkpoint-dir", str(work / "checkpoints"), "--input-topic", TOPICS["input"],
-            "--output-topic", TOPICS["output"], "--dead-letter-topic", TOPICS["dead"],
-            "--top-k", str(TOP_K), "--group-id", "it-job"]
+            "--checkpoint-dir", str(work / "checkpoints"), "--input-topic", topics["input"],
+            "--output-topic", topics["output"], "--dead-letter-topic", topics["dead"],
+            "--top-k", str(TOP_K), "--group-id", f"it-job-{batch}", "--micro-batch", str(batch)]
     with JobProcess(args, work / "logs") as job:
-        wait_until_serving(job, kafka.bootstrap, TOPICS["input"], TOPICS["output"], timeout_s=240)
+        wait_until_serving(job, kafka.bootstrap, topics["input"], topics["output"], timeout_s=240)
         producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", max_in_flight_requests_per_connection=1)
-        futures = [(rec, producer.send(TOPICS["input"], key=rec.key, value=rec.value)) for rec in records]
+        futures = [(rec, producer.send(topics["input"], key=rec.key, value=rec.value)) for rec in records]
         producer.flush()
         sent = [(rec, fut.get(timeout=30)) for rec, fut in futures]
         producer.close()
         n_valid = sum(rec.valid for rec in records)
-        got = consume_all(kafka.bootstrap, [TOPICS["output"], TOPICS["dead"]],
-                          {TOPICS["output"]: n_valid, TOPICS["dead"]: len(records) - n_valid}, timeout_s=180)
+        got = consume_all(kafka.bootstrap, [topics["output"], topics["dead"]],
+                          {topics["output"]: n_valid, topics["dead"]: len(records) - n_valid}, timeout_s=180)
         assert job.alive(), job.log_tail()
-    return {"sent": sent, "lists": [d for _, d in got[TOPICS["output"]]], "dead": got[TOPICS["dead"]]}
+    return {"sent": sent, "lists": [d for _, d in got[topics["output"]]], "dead": got[topics["dead"]],
+            "topics": topics, "batch": batch, "task_log": job.task_log}
 
 
 def test_every_valid_event_yields_exactly_one_list(run):
@@ -123,7 +127,7 @@ def test_streamed_lists_equal_the_offline_core_for_the_same_events(run, trained_
     """The same serving core, driven without Flink and Kafka (state in a dict), gives the same lists."""
     bundle = load_bundle(trained_bundle)
     core = ServingCore(OnnxModel(bundle, providers=["CPUExecutionProvider"]), top_k=TOP_K, history_len=200,
-                       input_topic=TOPICS["input"])
+                       input_topic=run["topics"]["input"])
     by_event = {doc["event_id"]: doc for doc in run["lists"]}
     store: dict[str, bytes] = {}
     compared = 0
@@ -143,4 +147,25 @@ def test_streamed_lists_equal_the_offline_core_for_the_same_events(run, trained_
             assert streamed[field] == expected[field]
         compared += 1
     assert compared > 1000
+    if run["batch"] > 1:  # the job really scored several users' events per model call
+        assert '"first cross-key micro-batch"' in run["task_log"].read_text("utf-8")
     assert core.counts["steps"] > core.counts["rebuilds"] > 0  # the recurrent path really ran, and rebuilt
+
+
+def test_a_job_whose_python_workers_cannot_start_exits_non_zero_with_the_cause(kafka, trained_bundle, tmp_path):
+    """The failure users hit when workers cannot import pemja: the job must give up and say why, not loop."""
+    kafka.create_topics({"it.broken.in": 1, "it.broken.out": 1, "it.broken.dead": 1})
+    args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(trained_bundle), "--checkpoint-dir",
+            str(tmp_path / "ck"), "--input-topic", "it.broken.in", "--output-topic", "it.broken.out",
+            "--dead-letter-topic", "it.broken.dead", "--group-id", "it-broken", "--max-restarts", "1",
+            "--conf", "python.pythonpath=/nonexistent"]
+    job = JobProcess(args, tmp_path / "logs").start()
+    proc = job.proc
+    try:
+        proc.wait(timeout=240)
+    finally:
+        job.stop()
+    output = job.log_file.read_text("utf-8", errors="replace")
+    assert proc.returncode == 1, output[-3000:]
+    assert "streamrec: error: job streamrec-recommend failed after 1 restart attempts" in output
+    assert "pemja" in output.split("streamrec: error:")[-1]

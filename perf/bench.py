@@ -1,0 +1,356 @@
+"""``streamrec bench``: open-loop load at fixed rates through the real job, side by side with a bare Kafka relay
+and a Flink identity job fed the same load in the same run.
+
+For each pipeline (``job``: ``streamrec run`` exactly as users start it; ``relay``: a kafka-python
+consume->produce loop, no Flink; ``identity``: the job's own wiring with a pass-through Python function) and
+each rate: a producer process sends events open-loop (on a fixed schedule, never waiting for the pipeline),
+a consumer process reads the output topic, and latency is ``receive time - send time`` (the event's ``ts`` is
+its send time; same clock). The first ``--warmup`` seconds of each rate are excluded. Every run checks that
+every event came out exactly once (``duplicates``, ``missing``).
+
+Before the job's rates, every bench user gets ``--history`` events (not measured) so that lists are computed
+on full windows. The job's Python side reports where its time goes (``per_event_us``, from its JSON log).
+
+    streamrec bench --rates 1000,5000 --seconds 30 --out perf/results/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SUSTAINED_P99_MS = 250.0
+
+
+# --------------------------------------------------------------------------- load generator (own process)
+def _events(n: int, users: int, items: int, seed: int, tag: str) -> tuple[list[bytes], list[bytes]]:
+    rng = np.random.default_rng(seed)
+    user_ids = rng.integers(0, users, size=n)
+    item_ids = np.minimum(rng.zipf(1.2, size=n), items) - 1
+    keys = [f"bu{u}".encode() for u in user_ids.tolist()]
+    bodies = [f'"user_id":"bu{u}","item_id":"i{i}","event_type":"view","event_id":"{tag}-{k}"'.encode()
+              for k, (u, i) in enumerate(zip(user_ids.tolist(), item_ids.tolist(), strict=True))]
+    return keys, bodies
+
+
+def _produce(bootstrap: str, topic: str, rate: float | None, n: int, users: int, items: int, seed: int, tag: str,
+             ready: Any, result: Any) -> None:
+    """Send ``n`` events at ``rate`` per second (None: as fast as possible); each carries its send time."""
+    from kafka import KafkaProducer
+
+    keys, bodies = _events(n, users, items, seed, tag)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=1, max_in_flight_requests_per_connection=5)
+    ready.wait()
+    t0 = time.monotonic()
+    late = 0
+    for k in range(n):
+        if rate:
+            delay = t0 + k / rate - time.monotonic()
+            if delay > 0.0005:
+                time.sleep(delay)
+            elif delay < -0.05:
+                late += 1
+        now_ms = time.time_ns() // 1_000_000
+        producer.send(topic, key=keys[k], value=b"{" + bodies[k] + b',"ts":' + str(now_ms).encode() + b"}")
+    producer.flush()
+    producer.close()
+    result.put({"sent": n, "send_s": time.monotonic() - t0, "late_sends": late})
+
+
+def _collect(bootstrap: str, topic: str, expected: int, kind: str, tag: str, idle_s: float, ready: Any,
+             result: Any) -> None:
+    """Read the output topic until every expected record arrived (or ``idle_s`` without news)."""
+    import msgspec
+
+    from deploy.kafka_clients import assigned_consumer
+
+    consumer = assigned_consumer(bootstrap, [topic], from_beginning=False, fetch_max_wait_ms=5,
+                                 max_poll_records=2000)
+    decoder = msgspec.json.Decoder()
+    ready.set()
+    seen: dict[str, int] = {}
+    latency, arrival = [], []
+    duplicates = 0
+    last_news = time.monotonic()
+    prefix = tag + "-"
+    while len(seen) < expected and time.monotonic() - last_news < idle_s:
+        batch = consumer.poll(timeout_ms=100)
+        now_ms = time.time_ns() / 1e6
+        for records in batch.values():
+            for record in records:
+                doc = decoder.decode(record.value)
+                event_id = doc.get("event_id", "")
+                if not event_id.startswith(prefix):
+                    continue
+                sent_ms = doc["event_ts"] if kind == "job" else doc["ts"]
+                if event_id in seen:
+                    duplicates += 1
+                    continue
+                seen[event_id] = 1
+                latency.append(now_ms - sent_ms)
+                arrival.append(now_ms)
+                last_news = time.monotonic()
+    consumer.close()
+    result.put({"latency": latency, "arrival": arrival, "received": len(seen), "duplicates": duplicates})
+
+
+# --------------------------------------------------------------------------- bare relay (own process)
+def _relay(bootstrap: str, src: str, dst: str, stop: Any) -> None:
+    """consume -> produce, key and value unchanged: the floor any Kafka-to-Kafka pipeline pays."""
+    from kafka import KafkaProducer
+
+    from deploy.kafka_clients import assigned_consumer
+
+    consumer = assigned_consumer(bootstrap, [src], from_beginning=False, fetch_max_wait_ms=5, max_poll_records=2000)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    while not stop.is_set():
+        for records in consumer.poll(timeout_ms=50).values():
+            for record in records:
+                producer.send(dst, key=record.key, value=record.value)
+        producer.flush()
+    consumer.close()
+    producer.close()
+
+
+# --------------------------------------------------------------------------- one rate through one pipeline
+def _summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {k: float("nan") for k in ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms")}
+    arr = np.asarray(values)
+    q = np.percentile(arr, [50, 90, 99, 99.9])
+    return {"p50_ms": float(q[0]), "p90_ms": float(q[1]), "p99_ms": float(q[2]), "p999_ms": float(q[3]),
+            "max_ms": float(arr.max()), "mean_ms": float(arr.mean())}
+
+
+def run_rate(bootstrap: str, topics: tuple[str, str], kind: str, rate: float | None, n: int, users: int,
+             items: int, seed: int, tag: str, warmup_s: float, drain_s: float) -> dict[str, Any]:
+    """Send ``n`` events at ``rate`` and collect the outputs; stats exclude the first ``warmup_s`` seconds."""
+    ctx = mp.get_context("spawn")
+    ready, produced, collected = ctx.Event(), ctx.Queue(), ctx.Queue()
+    collector = ctx.Process(target=_collect, args=(bootstrap, topics[1], n, kind, tag, drain_s, ready, collected))
+    collector.start()
+    producer = ctx.Process(target=_produce, args=(bootstrap, topics[0], rate, n, users, items, seed, tag, ready,
+                                                  produced))
+    producer.start()
+    sent = produced.get(timeout=n / (rate or 1000) + 600)
+    got = collected.get(timeout=drain_s + 900)
+    producer.join(timeout=30)
+    collector.join(timeout=30)
+    arrival = np.asarray(got["arrival"])
+    latency = np.asarray(got["latency"])
+    keep = arrival >= arrival.min() + warmup_s * 1000 if arrival.size else arrival.astype(bool)
+    measured = latency[keep]
+    span = (arrival[keep].max() - arrival[keep].min()) / 1000 if keep.sum() > 1 else float("nan")
+    out = {"rate": rate, "events": n, "received": got["received"], "lists": got["received"],
+           "duplicates": got["duplicates"], "missing": n - got["received"], "measured": int(keep.sum()),
+           "achieved_eps": float((keep.sum() - 1) / span) if span == span and span > 0 else float("nan"),
+           "send_s": sent["send_s"], "late_sends": sent["late_sends"], **_summary(measured.tolist())}
+    out["latency_cdf"] = np.percentile(measured, np.linspace(0, 100, 101)).round(3).tolist() if measured.size else []
+    return out
+
+
+def _sustained(r: dict[str, Any]) -> bool:
+    rate = r["rate"] or 0
+    return (r["missing"] == 0 and r["p99_ms"] <= SUSTAINED_P99_MS and r["achieved_eps"] >= 0.9 * rate
+            and r["late_sends"] <= 0.01 * r["events"])
+
+
+# --------------------------------------------------------------------------- pipelines
+class _Pipeline:
+    def __init__(self, kind: str, kafka: Any, work: Path, bundle: Path, history: int) -> None:
+        self.kind, self.kafka, self.work, self.bundle, self.history = kind, kafka, work, bundle, history
+        self.topics = (f"bench.{kind}.in", f"bench.{kind}.out")
+        self.proc: Any = None
+        self.stop_event: Any = None
+
+    def __enter__(self) -> _Pipeline:
+        self.kafka.create_topics({self.topics[0]: 4, self.topics[1]: 4, f"bench.{self.kind}.dead": 1})
+        if self.kind == "relay":
+            ctx = mp.get_context("spawn")
+            self.stop_event = ctx.Event()
+            self.proc = ctx.Process(target=_relay, args=(self.kafka.bootstrap, *self.topics, self.stop_event))
+            self.proc.start()
+            time.sleep(2)
+            return self
+        from deploy.job_process import JobProcess, wait_until_serving
+
+        args = ["--bootstrap-servers", self.kafka.bootstrap, "--bundle", str(self.bundle), "--checkpoint-dir",
+                str(self.work / f"ck-{self.kind}"), "--input-topic", self.topics[0], "--output-topic",
+                self.topics[1], "--dead-letter-topic", f"bench.{self.kind}.dead", "--top-k", "10",
+                "--history-len", str(self.history), "--group-id", f"bench-{self.kind}"]
+        job = JobProcess(args, self.work / f"logs-{self.kind}")
+        if self.kind == "identity":
+            job.command = ["-m", "perf.identity_job"]
+        self.proc = job.start()
+        self.startup_s = wait_until_serving(job, self.kafka.bootstrap, self.topics[0], self.topics[1],
+                                            timeout_s=300)
+        return self
+
+    def per_event_us(self) -> dict[str, Any]:
+        """The job's last 'per-event python time' log line."""
+        path = self.proc.task_log
+        lines = [json.loads(line) for line in path.read_text("utf-8").splitlines() if '"per_event_us"' in line]
+        return lines[-1] if lines else {}
+
+    def __exit__(self, *exc: object) -> None:
+        if self.kind == "relay":
+            self.stop_event.set()
+            self.proc.join(timeout=10)
+        else:
+            self.proc.stop()
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import importlib.metadata as md
+
+    versions = {p: md.version(p) for p in ("apache-flink", "onnxruntime", "kafka-python", "numpy", "msgspec")}
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor()
+    return {"host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "platform": platform.platform(), "kafka": "4.1.1 (local, KRaft, 1 node)", **versions}
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """p50/p99 per rate and pipeline, and the job's latency CDF per rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, cdf) = plt.subplots(1, 2, figsize=(11, 4))
+    for kind, style in (("job", "o-"), ("identity", "s--"), ("relay", "^:")):
+        rows = [r for r in result["rates"] if kind in r]
+        if rows:
+            rates = [r["rate"] for r in rows]
+            ax.plot(rates, [r[kind]["p50_ms"] for r in rows], style, label=f"{kind} p50")
+            ax.plot(rates, [r[kind]["p99_ms"] for r in rows], style, alpha=0.5, label=f"{kind} p99")
+    ax.axhline(SUSTAINED_P99_MS, color="grey", lw=0.8, ls="--")
+    ax.set(xscale="log", yscale="log", xlabel="offered load (events/s)", ylabel="latency (ms)",
+           title="event -> output latency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    for r in result["rates"]:
+        if "job" in r and r["job"]["latency_cdf"]:
+            cdf.plot(r["job"]["latency_cdf"], np.linspace(0, 1, 101), label=f"{r['rate']:.0f}/s")
+    cdf.set(xscale="log", xlabel="latency (ms)", ylabel="share of events", title="job latency CDF")
+    cdf.grid(alpha=0.3)
+    cdf.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def check(result: dict[str, Any]) -> list[str]:
+    """The bench's own output checks: every event exactly once per pipeline and rate, numbers present."""
+    problems = []
+    for r in result["rates"]:
+        for kind in ("job", "relay", "identity"):
+            if kind in r:
+                x = r[kind]
+                if x["missing"] or x["duplicates"]:
+                    problems.append(f"{kind} at {r['rate']}/s: missing={x['missing']} duplicates={x['duplicates']}")
+                if not x["measured"]:
+                    problems.append(f"{kind} at {r['rate']}/s: nothing measured")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm.auto import tqdm
+
+    from deploy.local_kafka import LocalKafka
+    from deploy.paths import runtime_dir
+    from perf.bench_bundle import bench_bundle
+
+    p = argparse.ArgumentParser(prog="streamrec bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--rates", default="100,1000,2000,5000", help="comma-separated events/s")
+    p.add_argument("--seconds", type=float, default=30.0, help="per rate, warm-up included")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds excluded at the start of each rate")
+    p.add_argument("--catalog", type=int, default=10_000, help="items in the bench bundle (LRU, random weights)")
+    p.add_argument("--bundle", default=None, help="serve this bundle instead of the bench bundle")
+    p.add_argument("--history", type=int, default=200, help="events per user before measuring (window length)")
+    p.add_argument("--users", type=int, default=1_000)
+    p.add_argument("--pipelines", default="job,relay,identity")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", default=str(RESULTS / "bench.json"))
+    args = p.parse_args(argv)
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    kinds = [k.strip() for k in args.pipelines.split(",") if k.strip()]
+    home = runtime_dir()
+    bundle = Path(args.bundle) if args.bundle else bench_bundle(home / "bench" / "bundles", args.catalog)
+    from operators.bundle import load_bundle
+
+    b = load_bundle(bundle)
+    work = Path(tempfile.mkdtemp(prefix="bench-", dir=home / "bench"))
+    result: dict[str, Any] = {
+        "machine": machine(), "catalog_items": b.n_items, "history_len": args.history, "users": args.users,
+        "bundle": b.version, "recurrent": b.recurrent, "seconds": args.seconds, "warmup_s": args.warmup,
+        "seed": args.seed, "producer": {"acks": 1, "linger_ms": 1}, "rates": [{"rate": r} for r in rates],
+        "work_dir": str(work),
+    }
+    bar = tqdm(total=len(kinds) * len(rates), desc="bench", unit="run")
+    with LocalKafka(work / "kafka") as kafka:
+        for kind in kinds:
+            with _Pipeline(kind, kafka, work, bundle, args.history) as pipe:
+                if kind == "job":
+                    result["job_startup_s"] = pipe.startup_s
+                    prefill = args.users * args.history
+                    bar.set_postfix_str(f"prefill {prefill} events")
+                    pre = run_rate(kafka.bootstrap, pipe.topics, kind, None, prefill, args.users, b.n_items,
+                                   args.seed, "prefill", 0.0, 60.0)
+                    result["prefill"] = {k: pre[k] for k in ("events", "received", "missing", "achieved_eps")}
+                for slot, rate in zip(result["rates"], rates, strict=True):
+                    bar.set_postfix_str(f"{kind} at {rate:.0f}/s")
+                    n = int(rate * args.seconds)
+                    slot[kind] = run_rate(kafka.bootstrap, pipe.topics, kind, rate, n, args.users, b.n_items,
+                                          args.seed + int(rate), f"{kind}{int(rate)}", args.warmup, 30.0)
+                    bar.update()
+                if kind == "job":
+                    result["per_event_us"] = pipe.per_event_us().get("per_event_us", {})
+                    result["job_counts"] = pipe.per_event_us().get("counts", {})
+    bar.close()
+    for slot in result["rates"]:
+        for kind in ("job", "identity"):
+            if kind in slot and "relay" in slot and slot["relay"]["p50_ms"] > 0:
+                slot[kind]["p50_vs_relay"] = slot[kind]["p50_ms"] / slot["relay"]["p50_ms"]
+                slot[kind]["p99_vs_relay"] = slot[kind]["p99_ms"] / slot["relay"]["p99_ms"]
+    sustained = [s["rate"] for s in result["rates"] if "job" in s and _sustained(s["job"])]
+    result["max_sustained_eps"] = max(sustained) if sustained else 0.0
+    result["problems"] = check(result)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    plot(result, out.with_suffix(".png"))
+    for slot in result["rates"]:
+        line = f"{slot['rate']:>7.0f}/s"
+        for kind in ("job", "identity", "relay"):
+            if kind in slot:
+                x = slot[kind]
+                line += (f" | {kind}: p50 {x['p50_ms']:.1f} p99 {x['p99_ms']:.1f} ms, {x['achieved_eps']:.0f}/s, "
+                         f"missing {x['missing']}, dup {x['duplicates']}")
+        print(line)
+    print(f"max sustained (p99 <= {SUSTAINED_P99_MS:.0f} ms, nothing missing): "
+          f"{result['max_sustained_eps']:.0f} events/s")
+    print(f"per-event python us: {json.dumps(result.get('per_event_us', {}))}")
+    print(f"written to {out} and {out.with_suffix('.png')}")
+    for problem in result["problems"]:
+        print(f"CHECK FAILED: {problem}")
+    return 1 if result["problems"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
