@@ -190,6 +190,10 @@ def load_bundle(path: str | Path, *, verify_checksum: bool = True) -> ModelBundl
     step = manifest.get("step") or {}
     state_size = int(step.get("state_size", 0)) if isinstance(step, dict) else 0
     files = {ONNX_NAME: expected_sha}
+    recent_len = int(step.get("recent_len", 0)) if state_size else 0
+    if state_size and not (0 < state_size <= 65_535 and recent_len >= 1):
+        raise _fail(root, f"step graph declares state_size={state_size}, recent_len={recent_len}; need "
+                          "0 < state_size <= 65535 and recent_len >= 1", retrain)
     if state_size:
         if not (root / STEP_ONNX_NAME).is_file():
             raise _fail(root, f"{STEP_ONNX_NAME} is missing (the manifest declares a recurrent model)", retrain)
@@ -215,5 +219,5 @@ def load_bundle(path: str | Path, *, verify_checksum: bool = True) -> ModelBundl
         popular_items=tuple(str(v) for v in manifest.get("popular_items", [])),
         manifest=manifest,
         state_size=state_size,
-        recent_len=int(step.get("recent_len", 0)) if state_size else 0,
+        recent_len=recent_len,
     )

@@ -85,6 +85,13 @@ class JobConfig:
         _positive("max_restarts", self.max_restarts, "Use e.g. --max-restarts 10.")
         _positive("micro_batch", self.micro_batch, "Use 1 (off) or e.g. --micro-batch 32.")
         _positive("micro_batch_wait_ms", self.micro_batch_wait_ms, "Use e.g. --micro-batch-wait-ms 2.")
+        if self.history_len > 65_535:
+            msg = f"history_len={self.history_len} is over the state layout's limit of 65535 events per user"
+            raise ConfigError(msg)
+        if self.micro_batch > 1 and self.delivery_guarantee == "exactly-once":
+            msg = ("--micro-batch > 1 cannot be combined with --delivery-guarantee exactly-once yet: a list "
+                   "emitted from a batch may be emitted again after a failover. Use one or the other.")
+            raise ConfigError(msg)
         if self.delivery_guarantee not in _DELIVERY:
             msg = f"delivery_guarantee={self.delivery_guarantee!r}; choose one of {_DELIVERY}"
             raise ConfigError(msg)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -61,6 +63,8 @@ class _WireEvent(msgspec.Struct):
 
 
 _WIRE_DECODER = msgspec.json.Decoder(_WireEvent)
+_INT_DIGITS_LIMIT = sys.get_int_max_str_digits() or 10**9
+_LONG_NUMBER = re.compile(rb"[0-9]{%d}" % (_INT_DIGITS_LIMIT + 1))
 
 @dataclass(frozen=True, slots=True)
 class SourcePosition:
@@ -153,6 +157,10 @@ def parse_event(
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise EventValidationError(f"payload is not JSON: {exc}", "bad_json") from None
+    except RecursionError:
+        raise EventValidationError("payload nests arrays/objects too deeply to parse", "too_deep") from None
+    except ValueError as exc:  # e.g. an integer literal over Python's digit limit
+        raise EventValidationError(f"payload holds a number that cannot be read: {exc}", "number_too_large") from None
     if not isinstance(doc, dict):
         raise EventValidationError(
             f"payload must be a JSON object, got {type(doc).__name__}", "schema_violation"
@@ -186,8 +194,8 @@ def _finish(
             f"(limit {max_future_ms / 3_600_000:.1f} h); check the producer's clock and units",
             "absurd_timestamp",
         )
-    user_id = user if type(user) is str else str(user)
-    item_id = item if type(item) is str else str(item)
+    user_id = user if type(user) is str else _id_text(user)
+    item_id = item if type(item) is str else _id_text(item)
     if not user_id.strip() or not item_id.strip():
         raise EventValidationError("'user_id' and 'item_id' must not be blank", "schema_violation")
     for name, text in (("user_id", user_id), ("item_id", item_id), ("event_id", event_id)):
@@ -205,8 +213,23 @@ def _finish(
         event_type=event_type,
         ts=int(ts),
         event_id=str(event_id) if event_id else source.event_id(),
-        value=None if value is None else float(value),
+        value=None if value is None else _value(value),
     )
+
+
+def _id_text(value: str | int | float) -> str:
+    """Integer ids as their decimal string (``5.0`` and ``5`` are the same integer in JSON Schema)."""
+    return str(int(value)) if isinstance(value, float) else str(value)
+
+
+def _value(value: float) -> float:
+    try:
+        out = float(value)
+    except OverflowError:
+        raise EventValidationError("field 'value' is out of the range of a double", "schema_violation") from None
+    if out != out or out in (float("inf"), float("-inf")):
+        raise EventValidationError("field 'value' must be a finite number", "schema_violation")
+    return out
 
 
 def decode_event(
@@ -221,8 +244,12 @@ def decode_event(
     if raw is None or len(raw) > max_bytes:
         return parse_event(raw, source=source, now_ms=now_ms, max_bytes=max_bytes, max_future_ms=max_future_ms)
     try:
+        if not raw.isascii():
+            raw.decode("utf-8")  # msgspec skips unknown fields without checking their bytes
+        if len(raw) > _INT_DIGITS_LIMIT and _LONG_NUMBER.search(raw):
+            raise ValueError("integer literal over the schema path's digit limit")
         wire = _WIRE_DECODER.decode(raw)
-    except (msgspec.DecodeError, RecursionError):
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError, ValueError, OverflowError):
         return parse_event(raw, source=source, now_ms=now_ms, max_bytes=max_bytes, max_future_ms=max_future_ms)
     event_id = None if wire.event_id is msgspec.UNSET else wire.event_id
     return _finish(wire.user_id, wire.item_id, wire.event_type, wire.ts, event_id, wire.value,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from operators.errors import ConfigError, EventValidationError
+from operators.errors import ConfigError, EventValidationError, StateLayoutError
 from operators.events import (
     Event,
     SourcePosition,
@@ -33,7 +33,7 @@ from operators.events import (
 from operators.inference import OnnxModel
 from operators.items import ItemIndex, item_key
 from operators.state import Pending, UserState, decode_state, encode_state, model_tag
-from operators.window import left_pad_row, model_input
+from operators.window import ModelInput, left_pad_row, model_input
 
 __all__ = ["ServingCore", "Output", "Deferred", "LIST", "DEAD_LETTER", "TIMING_FIELDS"]
 
@@ -112,7 +112,8 @@ class ServingCore:
         # Fallback scores decrease with rank so that consumers can still sort by score.
         self._popular_scores = np.linspace(1.0, 1.0 / max(n, 1), num=n)
         self.timing = [0] * (len(TIMING_FIELDS) + 1)  # events, then ns per field
-        self.counts = {"lists": 0, "cold_start": 0, "dead_letter": 0, "rebuilds": 0, "steps": 0, "errors": 0}
+        self.counts = {"lists": 0, "cold_start": 0, "dead_letter": 0, "rebuilds": 0, "steps": 0, "errors": 0,
+                       "batches": 0, "state_resets": 0}
 
     # ------------------------------------------------------------------ one record
     def process(
@@ -140,18 +141,23 @@ class ServingCore:
             check_record_key(event, key)
         except EventValidationError as err:
             return self._dead(payload, err, source, now_ms)
+        except Exception as exc:  # a validation bug must not stop every other user's lists either
+            return self._failed(payload, exc, source, now_ms)
         t1 = time.perf_counter_ns()
         try:
-            state = decode_state(stored)
-            in_order = state.add(item_key(event.item_id), event.event_type, event.ts, self.history_len)
+            state = self._decode(stored)
+            # a late event goes to its event-time place in the window; the model takes events as they arrive
+            state.add(item_key(event.item_id), event.event_type, event.ts, self.history_len)
             state.pending = Pending(event.event_id, event.item_id, event.ts, source_ts)
+            item = self.index.index(item_key(event.item_id))
             t2 = time.perf_counter_ns()
-            if defer and self._steppable(state, in_order):
+            if defer and self._steppable(state):
                 inp = model_input(self.index.lookup(state.keys))
-                if not inp.cold:
-                    recent = left_pad_row(inp.sequence, self.recent_len)
-                    return Deferred(event.user_id, encode_state(state), state, inp.exclude, recent, inp.newest)
-            items, scores, strategy = self.rank(state, in_order)
+                if not inp.cold or item:
+                    self._account(t1 - t0, t2 - t1, 0, 0)
+                    return Deferred(event.user_id, encode_state(state), state, self._exclude(inp, item),
+                                    left_pad_row(inp.sequence, self.recent_len), item)
+            items, scores, strategy = self.rank(state, item)
             t3 = time.perf_counter_ns()
             out = self._list(event.user_id, state, items, scores, strategy, now_ms)
         except Exception as exc:  # a bug or a broken model must not stop every other user's lists
@@ -160,8 +166,26 @@ class ServingCore:
         self._account(t1 - t0, t2 - t1, t3 - t2, t4 - t3)
         return out
 
-    def _steppable(self, state: UserState, in_order: bool) -> bool:
-        return (self.bundle.recurrent and in_order and state.model is not None and state.tag == self.tag)
+    def _decode(self, stored: bytes | None) -> UserState:
+        """The stored state; state this version cannot read is logged, counted and started afresh (the user's
+        lists go on, cold) rather than failing every later event of that user until the TTL expires."""
+        try:
+            return decode_state(stored)
+        except StateLayoutError as exc:
+            self.counts["state_resets"] += 1
+            log.warning("user state unreadable, starting afresh: %s", exc)
+            return UserState.empty()
+
+    @staticmethod
+    def _exclude(inp: ModelInput, item: int) -> np.ndarray:
+        """The exclusion rule: every item of the window, and the event's own item (a late event older than the
+        whole window is not in it)."""
+        return np.append(inp.exclude, item) if item else inp.exclude
+
+    def _steppable(self, state: UserState) -> bool:
+        """Whether the stored model state can be advanced (else it is rebuilt from the window)."""
+        return (self.bundle.recurrent and state.model is not None and state.tag == self.tag
+                and state.model.size == self.bundle.state_size)
 
     def _list(self, user_id: str, state: UserState, items: list[str], scores: list[float], strategy: str,
               now_ms: int) -> Output:
@@ -188,6 +212,11 @@ class ServingCore:
         timing[3] += model
         timing[4] += output
 
+    def _dead(self, payload: bytes | None, err: EventValidationError, source: SourcePosition, now_ms: int) -> Output:
+        self.counts["dead_letter"] += 1
+        return Output(None, DEAD_LETTER, source.event_id(),
+                      encode_record(dead_letter_record(payload, err, source, now_ms=now_ms)))
+
     def _failed(self, payload: bytes | None, exc: Exception, source: SourcePosition, now_ms: int) -> Output:
         self.counts["errors"] += 1
         log.exception("processing failed for %s; dead-lettered", source.event_id())
@@ -199,61 +228,73 @@ class ServingCore:
         """Score deferred events of different users in one step-graph call; one list each, in order.
 
         Each output's ``state`` is that user's state with the model advanced and the pending event cleared:
-        store it when the user's key is current again.
+        store it when the user's key is current again. Never raises: if the batched call fails, each event is
+        retried alone, and one that still fails becomes a dead letter (its state cleared of the pending event).
         """
         if not batch:
             return []
         t0 = time.perf_counter_ns()
-        width = max(d.exclude.size for d in batch)
-        exclude = np.zeros((len(batch), width), dtype=np.int64)
-        for row, d in enumerate(batch):
-            exclude[row, : d.exclude.size] = d.exclude
-        states = np.stack([d.user.model for d in batch])
-        items = np.array([d.item for d in batch], dtype=np.int64)
-        recent = np.stack([d.recent for d in batch])
-        scores, idx, new = self.model.run_step(states, items, recent, exclude)
+        try:
+            width = max(d.exclude.size for d in batch)
+            exclude = np.zeros((len(batch), width), dtype=np.int64)
+            for row, d in enumerate(batch):
+                exclude[row, : d.exclude.size] = d.exclude
+            states = np.stack([d.user.model for d in batch])
+            items = np.array([d.item for d in batch], dtype=np.int64)
+            recent = np.stack([d.recent for d in batch])
+            scores, idx, new = self.model.run_step(states, items, recent, exclude)
+        except Exception:
+            log.exception("micro-batch of %d failed; serving its events one by one", len(batch))
+            return [self._alone(d, now_ms) for d in batch]
         self.counts["steps"] += len(batch)
+        self.counts["batches"] += 1
         t1 = time.perf_counter_ns()
         outs = []
         for row, d in enumerate(batch):
             d.user.model, d.user.tag = new[row], self.tag
             ids, values = self._top(scores[row], idx[row])
             outs.append(self._list(d.key, d.user, ids, values, "model", now_ms))
-        t2 = time.perf_counter_ns()
-        per = len(batch)
-        self.timing[0] += per
         self.timing[3] += t1 - t0
-        self.timing[4] += t2 - t1
+        self.timing[4] += time.perf_counter_ns() - t1
         return outs
+
+    def _alone(self, d: Deferred, now_ms: int) -> Output:
+        try:
+            items, scores, strategy = self.rank(d.user, d.item)
+            return self._list(d.key, d.user, items, scores, strategy, now_ms)
+        except Exception as exc:
+            pending = d.user.pending
+            d.user.pending = None
+            out = self._failed(None, exc, SourcePosition(self.input_topic, -1, -1, pending.source_ts if pending
+                                                         else None), now_ms)
+            return Output(encode_state(d.user), DEAD_LETTER, out.key, out.value)
 
     def resolve(self, key: str, stored: bytes | None, now_ms: int) -> Output | None:
         """The list of a user's pending event computed from the stored state alone (after a failover lost the
-        batch it was waiting in), or None when nothing is pending."""
-        state = decode_state(stored)
+        batch it was waiting in), or None when nothing is pending (or the state is unreadable)."""
+        state = self._decode(stored)
         if state.pending is None:
             return None
-        items, scores, strategy = self.rank(state, True)
-        return self._list(key, state, items, scores, strategy, now_ms)
-
-    def _dead(self, payload: bytes | None, err: EventValidationError, source: SourcePosition, now_ms: int) -> Output:
-        self.counts["dead_letter"] += 1
-        return Output(None, DEAD_LETTER, source.event_id(),
-                      encode_record(dead_letter_record(payload, err, source, now_ms=now_ms)))
+        item = self.index.index(item_key(state.pending.item_id))
+        return self._alone(Deferred(key, b"", state, np.zeros(0, np.int64), np.zeros(0, np.int64), item), now_ms)
 
     # ------------------------------------------------------------------ ranking
-    def rank(self, state: UserState, in_order: bool) -> tuple[list[str], list[float], str]:
-        """The user's top-K (item ids, scores) and the strategy; advances or rebuilds ``state.model``."""
+    def rank(self, state: UserState, item: int) -> tuple[list[str], list[float], str]:
+        """The user's top-K (item ids, scores) and the strategy; advances or rebuilds ``state.model``.
+
+        ``item`` is the index of the event's item (0 if the model does not know it). A recurrent model advances
+        its state by that item in arrival order; it rebuilds the state from the window (in event-time order)
+        only when the state is missing or was written by another model.
+        """
         inp = model_input(self.index.lookup(state.keys))
-        if inp.cold:
-            keep = ~np.isin(self._popular, inp.exclude)
-            picked = self._popular[keep][: self.top_k]
-            return self.vocab[picked].tolist(), self._popular_scores[keep][: self.top_k].tolist(), "popular"
-        exclude = inp.exclude[None, :]
+        if inp.cold and not item:
+            picked = self._popular[: self.top_k]  # all popular items are known, so none is in a cold window
+            return self.vocab[picked].tolist(), self._popular_scores[: self.top_k].tolist(), "popular"
+        exclude = self._exclude(inp, item)[None, :]
         if self.bundle.recurrent:
-            if in_order and state.model is not None and state.tag == self.tag:
+            if self._steppable(state):
                 recent = left_pad_row(inp.sequence, self.recent_len)[None, :]
-                scores, items, new = self.model.run_step(state.model[None, :], np.array([inp.newest]), recent,
-                                                         exclude)
+                scores, items, new = self.model.run_step(state.model[None, :], np.array([item]), recent, exclude)
                 self.counts["steps"] += 1
             else:
                 scores, items, new = self.model.run_full(left_pad_row(inp.sequence, self.seq_len)[None, :], exclude)

@@ -98,7 +98,7 @@ class UserState:
 
 def has_pending(data: bytes | None) -> bool:
     """Whether stored state holds an event whose list was not emitted yet (one byte read, no decoding)."""
-    return bool(data) and len(data) > 1 and bool(data[1] & PENDING)
+    return bool(data) and len(data) >= _HEADER.size and data[0] == LAYOUT_VERSION and bool(data[1] & PENDING)
 
 
 def encode_state(state: UserState) -> bytes:

@@ -50,7 +50,10 @@ def _produce(bootstrap: str, topic: str, rate: float | None, n: int, users: int,
 
     keys, bodies = _events(n, users, items, seed, tag)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=1, max_in_flight_requests_per_connection=5)
-    ready.wait()
+    if not ready.wait(timeout=120):
+        producer.close()
+        result.put({"error": "the collector never became ready"})
+        return
     t0 = time.monotonic()
     late = 0
     for k in range(n):
@@ -92,7 +95,7 @@ def _collect(bootstrap: str, topic: str, expected: int, kind: str, tag: str, idl
                 event_id = doc.get("event_id", "")
                 if not event_id.startswith(prefix):
                     continue
-                sent_ms = doc["event_ts"] if kind == "job" else doc["ts"]
+                sent_ms = doc["event_ts"] if kind.startswith("job") else doc["ts"]
                 if event_id in seen:
                     duplicates += 1
                     continue
@@ -137,15 +140,21 @@ def run_rate(bootstrap: str, topics: tuple[str, str], kind: str, rate: float | N
     """Send ``n`` events at ``rate`` and collect the outputs; stats exclude the first ``warmup_s`` seconds."""
     ctx = mp.get_context("spawn")
     ready, produced, collected = ctx.Event(), ctx.Queue(), ctx.Queue()
-    collector = ctx.Process(target=_collect, args=(bootstrap, topics[1], n, kind, tag, drain_s, ready, collected))
-    collector.start()
+    collector = ctx.Process(target=_collect, args=(bootstrap, topics[1], n, kind, tag, drain_s, ready, collected),
+                            daemon=True)
     producer = ctx.Process(target=_produce, args=(bootstrap, topics[0], rate, n, users, items, seed, tag, ready,
-                                                  produced))
+                                                  produced), daemon=True)
+    collector.start()
     producer.start()
-    sent = produced.get(timeout=n / (rate or 1000) + 600)
-    got = collected.get(timeout=drain_s + 900)
-    producer.join(timeout=30)
-    collector.join(timeout=30)
+    try:
+        sent = _get(produced, producer, n / (rate or 1000) + 600)
+        got = _get(collected, collector, drain_s + 900)
+    finally:
+        for proc in (producer, collector):
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=10)
     arrival = np.asarray(got["arrival"])
     latency = np.asarray(got["latency"])
     keep = arrival >= arrival.min() + warmup_s * 1000 if arrival.size else arrival.astype(bool)
@@ -159,6 +168,27 @@ def run_rate(bootstrap: str, topics: tuple[str, str], kind: str, rate: float | N
     return out
 
 
+def _get(queue: Any, proc: Any, timeout_s: float) -> dict[str, Any]:
+    """The child's result, failing fast (with its exit code) if it died instead of answering."""
+    import queue as queue_mod
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            out = queue.get(timeout=5)
+        except queue_mod.Empty:
+            if not proc.is_alive():
+                msg = f"bench child {proc.name} exited with code {proc.exitcode} without a result"
+                raise RuntimeError(msg) from None
+            if time.monotonic() > deadline:
+                msg = f"bench child {proc.name} gave no result within {timeout_s:.0f} s"
+                raise RuntimeError(msg) from None
+            continue
+        if "error" in out:
+            raise RuntimeError(out["error"])
+        return out
+
+
 def _sustained(r: dict[str, Any]) -> bool:
     rate = r["rate"] or 0
     return (r["missing"] == 0 and r["p99_ms"] <= SUSTAINED_P99_MS and r["achieved_eps"] >= 0.9 * rate
@@ -167,8 +197,9 @@ def _sustained(r: dict[str, Any]) -> bool:
 
 # --------------------------------------------------------------------------- pipelines
 class _Pipeline:
-    def __init__(self, kind: str, kafka: Any, work: Path, bundle: Path, history: int) -> None:
+    def __init__(self, kind: str, kafka: Any, work: Path, bundle: Path, history: int, micro_batch: int = 32) -> None:
         self.kind, self.kafka, self.work, self.bundle, self.history = kind, kafka, work, bundle, history
+        self.micro_batch = micro_batch
         self.topics = (f"bench.{kind}.in", f"bench.{kind}.out")
         self.proc: Any = None
         self.stop_event: Any = None
@@ -178,7 +209,8 @@ class _Pipeline:
         if self.kind == "relay":
             ctx = mp.get_context("spawn")
             self.stop_event = ctx.Event()
-            self.proc = ctx.Process(target=_relay, args=(self.kafka.bootstrap, *self.topics, self.stop_event))
+            self.proc = ctx.Process(target=_relay, args=(self.kafka.bootstrap, *self.topics, self.stop_event),
+                                    daemon=True)
             self.proc.start()
             time.sleep(2)
             return self
@@ -188,12 +220,18 @@ class _Pipeline:
                 str(self.work / f"ck-{self.kind}"), "--input-topic", self.topics[0], "--output-topic",
                 self.topics[1], "--dead-letter-topic", f"bench.{self.kind}.dead", "--top-k", "10",
                 "--history-len", str(self.history), "--group-id", f"bench-{self.kind}"]
+        if self.kind == "job-batch":
+            args += ["--micro-batch", str(self.micro_batch)]
         job = JobProcess(args, self.work / f"logs-{self.kind}")
         if self.kind == "identity":
             job.command = ["-m", "perf.identity_job"]
         self.proc = job.start()
-        self.startup_s = wait_until_serving(job, self.kafka.bootstrap, self.topics[0], self.topics[1],
-                                            timeout_s=300)
+        try:
+            self.startup_s = wait_until_serving(job, self.kafka.bootstrap, self.topics[0], self.topics[1],
+                                                timeout_s=300)
+        except BaseException:
+            job.stop()
+            raise
         return self
 
     def per_event_us(self) -> dict[str, Any]:
@@ -206,6 +244,9 @@ class _Pipeline:
         if self.kind == "relay":
             self.stop_event.set()
             self.proc.join(timeout=10)
+            if self.proc.is_alive():
+                self.proc.terminate()
+                self.proc.join(timeout=10)
         else:
             self.proc.stop()
 
@@ -233,7 +274,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax, cdf) = plt.subplots(1, 2, figsize=(11, 4))
-    for kind, style in (("job", "o-"), ("identity", "s--"), ("relay", "^:")):
+    for kind, style in (("job", "o-"), ("job-batch", "d-"), ("identity", "s--"), ("relay", "^:")):
         rows = [r for r in result["rates"] if kind in r]
         if rows:
             rates = [r["rate"] for r in rows]
@@ -259,7 +300,7 @@ def check(result: dict[str, Any]) -> list[str]:
     """The bench's own output checks: every event exactly once per pipeline and rate, numbers present."""
     problems = []
     for r in result["rates"]:
-        for kind in ("job", "relay", "identity"):
+        for kind in ("job", "job-batch", "relay", "identity"):
             if kind in r:
                 x = r[kind]
                 if x["missing"] or x["duplicates"]:
@@ -284,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", default=None, help="serve this bundle instead of the bench bundle")
     p.add_argument("--history", type=int, default=200, help="events per user before measuring (window length)")
     p.add_argument("--users", type=int, default=1_000)
-    p.add_argument("--pipelines", default="job,relay,identity")
+    p.add_argument("--pipelines", default="job,relay,identity",
+                   help="any of job, job-batch (the job with --micro-batch), relay, identity")
+    p.add_argument("--micro-batch", type=int, default=32, help="micro-batch size of the job-batch pipeline")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", default=str(RESULTS / "bench.json"))
     args = p.parse_args(argv)
@@ -305,31 +348,35 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(kinds) * len(rates), desc="bench", unit="run")
     with LocalKafka(work / "kafka") as kafka:
         for kind in kinds:
-            with _Pipeline(kind, kafka, work, bundle, args.history) as pipe:
-                if kind == "job":
-                    result["job_startup_s"] = pipe.startup_s
+            with _Pipeline(kind, kafka, work, bundle, args.history, args.micro_batch) as pipe:
+                if kind.startswith("job"):
+                    result[f"{kind}_startup_s"] = pipe.startup_s
                     prefill = args.users * args.history
                     bar.set_postfix_str(f"prefill {prefill} events")
                     pre = run_rate(kafka.bootstrap, pipe.topics, kind, None, prefill, args.users, b.n_items,
                                    args.seed, "prefill", 0.0, 60.0)
-                    result["prefill"] = {k: pre[k] for k in ("events", "received", "missing", "achieved_eps")}
+                    result[f"prefill_{kind}"] = {k: pre[k] for k in ("events", "received", "missing", "achieved_eps")}
                 for slot, rate in zip(result["rates"], rates, strict=True):
                     bar.set_postfix_str(f"{kind} at {rate:.0f}/s")
                     n = int(rate * args.seconds)
                     slot[kind] = run_rate(kafka.bootstrap, pipe.topics, kind, rate, n, args.users, b.n_items,
                                           args.seed + int(rate), f"{kind}{int(rate)}", args.warmup, 30.0)
                     bar.update()
-                if kind == "job":
-                    result["per_event_us"] = pipe.per_event_us().get("per_event_us", {})
-                    result["job_counts"] = pipe.per_event_us().get("counts", {})
+                if kind.startswith("job"):
+                    report = pipe.per_event_us()
+                    result["per_event_us" if kind == "job" else f"per_event_us_{kind}"] = report.get("per_event_us", {})
+                    result[f"{kind}_counts"] = report.get("counts", {})
     bar.close()
     for slot in result["rates"]:
-        for kind in ("job", "identity"):
+        for kind in ("job", "job-batch", "identity"):
             if kind in slot and "relay" in slot and slot["relay"]["p50_ms"] > 0:
                 slot[kind]["p50_vs_relay"] = slot[kind]["p50_ms"] / slot["relay"]["p50_ms"]
                 slot[kind]["p99_vs_relay"] = slot[kind]["p99_ms"] / slot["relay"]["p99_ms"]
     sustained = [s["rate"] for s in result["rates"] if "job" in s and _sustained(s["job"])]
     result["max_sustained_eps"] = max(sustained) if sustained else 0.0
+    if "job-batch" in kinds:
+        batched = [s["rate"] for s in result["rates"] if "job-batch" in s and _sustained(s["job-batch"])]
+        result["max_sustained_eps_micro_batch"] = max(batched) if batched else 0.0
     result["problems"] = check(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -337,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(result, out.with_suffix(".png"))
     for slot in result["rates"]:
         line = f"{slot['rate']:>7.0f}/s"
-        for kind in ("job", "identity", "relay"):
+        for kind in ("job", "job-batch", "identity", "relay"):
             if kind in slot:
                 x = slot[kind]
                 line += (f" | {kind}: p50 {x['p50_ms']:.1f} p99 {x['p99_ms']:.1f} ms, {x['achieved_eps']:.0f}/s, "

@@ -166,6 +166,11 @@ def _fuzz_corpus():
                 doc[field] = values[int(rng.integers(len(values)))]
         docs.append(doc)
     raws = [json.dumps(d).encode() for d in docs]
+    ok = raws[0][:-1]  # a valid event without its closing brace, to append fields to
+    raws += [ok + b', "zz": "\xc3("}', ok + b', "zz": "\xed\xa0\x80"}', b'{"user_id": "\xff"' + ok[14:] + b"}",
+             ok + b', "x": ' + b"[" * 3000 + b"]" * 3000 + b"}", ok + b', "n": ' + b"1" * 5000 + b"}",
+             ok + b', "value": 9' + b"9" * 400 + b"}", ok + b', "value": 1e999}', ok + b', "value": -1e999}',
+             ok.replace(b'"u1"', b"7.0") + b"}", ok.replace(b'"i9"', b"1E3") + b"}"]
     raws += [b"[]", b"null", b"1", b'"x"', b"{", b"", b"\xef\xbb\xbf" + raws[0], raws[0][:-1], raws[0] + b" x",
              b'{"user_id": "u1", "user_id": 5, "item_id": "i", "event_type": "view", "ts": 1767225599000}',
              b'{"user_id": "u1", "item_id": "i", "event_type": "view", "ts": 1767225599000, "value": NaN}']
@@ -188,6 +193,25 @@ def test_hot_path_and_schema_path_agree_on_every_record():
         assert fast == slow, raw
         checked += 1
     assert checked > 350
+
+
+@pytest.mark.parametrize(
+    ("tail", "code"),
+    [
+        (b', "x": ' + b"[" * 3000 + b"]" * 3000, "too_deep"),
+        (b', "n": ' + b"1" * 5000, "number_too_large"),
+        (b', "value": 9' + b"9" * 400, "schema_violation"),
+        (b', "zz": "\xc3("', "bad_encoding"),
+    ],
+)
+def test_hostile_payloads_get_their_own_reason_codes(tail, code):
+    assert reject(good()[:-1] + tail + b"}").code == code
+
+
+def test_integral_floats_are_read_as_integer_ids():
+    raw = good()[:-1].replace(b'"u1"', b"7.0").replace(b'"i9"', b"1E3") + b"}"
+    event = parse_event(raw, source=SRC, now_ms=NOW)
+    assert (event.user_id, event.item_id) == ("7", "1000")
 
 
 def test_output_schema_files_are_generated_from_the_structs():
