@@ -87,9 +87,10 @@ def ensure_demo_bundle(cfg: DemoConfig, home: Path, history: list[dict] | None =
     if history is None:
         history, _ = split_by_time(generate_events(cfg.world))
     data = write_jsonl(history, home / "data" / "demo-train.jsonl")
-    print(f"training a SASRec model on {len(history)} generated events -> {path}", flush=True)
+    print(f"training an LRU model on {len(history)} generated events -> {path}", flush=True)
     metrics = run_training(TrainJob(data=str(data), out=str(path), fmt="events",
-                                    train=TrainConfig(max_epochs=25, patience=4)))
+                                    train=TrainConfig(max_epochs=10, patience=3,
+                                                                     max_train_seconds=240)))
     base = metrics["baselines"]
     print(
         f"trained {metrics['model_version']}: test ndcg@10={metrics['test']['ndcg@10']:.4f} "

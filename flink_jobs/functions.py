@@ -179,8 +179,8 @@ class RecommendFunction(KeyedProcessFunction):
         if len(batch) > 1 and not self._batched:
             self._batched = True
             log.info("first cross-key micro-batch", extra={"fields": {"batch_events": len(batch)}})
-        for out in self.core.run_deferred(batch, time.time_ns() // 1_000_000):
-            self.done[out.key] = out.state
+        for deferred, out in zip(batch, self.core.run_deferred(batch, time.time_ns() // 1_000_000), strict=True):
+            self.done[deferred.key] = out.state  # stored when this user's key is current again
             yield from self._emit(out)
 
     @staticmethod

@@ -231,8 +231,10 @@ def export_bundle(
     try:
         onnx_path = tmp / ONNX_NAME
         example = torch.from_numpy(sample_inputs[0][:1])
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # the tracer's notes on shapes and constant folding are not actionable
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", category=UserWarning)
+            warnings.simplefilter("ignore", category=DeprecationWarning)
             _export(head, example, onnx_path, spec)
             if head.recurrent:
                 _export_step(head, tmp / STEP_ONNX_NAME, spec)
@@ -243,8 +245,9 @@ def export_bundle(
             short = [s[:, -min(s.shape[1], 24) :] for s in sample_inputs[:2]]
             short = [np.pad(s, ((0, 0), (model.cfg.max_seq_len - s.shape[1], 0))) for s in short]
             parity["step"] = check_step_parity(head, onnx_path, tmp / STEP_ONNX_NAME, short, spec)
-            lam_re, lam_im, _ = zip(*(block.lru.coefficients() for block in model.blocks), strict=True)
-            modulus = max(float(torch.sqrt(r**2 + i**2).max()) for r, i in zip(lam_re, lam_im, strict=True))
+            with torch.no_grad():
+                lam_re, lam_im, _ = zip(*(block.lru.coefficients() for block in model.blocks), strict=True)
+                modulus = max(float(torch.sqrt(r**2 + i**2).max()) for r, i in zip(lam_re, lam_im, strict=True))
             state_info = {
                 "state_size": model.state_size,
                 "max_abs_lambda": modulus,
