@@ -150,14 +150,14 @@ class ServingCore:
             state.add(item_key(event.item_id), event.event_type, event.ts, self.history_len)
             state.pending = Pending(event.event_id, event.item_id, event.ts, source_ts)
             item = self.index.index(item_key(event.item_id))
+            inp = model_input(self.index.lookup(state.keys))
+            self._start_fresh(state, inp, item)
             t2 = time.perf_counter_ns()
-            if defer and self._steppable(state):
-                inp = model_input(self.index.lookup(state.keys))
-                if not inp.cold or item:
-                    self._account(t1 - t0, t2 - t1, 0, 0)
-                    return Deferred(event.user_id, encode_state(state), state, self._exclude(inp, item),
-                                    left_pad_row(inp.sequence, self.recent_len), item)
-            items, scores, strategy = self.rank(state, item)
+            if defer and self._steppable(state) and (not inp.cold or item):
+                self._account(t1 - t0, t2 - t1, 0, 0)
+                return Deferred(event.user_id, encode_state(state), state, self._exclude(inp, item),
+                                left_pad_row(inp.sequence, self.recent_len), item)
+            items, scores, strategy = self.rank(state, item, inp)
             t3 = time.perf_counter_ns()
             out = self._list(event.user_id, state, items, scores, strategy, now_ms)
         except Exception as exc:  # a bug or a broken model must not stop every other user's lists
@@ -181,6 +181,13 @@ class ServingCore:
         """The exclusion rule: every item of the window, and the event's own item (a late event older than the
         whole window is not in it)."""
         return np.append(inp.exclude, item) if item else inp.exclude
+
+    def _start_fresh(self, state: UserState, inp: ModelInput, item: int) -> None:
+        """A user whose only known item is this event's: the empty state advanced by one step is exactly what
+        the full-sequence graph would rebuild (at a fraction of its cost), so start from zeros."""
+        if (self.bundle.recurrent and item and not self._steppable(state) and inp.sequence.size == 1
+                and int(inp.sequence[0]) == item):
+            state.model, state.tag = np.zeros(self.bundle.state_size, dtype=np.float32), self.tag
 
     def _steppable(self, state: UserState) -> bool:
         """Whether the stored model state can be advanced (else it is rebuilt from the window)."""
@@ -279,14 +286,15 @@ class ServingCore:
         return self._alone(Deferred(key, b"", state, np.zeros(0, np.int64), np.zeros(0, np.int64), item), now_ms)
 
     # ------------------------------------------------------------------ ranking
-    def rank(self, state: UserState, item: int) -> tuple[list[str], list[float], str]:
+    def rank(self, state: UserState, item: int, inp: ModelInput | None = None) -> tuple[list[str], list[float], str]:
         """The user's top-K (item ids, scores) and the strategy; advances or rebuilds ``state.model``.
 
         ``item`` is the index of the event's item (0 if the model does not know it). A recurrent model advances
         its state by that item in arrival order; it rebuilds the state from the window (in event-time order)
         only when the state is missing or was written by another model.
         """
-        inp = model_input(self.index.lookup(state.keys))
+        if inp is None:
+            inp = model_input(self.index.lookup(state.keys))
         if inp.cold and not item:
             picked = self._popular[: self.top_k]  # all popular items are known, so none is in a cold window
             return self.vocab[picked].tolist(), self._popular_scores[: self.top_k].tolist(), "popular"

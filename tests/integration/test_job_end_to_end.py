@@ -149,7 +149,7 @@ def test_streamed_lists_equal_the_offline_core_for_the_same_events(run, trained_
     assert compared > 1000
     if run["batch"] > 1:  # the job really scored several users' events per model call
         assert '"first cross-key micro-batch"' in run["task_log"].read_text("utf-8")
-    assert core.counts["steps"] > core.counts["rebuilds"] > 0  # the recurrent path really ran, and rebuilt
+    assert core.counts["steps"] > 1000  # the recurrent one-step path really ran
 
 
 def test_a_job_whose_python_workers_cannot_start_exits_non_zero_with_the_cause(kafka, trained_bundle, tmp_path):
