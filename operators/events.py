@@ -382,12 +382,13 @@ def recommendation_record(
     history_len: int,
     provider: str | None = None,
 ) -> RecommendationRecord:
-    """The output record: the ranked list triggered by ``event`` (scores rounded to 6 decimals)."""
+    """The output record: the ranked list triggered by ``event`` (scores as given; the serving core rounds them
+    to 6 decimals, vectorised, before they get here)."""
     return RecommendationRecord(
         user_id=event.user_id,
         event_id=event.event_id,
         trigger_item_id=event.item_id,
-        items=[RecommendedItem(item, round(float(score), 6)) for item, score in items],
+        items=[RecommendedItem(item, score) for item, score in items],
         model_version=model_version,
         strategy=strategy,  # type: ignore[arg-type]
         history_len=history_len,

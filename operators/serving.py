@@ -110,7 +110,7 @@ class ServingCore:
         self._popular = popular[popular != 0]
         n = len(self._popular)
         # Fallback scores decrease with rank so that consumers can still sort by score.
-        self._popular_scores = np.linspace(1.0, 1.0 / max(n, 1), num=n)
+        self._popular_scores = np.round(np.linspace(1.0, 1.0 / max(n, 1), num=n), 6)
         self.timing = [0] * (len(TIMING_FIELDS) + 1)  # events, then ns per field
         self.counts = {"lists": 0, "cold_start": 0, "dead_letter": 0, "rebuilds": 0, "steps": 0, "errors": 0,
                        "batches": 0, "state_resets": 0}
@@ -147,9 +147,10 @@ class ServingCore:
         try:
             state = self._decode(stored)
             # a late event goes to its event-time place in the window; the model takes events as they arrive
-            state.add(item_key(event.item_id), event.event_type, event.ts, self.history_len)
+            key_of_item = item_key(event.item_id)
+            state.add(key_of_item, event.event_type, event.ts, self.history_len)
             state.pending = Pending(event.event_id, event.item_id, event.ts, source_ts)
-            item = self.index.index(item_key(event.item_id))
+            item = self.index.index(key_of_item)
             inp = model_input(self.index.lookup(state.keys))
             self._start_fresh(state, inp, item)
             t2 = time.perf_counter_ns()

@@ -114,7 +114,7 @@ def test_an_unknown_item_is_remembered_but_changes_no_score(core):
     assert after["items"] == before["items"]
 
 
-def test_cold_start_serves_popular_items_minus_the_window(core):
+def test_cold_start_serves_the_most_popular_items(core):
     store: dict[str, bytes] = {}
     popular = list(core.bundle.popular_items)
     _, doc = send(core, store, "u5", "unknown-1", TS)
