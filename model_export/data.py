@@ -19,6 +19,7 @@ import pandas as pd
 
 from operators.errors import ConfigError, EventValidationError
 from operators.events import SourcePosition, parse_event
+from operators.window import first_occurrences
 
 __all__ = [
     "DataFormat",
@@ -135,13 +136,21 @@ def left_pad(sequences: Sequence[np.ndarray], length: int) -> np.ndarray:
 
 
 def first_interactions(df: pd.DataFrame) -> pd.DataFrame:
-    """Each user's first interaction with each item, in event order.
+    """Each user's first interaction with each item, in event order: the model's input sequence as the job
+    builds it from a window (:func:`operators.window.first_occurrences`, the one definition both use).
 
-    For event logs a view, click and purchase of one item are one "item" for next-item prediction (and the
-    job never recommends an item the user already interacted with). Apply before :func:`k_core` so that the
-    core is computed on what the model will see.
+    For event logs a view, click and purchase of one item are one "item" for next-item prediction, and an
+    event of an item already in the user's window does not advance the served model. Apply before
+    :func:`k_core` so that the core is computed on what the model will see.
     """
-    return order_events(df).drop_duplicates(subset=["user_id", "item_id"], keep="first").reset_index(drop=True)
+    ordered = order_events(df)
+    if ordered.empty:
+        return ordered
+    codes = pd.factorize(ordered["item_id"])[0].astype(np.int64) + 1  # 0 is "unknown" to first_occurrences
+    users = ordered["user_id"].to_numpy()
+    bounds = np.concatenate([[0], np.flatnonzero(users[1:] != users[:-1]) + 1, [len(ordered)]])
+    keep = np.concatenate([s + first_occurrences(codes[s:e]) for s, e in zip(bounds[:-1], bounds[1:], strict=True)])
+    return ordered.iloc[keep].reset_index(drop=True)
 
 
 @dataclass(frozen=True)

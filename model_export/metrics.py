@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from operators.window import excluded_items
+
 __all__ = ["target_ranks", "metrics_from_ranks", "DEFAULT_KS"]
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
@@ -34,7 +36,7 @@ def target_ranks(
     scores[:, 0] = -np.inf
     if histories is not None:
         for row, history in enumerate(histories):
-            idx = np.fromiter(history, dtype=np.int64)
+            idx = excluded_items(history)  # the job's exclusion rule
             if idx.size:
                 scores[row, idx] = -np.inf
     rows = np.arange(len(targets))

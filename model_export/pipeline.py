@@ -79,9 +79,7 @@ class TrainJob:
 
 
 def _load(job: TrainJob) -> tuple[SequenceData, LooSplit]:
-    df = load_interactions(job.data, job.fmt)
-    if job.fmt == "events":
-        df = first_interactions(df)
+    df = first_interactions(load_interactions(job.data, job.fmt))  # what the job's model sees (operators.window)
     data = build_sequences(k_core(df, job.min_count))
     if data.n_users == 0:
         msg = f"no user has {job.min_count}+ events in {job.data}; nothing to train on"

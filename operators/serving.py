@@ -33,7 +33,7 @@ from operators.events import (
 from operators.inference import OnnxModel
 from operators.items import ItemIndex, item_key
 from operators.state import Pending, UserState, decode_state, encode_state, model_tag
-from operators.window import ModelInput, left_pad_row, model_input
+from operators.window import ModelInput, advances_model, left_pad_row, model_input
 
 __all__ = ["ServingCore", "Output", "Deferred", "LIST", "DEAD_LETTER", "TIMING_FIELDS"]
 
@@ -150,8 +150,9 @@ class ServingCore:
             key_of_item = item_key(event.item_id)
             state.add(key_of_item, event.event_type, event.ts, self.history_len)
             state.pending = Pending(event.event_id, event.item_id, event.ts, source_ts)
-            item = self.index.index(key_of_item)
-            inp = model_input(self.index.lookup(state.keys))
+            indices = self.index.lookup(state.keys)
+            item = self._step_item(indices, self.index.index(key_of_item))
+            inp = model_input(indices)
             self._start_fresh(state, inp, item)
             t2 = time.perf_counter_ns()
             if defer and self._steppable(state) and (not inp.cold or item):
@@ -182,6 +183,12 @@ class ServingCore:
         """The exclusion rule: every item of the window, and the event's own item (a late event older than the
         whole window is not in it)."""
         return np.append(inp.exclude, item) if item else inp.exclude
+
+    @staticmethod
+    def _step_item(indices: np.ndarray, item: int) -> int:
+        """The item a recurrent model advances by: the event's, unless the item was already in the window (a
+        repeat is not a new entry of the model's sequence, :func:`~operators.window.advances_model`), then 0."""
+        return item if advances_model(indices, item) else 0
 
     def _start_fresh(self, state: UserState, inp: ModelInput, item: int) -> None:
         """A user whose only known item is this event's: the empty state advanced by one step is exactly what
@@ -283,15 +290,15 @@ class ServingCore:
         state = self._decode(stored)
         if state.pending is None:
             return None
-        item = self.index.index(item_key(state.pending.item_id))
+        item = self._step_item(self.index.lookup(state.keys), self.index.index(item_key(state.pending.item_id)))
         return self._alone(Deferred(key, b"", state, np.zeros(0, np.int64), np.zeros(0, np.int64), item), now_ms)
 
     # ------------------------------------------------------------------ ranking
     def rank(self, state: UserState, item: int, inp: ModelInput | None = None) -> tuple[list[str], list[float], str]:
         """The user's top-K (item ids, scores) and the strategy; advances or rebuilds ``state.model``.
 
-        ``item`` is the index of the event's item (0 if the model does not know it). A recurrent model advances
-        its state by that item in arrival order; it rebuilds the state from the window (in event-time order)
+        ``item`` is the index of the event's item (0 if the model does not know it, or if it is a repeat of an
+        item already in the window). A recurrent model advances its state by that item in arrival order; it rebuilds the state from the window (in event-time order)
         only when the state is missing or was written by another model.
         """
         if inp is None:

@@ -1,18 +1,25 @@
-"""What the model sees of a user's window: the one definition shared by serving, replay and evaluation.
+"""What the model sees of a user's window: the one definition shared by training, offline evaluation, the replay
+and the job.
 
 The window (:class:`operators.state.UserState`) holds the user's most recent interactions in event-time
-order (ties keep arrival order), bounded by ``history_len``. Its items, mapped to a bundle's indices
-(unknown items dropped), oldest first, are the model's input sequence; every item of the window is excluded
-from the user's list.
+order (ties keep arrival order), bounded by ``history_len``, repeats included (a view, a click and a purchase
+of one item are three entries). The model's input sequence is the window's items mapped to a bundle's indices,
+oldest first, **each item once, at its first occurrence**, items unknown to the model dropped
+(:func:`model_sequence`): next-item models are trained on exactly that (:func:`model_export.data.first_interactions`
+calls the same :func:`first_occurrences`). An event whose item is already in the window therefore does not
+advance a recurrent model (:func:`advances_model`). The exclusion rule (:func:`excluded_items`): no item of the
+window may be recommended; offline evaluation masks the same items.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ModelInput", "model_input", "left_pad_row"]
+__all__ = ["ModelInput", "model_input", "model_sequence", "first_occurrences", "excluded_items",
+           "advances_model", "left_pad_row"]
 
 
 def left_pad_row(values: np.ndarray, length: int) -> np.ndarray:
@@ -24,14 +31,45 @@ def left_pad_row(values: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
+def first_occurrences(indices: np.ndarray) -> np.ndarray:
+    """Positions (ascending) of the first occurrence of each distinct non-zero value of ``indices``."""
+    indices = np.asarray(indices)
+    known = np.flatnonzero(indices != 0)
+    if known.size < 2:
+        return known
+    _, first = np.unique(indices[known], return_index=True)
+    if first.size == known.size:
+        return known
+    return known[np.sort(first)]
+
+
+def model_sequence(indices: np.ndarray) -> np.ndarray:
+    """Window item indices (oldest first, 0 = unknown) -> the model's input sequence ``int64 [k]``."""
+    indices = np.asarray(indices, dtype=np.int64)
+    return indices[first_occurrences(indices)]
+
+
+def excluded_items(indices: Iterable[int] | np.ndarray) -> np.ndarray:
+    """The exclusion rule: the item indices that may not be recommended to a user whose window (or training
+    history) holds ``indices``: every one of them (0, padding, is masked by the model anyway)."""
+    return np.asarray(indices if isinstance(indices, np.ndarray) else np.fromiter(indices, dtype=np.int64),
+                      dtype=np.int64)
+
+
+def advances_model(indices: np.ndarray, item: int) -> bool:
+    """Whether the event of item ``item`` (just added to the window ``indices``) is a new entry of the model's
+    input sequence, i.e. the item is known and occurs in the window only once."""
+    return bool(item) and int(np.count_nonzero(indices == item)) == 1
+
+
 @dataclass(frozen=True, slots=True)
 class ModelInput:
     """One user's model input, built from the window's item indices (0 = unknown to the model)."""
 
     sequence: np.ndarray
-    """Known items, oldest first, unpadded ``int64 [k]``: the full-sequence graph reads its last ``L``."""
+    """:func:`model_sequence` of the window, unpadded ``int64 [k]``: the full-sequence graph reads its last ``L``."""
     exclude: np.ndarray
-    """Item indices that may not be recommended ``int64 [n]``: every item of the window (the exclusion rule)."""
+    """:func:`excluded_items` of the window ``int64 [n]``."""
     newest: int
     """Index of the newest interaction's item (0 when the model does not know it)."""
 
@@ -44,4 +82,4 @@ class ModelInput:
 def model_input(indices: np.ndarray) -> ModelInput:
     """Window item indices (oldest first, the newest interaction last) -> what the model sees."""
     indices = np.asarray(indices, dtype=np.int64)
-    return ModelInput(indices[indices != 0], indices, int(indices[-1]) if indices.size else 0)
+    return ModelInput(model_sequence(indices), excluded_items(indices), int(indices[-1]) if indices.size else 0)

@@ -91,3 +91,25 @@ def test_movielens_loo_5core_statistics():
     assert len(split.test_targets) == 610
     assert all(len(s) >= 3 for s in split.test_inputs)
     assert np.all(split.test_targets > 0)
+
+
+def test_training_sequences_are_what_the_job_feeds_the_model():
+    """Zero skew: a log with repeats (views, then a purchase of the same item) gives the training sequence the
+    job's window gives its model: each item once, at its first occurrence, in event-time order (ties in the
+    order training sorts them, :func:`model_export.data.order_events`, which is the order the replay sends them)."""
+    from operators.items import ItemIndex, item_key
+    from operators.state import UserState
+    from operators.window import model_sequence
+
+    rng = np.random.default_rng(3)
+    rows = [(f"u{u}", f"i{int(rng.integers(0, 12))}", int(t)) for u in range(5)
+            for t in np.sort(rng.integers(0, 40, size=30))]
+    data = build_sequences(frame(rows), dedupe=True)
+    index = ItemIndex(data.item_vocab)
+    for user, seq in zip(data.user_ids, data.sequences, strict=True):
+        window = UserState.empty()
+        for u, item, ts in sorted((r for r in rows if r[0] == user), key=lambda r: (r[2], r[1])):
+            window.add(item_key(item), "view", ts, max_len=1000)
+        served = model_sequence(index.lookup(window.keys))
+        assert served.tolist() == seq.tolist()
+        assert len(seq) < sum(r[0] == user for r in rows)  # the log has repeats, and they were dropped

@@ -4,7 +4,7 @@ import pytest
 from operators.errors import StateLayoutError
 from operators.items import ItemIndex, item_key
 from operators.state import LAYOUT_VERSION, UserState, decode_state, encode_state, model_tag
-from operators.window import left_pad_row, model_input
+from operators.window import advances_model, left_pad_row, model_input, model_sequence
 
 
 def keys(*items):
@@ -79,11 +79,16 @@ def test_item_index_maps_known_keys_and_zero_for_unknown():
     assert index.lookup(np.zeros(0, np.uint64)).tolist() == []
 
 
-def test_model_input_drops_unknown_items_and_excludes_the_whole_window():
-    inp = model_input(np.array([3, 0, 5, 3, 0]))
-    assert inp.sequence.tolist() == [3, 5, 3]
-    assert inp.exclude.tolist() == [3, 0, 5, 3, 0]
-    assert inp.newest == 0 and not inp.cold
+def test_model_input_keeps_each_known_item_once_and_excludes_the_whole_window():
+    inp = model_input(np.array([3, 0, 5, 3, 0, 7, 5]))
+    assert inp.sequence.tolist() == [3, 5, 7]  # first occurrences, unknown items dropped
+    assert inp.exclude.tolist() == [3, 0, 5, 3, 0, 7, 5]
+    assert inp.newest == 5 and not inp.cold
     assert model_input(np.array([0, 0])).cold
+    assert model_sequence(np.array([4, 2, 9])).tolist() == [4, 2, 9]
+    # a repeat, or an unknown item, is no new entry of the sequence: the recurrent model does not advance
+    assert advances_model(np.array([3, 5, 7]), 7)
+    assert not advances_model(np.array([3, 5, 3]), 3)
+    assert not advances_model(np.array([3, 0]), 0)
     assert left_pad_row(np.array([1, 2, 3]), 5).tolist() == [0, 0, 1, 2, 3]
     assert left_pad_row(np.array([1, 2, 3]), 2).tolist() == [2, 3]
