@@ -1,4 +1,4 @@
-"""``streamrec``: train, run, demo, generate."""
+"""``streamrec``: train, run, replay, bench, demo, generate."""
 
 from __future__ import annotations
 
@@ -112,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--retrain", action="store_true", help="train the demo model even if one exists")
     d.add_argument("--quiet", action="store_true", help="print only the summary")
 
+    from flink_jobs.replay import build_parser as replay_parser
+
+    replay_parser(sub.add_parser("replay", help="replay evaluation: what the job would have achieved on an event "
+                                                "log (model vs baselines, latency)"))
+
     g = sub.add_parser("generate", help="write a synthetic event log (JSON lines)")
     g.add_argument("--out", required=True)
     g.add_argument("--users", type=int, default=2_000)
@@ -136,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "replay":
+            from flink_jobs.replay import main as replay_main
+
+            return replay_main(args)
         return _generate(args)
     except StreamrecError as err:
         print(f"streamrec: error: {err}", file=sys.stderr)

@@ -19,9 +19,7 @@ from pyflink.datastream.output_tag import OutputTag
 from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
 from flink_jobs.environment import job_log_dir
-from operators.bundle import load_bundle
 from operators.config import JobConfig
-from operators.inference import OnnxModel
 from operators.serving import DEAD_LETTER, Deferred, Output, ServingCore
 from operators.state import has_pending
 
@@ -83,10 +81,8 @@ class RecommendFunction(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         _ensure_file_logging()
         cfg = self.cfg
-        bundle = load_bundle(cfg.bundle_path)
-        model = OnnxModel(bundle, providers=cfg.onnx_providers, intra_op_threads=cfg.onnx_threads)
-        self.core = ServingCore(model, top_k=cfg.top_k, history_len=cfg.history_len, input_topic=cfg.input_topic,
-                                max_event_bytes=cfg.max_event_bytes, max_future_ms=cfg.max_future_ms)
+        self.core = ServingCore.from_config(cfg)
+        bundle, model = self.core.bundle, self.core.model
         log.info("recommender open", extra={"fields": {
             "model_version": bundle.version, "onnx_provider": model.active_provider, "items": bundle.n_items,
             "recurrent": bundle.recurrent, "state_floats": bundle.state_size}})

@@ -91,3 +91,70 @@ def fit_cooccurrence(train: Sequence[np.ndarray], n_items: int, cfg: Cooccurrenc
     weights = np.take_along_axis(weights, order, axis=1).astype(np.float32)
     neighbors[weights == 0] = 0  # padding neighbour with weight 0: contributes nothing
     return Cooccurrence(cfg, neighbors.astype(np.int64), weights)
+
+
+# --------------------------------------------------------------------------- baselines as servable bundles
+class _BaselineHead:
+    """Shared by the baseline graphs: ``(item_seq [B, L], exclude [B, X]) -> (scores [B, C], items [B, C])``,
+    the contract of every full-sequence bundle, so the job (and the replay) serves a baseline like a model."""
+
+    recurrent = False
+
+
+def popular_head(popularity: np.ndarray, n_candidates: int, seq_len: int):  # noqa: ANN201 - an nn.Module
+    """Most-popular: the same scores for everyone (``popularity [V + 1]``), the user's window excluded."""
+    import torch
+    from torch import nn
+
+    from model_export.model import NEG, _mask_and_rank
+
+    class PopularHead(nn.Module, _BaselineHead):
+        def __init__(self) -> None:
+            super().__init__()
+            pop = torch.as_tensor(popularity, dtype=torch.float32).clone()
+            self.register_buffer("pop", pop, persistent=False)
+            penalty = torch.zeros(len(pop))
+            penalty[0] = NEG
+            self.register_buffer("penalty", penalty, persistent=False)
+            self.n_candidates = min(n_candidates, len(pop) - 1)
+            self.seq_len = seq_len
+
+        def full_scores(self, item_seq: torch.Tensor) -> torch.Tensor:
+            return self.pop.unsqueeze(0).expand(item_seq.shape[0], -1) + item_seq[:, :1] * 0.0
+
+        def forward(self, item_seq: torch.Tensor, exclude: torch.Tensor):  # noqa: ANN202
+            return _mask_and_rank(self.full_scores(item_seq), exclude, self.penalty, self.n_candidates)
+
+    return PopularHead().eval()
+
+
+def cooccurrence_head(cooc: Cooccurrence, popularity: np.ndarray, n_candidates: int):  # noqa: ANN201
+    """Item-to-item co-occurrence over the user's newest items (:func:`model_export.model.cooccurrence_scores`,
+    the function the blended model serves), ties (no co-occurring item) broken by popularity."""
+    import torch
+    from torch import nn
+
+    from model_export.model import NEG, _mask_and_rank, cooccurrence_scores, decay_weights
+
+    class CooccurrenceHead(nn.Module, _BaselineHead):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("neighbors", torch.as_tensor(cooc.neighbors), persistent=False)
+            self.register_buffer("weights", torch.as_tensor(cooc.weights), persistent=False)
+            self.register_buffer("decay", torch.as_tensor(decay_weights(cooc.cfg.decay, cooc.cfg.history)),
+                                 persistent=False)
+            pop = torch.as_tensor(popularity, dtype=torch.float32)
+            self.register_buffer("tie", 1e-6 * pop / torch.clamp(pop.max(), min=1e-12), persistent=False)
+            penalty = torch.zeros(len(pop))
+            penalty[0] = NEG
+            self.register_buffer("penalty", penalty, persistent=False)
+            self.n_candidates = min(n_candidates, len(pop) - 1)
+            self.seq_len = cooc.cfg.history
+
+        def full_scores(self, item_seq: torch.Tensor) -> torch.Tensor:
+            return cooccurrence_scores(item_seq, self.neighbors, self.weights, self.decay) + self.tie
+
+        def forward(self, item_seq: torch.Tensor, exclude: torch.Tensor):  # noqa: ANN202
+            return _mask_and_rank(self.full_scores(item_seq), exclude, self.penalty, self.n_candidates)
+
+    return CooccurrenceHead().eval()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from model_export.baselines import Cooccurrence, CooccurrenceConfig, fit_cooccurrence
@@ -78,8 +79,9 @@ class TrainJob:
             raise ConfigError(msg)
 
 
-def _load(job: TrainJob) -> tuple[SequenceData, LooSplit]:
-    df = first_interactions(load_interactions(job.data, job.fmt))  # what the job's model sees (operators.window)
+def _load(job: TrainJob, frame: pd.DataFrame | None = None) -> tuple[SequenceData, LooSplit]:
+    raw = load_interactions(job.data, job.fmt) if frame is None else frame
+    df = first_interactions(raw)  # what the job's model sees (operators.window)
     data = build_sequences(k_core(df, job.min_count))
     if data.n_users == 0:
         msg = f"no user has {job.min_count}+ events in {job.data}; nothing to train on"
@@ -153,10 +155,13 @@ def _spread(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def run_training(job: TrainJob) -> dict[str, Any]:
-    """Train and export; writes the bundle, ``metrics.json`` and ``report.md`` into ``job.out``."""
+def run_training(job: TrainJob, frame: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Train and export; writes the bundle, ``metrics.json`` and ``report.md`` into ``job.out``.
+
+    ``frame`` (columns ``user_id, item_id, ts, event_type``) replaces reading ``job.data`` (the replay trains on
+    the events before its cut-off)."""
     started = time.perf_counter()
-    data, split = _load(job)
+    data, split = _load(job, frame)
     log.info("data: users=%d items=%d events=%d", data.n_users, data.n_items, data.n_events)
     pop = popularity_scores(split.train, data.n_items)
     baselines: dict[str, Any] = {

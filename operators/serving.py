@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from operators.bundle import load_bundle
+from operators.config import JobConfig
 from operators.errors import ConfigError, EventValidationError, StateLayoutError
 from operators.events import (
     Event,
@@ -114,6 +116,14 @@ class ServingCore:
         self.timing = [0] * (len(TIMING_FIELDS) + 1)  # events, then ns per field
         self.counts = {"lists": 0, "cold_start": 0, "dead_letter": 0, "rebuilds": 0, "steps": 0, "errors": 0,
                        "batches": 0, "state_resets": 0}
+
+    @classmethod
+    def from_config(cls, cfg: JobConfig, bundle_path: str | None = None) -> ServingCore:
+        """The core exactly as the job builds it from its config (the offline replay uses this too)."""
+        bundle = load_bundle(bundle_path or cfg.bundle_path)
+        model = OnnxModel(bundle, providers=cfg.onnx_providers, intra_op_threads=cfg.onnx_threads)
+        return cls(model, top_k=cfg.top_k, history_len=cfg.history_len, input_topic=cfg.input_topic,
+                   max_event_bytes=cfg.max_event_bytes, max_future_ms=cfg.max_future_ms)
 
     # ------------------------------------------------------------------ one record
     def process(
@@ -298,8 +308,9 @@ class ServingCore:
         """The user's top-K (item ids, scores) and the strategy; advances or rebuilds ``state.model``.
 
         ``item`` is the index of the event's item (0 if the model does not know it, or if it is a repeat of an
-        item already in the window). A recurrent model advances its state by that item in arrival order; it rebuilds the state from the window (in event-time order)
-        only when the state is missing or was written by another model.
+        item already in the window). A recurrent model advances its state by that item in arrival order; it
+        rebuilds the state from the window (in event-time order) only when the state is missing or was written
+        by another model.
         """
         if inp is None:
             inp = model_input(self.index.lookup(state.keys))

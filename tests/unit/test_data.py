@@ -108,7 +108,7 @@ def test_training_sequences_are_what_the_job_feeds_the_model():
     index = ItemIndex(data.item_vocab)
     for user, seq in zip(data.user_ids, data.sequences, strict=True):
         window = UserState.empty()
-        for u, item, ts in sorted((r for r in rows if r[0] == user), key=lambda r: (r[2], r[1])):
+        for _user, item, ts in sorted((r for r in rows if r[0] == user), key=lambda r: (r[2], r[1])):
             window.add(item_key(item), "view", ts, max_len=1000)
         served = model_sequence(index.lookup(window.keys))
         assert served.tolist() == seq.tolist()

@@ -1,0 +1,391 @@
+"""``streamrec replay``: what the deployed job would have achieved on a timestamped event log.
+
+Cut the log by time, train a model on the events before the cut (or take ``--bundle``), build the two
+baselines as bundles the job serves the same way (most-popular over a trailing window before the cut;
+item-to-item co-occurrence), then send every event in event-time order through each path and score the lists
+(:mod:`model_export.replay`). Streamed (default): the real broker and the real job, started with
+``streamrec run`` exactly as users start it. ``--offline``: the same operator code
+(:class:`operators.serving.ServingCore`, RocksDB state in the job's layout) without Flink and Kafka.
+
+    streamrec replay --data ../shared/data/ml-latest-small --format movielens --cutoff 0.8 --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from model_export.replay import (
+    EmittedList,
+    ReplayPlan,
+    decode_list,
+    evaluate,
+    load_categories,
+    paired_bootstrap,
+    plan_replay,
+    write_report,
+)
+from operators.config import JobConfig
+from operators.errors import ConfigError
+from operators.offline import RocksStateStore, serve_offline
+from operators.serving import LIST, ServingCore
+from operators.stats import latency_summary
+
+__all__ = ["ReplayConfig", "run_replay", "build_parser", "main"]
+
+log = logging.getLogger("streamrec.replay")
+PROBE = b"__streamrec_probe__"
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """One ``streamrec replay`` invocation."""
+
+    data: str
+    out: str
+    fmt: str = "events"
+    cutoff: float = 0.8
+    bundle: str | None = None
+    offline: bool = False
+    speed: float | None = None
+    """Scaled event time (60 = one hour of log per minute); None: as fast as the job keeps up."""
+    max_events: int | None = None
+    top_k: int = 10
+    baselines: bool = True
+    popular_window_days: float = 90.0
+    epochs: int = 45
+    max_seq_len: int = 200
+    max_train_seconds: float = 900.0
+    seed: int = 42
+    catalog: str | None = None
+    """Item categories for intra-list diversity (default: ``movies.csv`` beside MovieLens ratings)."""
+    max_in_flight: int = 100
+    home: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.speed is not None and self.speed <= 0:
+            msg = f"--speed must be > 0 (60 = one hour of log per minute), got {self.speed}"
+            raise ConfigError(msg)
+        if self.top_k < 1 or self.max_in_flight < 1:
+            msg = "--top-k and --max-in-flight must be >= 1"
+            raise ConfigError(msg)
+
+
+# --------------------------------------------------------------------------- bundles
+def prepare_bundles(cfg: ReplayConfig, plan: ReplayPlan, work: Path) -> dict[str, Path]:
+    """The model (trained on the events before the cut unless ``--bundle``) and the baseline bundles, all on the
+    model's catalog."""
+    from operators.bundle import load_bundle
+
+    if cfg.bundle:
+        model_path = Path(cfg.bundle)
+        load_bundle(model_path)
+    else:
+        from model_export.pipeline import TrainJob, run_training
+        from model_export.train import TrainConfig
+
+        model_path = work / "bundles" / "model"
+        print(f"training on {len(plan.train):,} events before the cut -> {model_path}", flush=True)
+        run_training(TrainJob(data=cfg.data, out=str(model_path), fmt=cfg.fmt, seeds=(cfg.seed,),  # type: ignore[arg-type]
+                              train=TrainConfig(max_seq_len=cfg.max_seq_len, max_epochs=cfg.epochs,
+                                                batch_size=64, max_train_seconds=cfg.max_train_seconds)),
+                     frame=plan.train)
+    bundles = {"model": model_path}
+    if cfg.baselines:
+        bundles.update(_baseline_bundles(cfg, plan, load_bundle(model_path), work / "bundles"))
+    return bundles
+
+
+def _baseline_bundles(cfg: ReplayConfig, plan: ReplayPlan, model: Any, root: Path) -> dict[str, Path]:
+    from model_export.baselines import CooccurrenceConfig, cooccurrence_head, fit_cooccurrence, popular_head
+    from model_export.data import first_interactions, left_pad
+    from model_export.export import export_baseline_bundle
+
+    vocab = list(model.item_vocab)
+    index = {item: i + 1 for i, item in enumerate(vocab)}
+    train = plan.train
+    window_start = plan.cutoff_ts - int(cfg.popular_window_days * 86_400_000)
+    recent = train[train["ts"] >= window_start]
+    if len(recent) < 100:  # a sparse log: the whole period before the cut
+        recent = train
+    popularity = np.zeros(len(vocab) + 1, dtype=np.float64)
+    for frame, weight in ((recent, 1.0), (train, 1e-3 / max(len(train), 1))):
+        counts = frame["item_id"].map(index).dropna().astype(np.int64).value_counts()
+        popularity[counts.index.to_numpy()] += weight * counts.to_numpy()
+    popularity[0] = 0.0
+    popular_items = [vocab[i - 1] for i in np.argsort(-popularity, kind="stable")[:500] if i > 0]
+    seqs = first_interactions(train)
+    sequences = [g["item_id"].map(index).dropna().astype(np.int64).to_numpy()
+                 for _, g in seqs.groupby("user_id", sort=False)]
+    saved = model.manifest.get("training", {}).get("cooccurrence")
+    cooc_cfg = CooccurrenceConfig(**saved) if isinstance(saved, dict) else CooccurrenceConfig()
+    cooc = fit_cooccurrence(sequences, len(vocab), cooc_cfg)
+    rng = np.random.default_rng(0)
+    training = {"cutoff_ts": plan.cutoff_ts, "events_before_cut": len(train),
+                "popular_window_days": cfg.popular_window_days, "cooccurrence": cooc_cfg.__dict__}
+    out = {}
+    for name, head in (("popular", popular_head(popularity, 100, 1)),
+                       ("cooccurrence", cooccurrence_head(cooc, popularity, 100))):
+        samples = [left_pad([sequences[i] for i in rng.integers(0, len(sequences), size=b)], head.seq_len)
+                   for b in (1, 7)]
+        path = root / name
+        export_baseline_bundle(head, path, version=f"baseline-{name}-{plan.cutoff_ts}", kind=name,
+                               item_vocab=vocab, training=training, popular_items=popular_items,
+                               sample_inputs=samples)
+        out[name] = path
+    return out
+
+
+# --------------------------------------------------------------------------- the two paths
+def replay_offline(cfg: ReplayConfig, plan: ReplayPlan, bundle: Path, name: str,
+                   job: JobConfig) -> tuple[dict[str, EmittedList], dict[str, Any]]:
+    """The operator code without Flink and Kafka: RocksDB state, one record after the other."""
+    core = ServingCore.from_config(job, str(bundle))
+    store = RocksStateStore()
+    lists: dict[str, EmittedList] = {}
+    dead = 0
+    started = time.perf_counter()
+    try:
+        for _record, out, ms in tqdm(serve_offline(core, plan.records, store), total=len(plan.records),
+                                      desc=f"replay {name} (offline)", unit="ev", mininterval=1.0):
+            if out.kind != LIST:
+                dead += 1
+                continue
+            event_id, emitted = decode_list(out.value)
+            lists[event_id] = EmittedList(emitted.items, emitted.scores, emitted.strategy, ms)  # serving time
+    finally:
+        store.close()
+    wall = time.perf_counter() - started
+    return lists, {"wall_s": wall, "throughput_eps": len(plan.records) / wall, "dead_letter": dead, "duplicates": 0}
+
+
+class _Collector(threading.Thread):
+    """Reads the job's output and dead-letter topics: lists by event id, latency = receive - source time."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        from deploy.kafka_clients import assigned_consumer
+
+        super().__init__(daemon=True, name="replay-collector")
+        self.consumer = assigned_consumer(bootstrap, topics, from_beginning=True, fetch_max_wait_ms=5,
+                                          max_poll_records=2000)
+        self.output = topics[0]
+        self.lists: dict[str, EmittedList] = {}
+        self.received_at: list[float] = []
+        self.duplicates = 0
+        self.dead = 0
+        self.stop = threading.Event()
+
+    @property
+    def answered(self) -> int:
+        return len(self.lists) + self.dead + self.duplicates
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for records in self.consumer.poll(timeout_ms=50).values():
+                now_ms = time.time() * 1000
+                for record in records:
+                    if record.key == PROBE:
+                        continue
+                    if record.topic != self.output:
+                        self.dead += 1
+                        continue
+                    event_id, emitted = decode_list(record.value, now_ms)
+                    if event_id in self.lists:
+                        self.duplicates += 1
+                        continue
+                    self.lists[event_id] = emitted
+                    self.received_at.append(now_ms)
+        self.consumer.close()
+
+
+def replay_streamed(cfg: ReplayConfig, plan: ReplayPlan, bundle: Path, name: str, kafka: Any,
+                    work: Path) -> tuple[dict[str, EmittedList], dict[str, Any]]:
+    """Every record through the real job (``streamrec run``), paced by the job (at most ``max_in_flight``
+    unanswered events) or by scaled event time (``--speed``)."""
+    from kafka import KafkaProducer
+
+    from deploy.job_process import JobProcess, wait_until_serving
+
+    topics = [f"replay.{name}.out", f"replay.{name}.dead"]
+    source = f"replay.{name}.in"
+    kafka.create_topics({source: 4, topics[0]: 4, topics[1]: 1})
+    args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(bundle), "--checkpoint-dir",
+            str(work / f"ck-{name}"), "--input-topic", source, "--output-topic", topics[0],
+            "--dead-letter-topic", topics[1], "--top-k", str(cfg.top_k), "--group-id", f"replay-{name}"]
+    job = JobProcess(args, work / f"logs-{name}")
+    job.start()
+    collector = _Collector(kafka.bootstrap, topics)
+    try:
+        startup = wait_until_serving(job, kafka.bootstrap, source, topics[0], timeout_s=300)
+        collector.start()
+        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks=1, linger_ms=2)
+        started = time.time()
+        replay_started = started
+        t0_event = int(plan.ts[plan.n_prefill]) if plan.n_replayed else 0
+        for n, record in enumerate(tqdm(plan.records, desc=f"replay {name} (streamed)", unit="ev", mininterval=1.0)):
+            if n == plan.n_prefill:
+                replay_started = time.time()
+            if cfg.speed and n >= plan.n_prefill:
+                due = replay_started + (int(plan.ts[n]) - t0_event) / 1000 / cfg.speed
+                delay = due - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+            else:
+                while n - collector.answered >= cfg.max_in_flight:
+                    if not job.alive():
+                        msg = f"the job exited during the replay; its log:\n{job.log_tail()}"
+                        raise RuntimeError(msg)
+                    time.sleep(0.0005)
+            producer.send(source, key=record.key.encode("utf-8"), value=record.payload)
+        producer.flush()
+        producer.close()
+        deadline = time.monotonic() + 120
+        while collector.answered < len(plan.records) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ended = max(collector.received_at) / 1000 if collector.received_at else time.time()
+        wall = time.time() - started
+    finally:
+        collector.stop.set()
+        job.stop()
+    replay_wall = ended - replay_started
+    return collector.lists, {"wall_s": wall, "startup_s": startup, "dead_letter": collector.dead,
+                             "duplicates": collector.duplicates,
+                             "throughput_eps": plan.n_replayed / max(replay_wall, 1e-9)}
+
+
+# --------------------------------------------------------------------------- the whole replay
+def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
+    """Run the replay; writes ``summary.json`` and ``report.md`` (+ PNGs) into ``cfg.out``."""
+    from deploy.paths import runtime_dir
+    from model_export.data import load_interactions
+
+    started = time.perf_counter()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    plan = plan_replay(load_interactions(cfg.data, cfg.fmt), cfg.cutoff,  # type: ignore[arg-type]
+                       max_events=cfg.max_events)
+    print(f"replay: {len(plan.records):,} events, {plan.n_prefill:,} before the cut-off, {plan.n_replayed:,} "
+          "replayed", flush=True)
+    bundles = prepare_bundles(cfg, plan, work)
+    job = JobConfig(bootstrap_servers="127.0.0.1:9092", bundle_path=str(bundles["model"]), checkpoint_dir="-",
+                    top_k=cfg.top_k, onnx_providers=("CPUExecutionProvider",))
+    lists: dict[str, dict[str, EmittedList]] = {}
+    stats: dict[str, dict[str, Any]] = {}
+    if cfg.offline:
+        for name, path in bundles.items():
+            lists[name], stats[name] = replay_offline(cfg, plan, path, name, job)
+    else:
+        from deploy.local_kafka import LocalKafka
+
+        with LocalKafka(runtime_dir(cfg.home) / "run" / "replay" / "kafka") as kafka:
+            for name, path in bundles.items():
+                lists[name], stats[name] = replay_streamed(cfg, plan, path, name, kafka, work)
+    from operators.bundle import load_bundle
+
+    catalog = list(load_bundle(bundles["model"]).item_vocab)
+    categories = load_categories(cfg.catalog or (Path(cfg.data) if cfg.fmt == "movielens" else None))
+    results = {name: evaluate(plan, got, k=cfg.top_k, catalog=catalog, categories=categories)
+               for name, got in lists.items()}
+    summary = _summary(cfg, plan, results, stats, time.perf_counter() - started)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), "utf-8")
+    popularity = plan.train["item_id"].value_counts().to_dict()
+    write_report(summary, results, plan, popularity, out)
+    if cfg.offline:
+        for name, got in lists.items():
+            (out / f"lists-{name}.jsonl").write_text(
+                "".join(json.dumps({"event_id": e, "items": v.items, "scores": v.scores}) + "\n"
+                        for e, v in got.items()), "utf-8")
+    return summary
+
+
+def _summary(cfg: ReplayConfig, plan: ReplayPlan, results: dict[str, dict[str, Any]],
+             stats: dict[str, dict[str, Any]], wall_s: float) -> dict[str, Any]:
+    model = results["model"]
+    baselines = {n: r["metrics"] for n, r in results.items() if n != "model"}
+    summary: dict[str, Any] = {
+        "protocol": "next-event", "mode": "offline" if cfg.offline else "streamed", "data": cfg.data,
+        "cutoff": cfg.cutoff, "cutoff_ts": plan.cutoff_ts, "events_prefill": plan.n_prefill,
+        "events_replayed": plan.n_replayed, "users": len(set(plan.users[plan.n_prefill :])), "k": cfg.top_k,
+        "model": model["metrics"], "baselines": baselines, "counts": model["counts"],
+    }
+    ci: dict[str, list[float]] = {}
+    diffs: dict[str, list[float]] = {}
+    ratios: dict[str, float] = {}
+    best = max(baselines, key=lambda n: baselines[n]["ndcg@10"]) if baselines else None
+    summary["best_baseline"] = best
+    if best is not None:
+        for key, column in (("ndcg@10", 1), ("hr@10", 0)):
+            diff, lo, hi = paired_bootstrap(model["per_user"], results[best]["per_user"], column)
+            ci[f"{key}_model_minus_best_baseline"] = [lo, hi]
+            diffs[f"{key}_model_minus_best_baseline"] = [lo, diff, hi]
+            for name, m in baselines.items():
+                ratios[f"{key}_model_over_{name}"] = model["metrics"][key] / m[key] if m[key] else float("inf")
+    summary["ci95"] = ci
+    summary["differences"] = diffs
+    summary["ratios"] = ratios
+    lat = latency_summary(model["latency_ms"]) if model["latency_ms"] else None
+    summary["latency_ms"] = ({"p50": lat["p50_ms"], "p95": lat["p95_ms"], "p99": lat["p99_ms"],
+                              "max": lat["max_ms"]} if lat else None)
+    s = stats["model"]
+    summary.update({"throughput_eps": s["throughput_eps"], "dead_letter": s["dead_letter"],
+                    "duplicates": s["duplicates"], "missing": model["counts"]["missing"],
+                    "paths": {n: {**st, "missing": results[n]["counts"]["missing"]} for n, st in stats.items()},
+                    "wall_s": wall_s})
+    return summary
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """``streamrec replay`` options."""
+    p = parser or argparse.ArgumentParser(prog="streamrec replay", description=__doc__)
+    p.add_argument("--data", required=True, help="MovieLens dir / ratings.csv, or a JSONL event log")
+    p.add_argument("--format", choices=["events", "movielens"], default="events")
+    p.add_argument("--cutoff", type=float, default=0.8, help="share of events (by time) before the cut")
+    p.add_argument("--out", required=True, help="directory for summary.json, report.md and plots")
+    p.add_argument("--bundle", default=None, help="serve this bundle instead of training one before the cut")
+    p.add_argument("--offline", action="store_true", help="the same operator code without Flink and Kafka")
+    p.add_argument("--speed", type=float, default=None,
+                   help="scaled event time (60 = one hour of log per minute); default: as fast as the job keeps up")
+    p.add_argument("--max-events", type=int, default=None, help="replay only the first N events after the cut")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--popular-window-days", type=float, default=90.0)
+    p.add_argument("--epochs", type=int, default=45)
+    p.add_argument("--max-seq-len", type=int, default=200)
+    p.add_argument("--max-train-seconds", type=float, default=900.0)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--catalog", default=None, help="item categories CSV (item_id,categories a|b) for diversity")
+    p.add_argument("--max-in-flight", type=int, default=100)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ReplayConfig:
+    """Parsed options -> :class:`ReplayConfig`."""
+    return ReplayConfig(data=args.data, out=args.out, fmt=args.format, cutoff=args.cutoff, bundle=args.bundle,
+                        offline=args.offline, speed=args.speed, max_events=args.max_events, top_k=args.top_k,
+                        baselines=not args.no_baselines, popular_window_days=args.popular_window_days,
+                        epochs=args.epochs, max_seq_len=args.max_seq_len, max_train_seconds=args.max_train_seconds,
+                        seed=args.seed, catalog=args.catalog, max_in_flight=args.max_in_flight)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run and print the headline numbers."""
+    summary = run_replay(config_from_args(args))
+    m = summary["model"]
+    print(json.dumps({"model": {k: m[k] for k in ("hr@10", "ndcg@10", "mrr@10", "coverage")},
+                      "baselines": {n: {k: b[k] for k in ("hr@10", "ndcg@10")}
+                                    for n, b in summary["baselines"].items()},
+                      "ci95": summary["ci95"], "latency_ms": summary["latency_ms"],
+                      "throughput_eps": round(summary["throughput_eps"], 1), "missing": summary["missing"],
+                      "duplicates": summary["duplicates"]}, indent=1))
+    print(f"summary.json and report.md written to {args.out}")
+    return 0 if summary["missing"] == 0 and summary["duplicates"] == 0 else 1
