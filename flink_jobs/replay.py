@@ -69,7 +69,6 @@ class ReplayConfig:
     catalog: str | None = None
     """Item categories for intra-list diversity (default: ``movies.csv`` beside MovieLens ratings)."""
     max_in_flight: int = 100
-    home: str | None = None
 
     def __post_init__(self) -> None:
         if self.speed is not None and self.speed <= 0:
@@ -265,7 +264,6 @@ def replay_streamed(cfg: ReplayConfig, plan: ReplayPlan, bundle: Path, name: str
 # --------------------------------------------------------------------------- the whole replay
 def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
     """Run the replay; writes ``summary.json`` and ``report.md`` (+ PNGs) into ``cfg.out``."""
-    from deploy.paths import runtime_dir
     from model_export.data import load_interactions
 
     started = time.perf_counter()
@@ -287,7 +285,7 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
     else:
         from deploy.local_kafka import LocalKafka
 
-        with LocalKafka(runtime_dir(cfg.home) / "run" / "replay" / "kafka") as kafka:
+        with LocalKafka(work / "kafka") as kafka:
             for name, path in bundles.items():
                 lists[name], stats[name] = replay_streamed(cfg, plan, path, name, kafka, work)
     from operators.bundle import load_bundle
@@ -300,11 +298,10 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
     (out / "summary.json").write_text(json.dumps(summary, indent=1), "utf-8")
     popularity = plan.train["item_id"].value_counts().to_dict()
     write_report(summary, results, plan, popularity, out)
-    if cfg.offline:
-        for name, got in lists.items():
-            (out / f"lists-{name}.jsonl").write_text(
-                "".join(json.dumps({"event_id": e, "items": v.items, "scores": v.scores}) + "\n"
-                        for e, v in got.items()), "utf-8")
+    for name, got in lists.items():  # every emitted list, for inspection and for comparing two replays
+        with (out / f"lists-{name}.jsonl").open("w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps({"event_id": e, "items": v.items, "scores": v.scores, "strategy": v.strategy})
+                          + "\n" for e, v in got.items())
     return summary
 
 

@@ -93,7 +93,7 @@ def plan_replay(df: pd.DataFrame, cutoff: float, *, max_events: int | None = Non
                .sort_values(["ts", "user_id", "_item"], kind="mergesort").drop(columns="_item")
                .reset_index(drop=True))
     ts = ordered["ts"].to_numpy(dtype=np.int64)
-    cutoff_ts = int(np.quantile(ts, cutoff, method="lower"))
+    cutoff_ts = int(ts[min(int(round(cutoff * len(ts))), len(ts) - 1)])  # events at the cut's time go after it
     n_prefill = int(np.searchsorted(ts, cutoff_ts, side="left"))
     if n_prefill == 0 or n_prefill == len(ts):
         msg = f"cut-off {cutoff} leaves nothing on one side ({n_prefill} of {len(ts)} events before it)"
