@@ -15,7 +15,6 @@ emitted lists into the summary, :func:`write_report` draws it. ``flink_jobs.repl
 
 from __future__ import annotations
 
-import json
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -313,7 +312,10 @@ def write_report(summary: dict[str, Any], results: dict[str, dict[str, Any]], pl
     lines += ["", "Paired bootstrap over users, model minus the best baseline "
               f"(`{summary['best_baseline']}`), 95% interval:", ""]
     lines += [f"- {key}: {value[1]:+.4f} [{value[0]:+.4f}, {value[2]:+.4f}]" for key, value in ci.items()]
-    lines += ["", f"Latency (event produced -> list consumed), model: `{json.dumps(summary['latency_ms'])}`; "
+    what = ("event produced -> list consumed" if summary["mode"] == "streamed"
+            else "serving time per event, the operator code without Kafka and Flink")
+    lat = summary["latency_ms"] or {}
+    lines += ["", f"Latency ({what}), model: " + ", ".join(f"{k} {v:.1f} ms" for k, v in lat.items()) + "; "
               f"throughput {summary['throughput_eps']:.0f} events/s; duplicates {summary['duplicates']}, "
               f"missing {summary['missing']}, dead letters {summary['dead_letter']}.", "",
               "![metrics](metrics.png)", "", "![latency](latency_cdf.png)", "", "![over time](over_time.png)", "",
