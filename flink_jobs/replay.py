@@ -86,7 +86,7 @@ def prepare_bundles(cfg: ReplayConfig, plan: ReplayPlan, work: Path) -> dict[str
     from operators.bundle import load_bundle
 
     if cfg.bundle:
-        model_path = Path(cfg.bundle)
+        model_path = Path(cfg.bundle).resolve()  # the job runs in its own directory
         load_bundle(model_path)
     else:
         from model_export.pipeline import TrainJob, run_training
@@ -267,7 +267,7 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
     from model_export.data import load_interactions
 
     started = time.perf_counter()
-    out = Path(cfg.out)
+    out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     plan = plan_replay(load_interactions(cfg.data, cfg.fmt), cfg.cutoff,  # type: ignore[arg-type]

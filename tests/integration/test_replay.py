@@ -5,6 +5,7 @@ train/serve-skew guarantee. Run through the console script, as users do."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,12 +28,13 @@ def lists(path: Path) -> dict[str, dict]:
 def replays(tmp_path_factory, world_events, trained_bundle):
     root = tmp_path_factory.mktemp("replay")
     log = write_jsonl(world_events, root / "log.jsonl")
-    common = ["replay", "--data", str(log), "--format", "events", "--cutoff", "0.8", "--bundle", str(trained_bundle),
-              "--max-events", "2500"]
+    # relative paths, as users type them (the job process runs in a directory of its own)
+    common = ["replay", "--data", log.name, "--format", "events", "--cutoff", "0.8", "--bundle",
+              os.path.relpath(trained_bundle, root), "--max-events", "2500"]
     out = {}
     for mode, extra in (("offline", ["--offline"]), ("streamed", ["--no-baselines"])):
-        proc = subprocess.run([STREAMREC, *common, "--out", str(root / mode), *extra], capture_output=True,
-                              text=True, timeout=900)
+        proc = subprocess.run([STREAMREC, *common, "--out", mode, *extra], capture_output=True, text=True,
+                              timeout=900, cwd=root)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         out[mode] = root / mode
     return out
