@@ -119,7 +119,9 @@ class LocalKafka(ManagedProcess):
         props = self.data_dir / "server.properties"
         props.write_text(self._properties(), "utf-8")
         if not (self.data_dir / "data" / "meta.properties").exists():
-            cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid: "-..." would parse as an option
+                cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             fmt = subprocess.run(
                 self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--standalone",
                            log_name="format"),

@@ -12,6 +12,7 @@ Only each item's ``top_n`` strongest neighbours are kept, which is also how the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,9 @@ import numpy as np
 
 from model_export.data import left_pad
 
-__all__ = ["CooccurrenceConfig", "Cooccurrence", "fit_cooccurrence"]
+MIN_WEIGHT = 1e-3
+
+__all__ = ["MIN_WEIGHT", "CooccurrenceConfig", "Cooccurrence", "fit_cooccurrence"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,15 @@ class CooccurrenceConfig:
     alpha: float = 0.0
     top_n: int = 300
     history: int = 50
-    """Only the newest ``history`` items of a user contribute (decay ** 50 is negligible anyway)."""
+    """Only the newest ``history`` items of a user contribute (at most; see :meth:`horizon`)."""
+
+    def horizon(self, cap: int | None = None) -> int:
+        """How many of the newest items contribute: those whose weight ``decay ** steps_back`` is at least
+        :data:`MIN_WEIGHT` of the newest item's (20 at decay 0.7), at most ``history`` (and ``cap``). Older
+        items would change scores by less than that share; the served graph gathers and scatters the
+        neighbours of every contributing item for every event, so this bounds its cost."""
+        steps = self.history if self.decay >= 1 else int(math.floor(math.log(MIN_WEIGHT) / math.log(self.decay))) + 1
+        return max(1, min(self.history, steps, cap if cap is not None else self.history))
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ def _standardize(x: np.ndarray) -> np.ndarray:
 def _choose_cooc(job: TrainJob, data: SequenceData, split: LooSplit, history: int) -> dict[str, Any]:
     best: tuple[float, CooccurrenceConfig] | None = None
     for cfg in job.cooc_grid:
-        cfg = replace(cfg, history=min(cfg.history, history))
+        cfg = replace(cfg, history=cfg.horizon(history))
         model = fit_cooccurrence(split.valid_inputs, data.n_items, cfg)
         score = _metrics(model.score(split.valid_inputs), split.valid_targets, split.valid_inputs)["ndcg@10"]
         if best is None or score > best[0]:
