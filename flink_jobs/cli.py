@@ -64,6 +64,27 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if result.lists == result.valid and result.dead_letter == result.events - result.valid else 1
 
 
+def _config(args: argparse.Namespace) -> int:
+    from dataclasses import MISSING, fields
+
+    from operators.config import JobConfig
+    from operators.rerank import describe_defaults
+
+    if not args.print_defaults:
+        print("use `streamrec config --print-defaults`", file=sys.stderr)
+        return 2
+    print("# streamrec run options (command-line flags: --name-with-dashes)")
+    for f in fields(JobConfig):
+        if f.name in ("rerank", "extra"):
+            continue
+        default = "(required)" if f.default is MISSING and f.default_factory is MISSING else (
+            f.default if f.default is not MISSING else f.default_factory())
+        print(f"{f.name} = {default!r}")
+    print("\n# re-ranking (streamrec run / replay: --rerank KEY=VALUE, repeatable)")
+    print(describe_defaults())
+    return 0
+
+
 def _generate(args: argparse.Namespace) -> int:
     from model_export.generator import GeneratorConfig, generate_events, write_jsonl
 
@@ -117,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay_parser(sub.add_parser("replay", help="replay evaluation: what the job would have achieved on an event "
                                                 "log (model vs baselines, latency)"))
 
+    c = sub.add_parser("config", help="show the job's configuration knobs")
+    c.add_argument("--print-defaults", action="store_true", help="every knob with its default and meaning")
+
     g = sub.add_parser("generate", help="write a synthetic event log (JSON lines)")
     g.add_argument("--out", required=True)
     g.add_argument("--users", type=int, default=2_000)
@@ -141,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "config":
+            return _config(args)
         if args.command == "replay":
             from flink_jobs.replay import main as replay_main
 

@@ -28,6 +28,7 @@ from flink_jobs.environment import python_executable, worker_pythonpath  # noqa:
 from operators.bundle import load_bundle  # noqa: E402
 from operators.config import JobConfig  # noqa: E402
 from operators.errors import ConfigError, StreamrecError  # noqa: E402
+from operators.rerank import parse_rerank  # noqa: E402
 
 __all__ = ["build_arg_parser", "config_from_args", "build_job", "main"]
 
@@ -69,6 +70,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="failed restarts in a row before the job gives up and exits non-zero")
     p.add_argument("--log-dir", default=None,
                    help="Flink and Python task logs (default: $FLINK_LOG_DIR, else Flink's own log dir)")
+    p.add_argument("--rerank", action="append", default=[], metavar="KEY=VALUE",
+                   help="re-ranking knob, repeatable (e.g. --rerank diversity_lambda=0.3); every knob with its "
+                        "default: `streamrec config --print-defaults`")
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Flink configuration, repeatable (e.g. --conf execution.checkpointing.interval=10s)")
     return p
@@ -96,6 +100,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         max_restarts=args.max_restarts,
         micro_batch=args.micro_batch,
         micro_batch_wait_ms=args.micro_batch_wait_ms,
+        rerank=parse_rerank(args.rerank),
         extra=_parse_conf(args.conf),
     )
 

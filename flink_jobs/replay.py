@@ -37,6 +37,7 @@ from model_export.replay import (
 from operators.config import JobConfig
 from operators.errors import ConfigError
 from operators.offline import RocksStateStore, serve_offline
+from operators.rerank import parse_rerank
 from operators.serving import LIST, ServingCore
 from operators.stats import latency_summary
 
@@ -69,6 +70,8 @@ class ReplayConfig:
     catalog: str | None = None
     """Item categories for intra-list diversity (default: ``movies.csv`` beside MovieLens ratings)."""
     max_in_flight: int = 100
+    rerank: tuple[str, ...] = ()
+    """``KEY=VALUE`` re-ranking knobs for the model (baselines are served unre-ranked, as they were evaluated)."""
 
     def __post_init__(self) -> None:
         if self.speed is not None and self.speed <= 0:
@@ -145,6 +148,16 @@ def _baseline_bundles(cfg: ReplayConfig, plan: ReplayPlan, model: Any, root: Pat
 
 
 # --------------------------------------------------------------------------- the two paths
+PLAIN_RERANK = ("repeat_window=0", "diversity_lambda=0")
+
+
+def _job_for(job: JobConfig, name: str) -> JobConfig:
+    """The model path is re-ranked as configured; the baselines are served as they rank."""
+    from dataclasses import replace
+
+    return job if name == "model" else replace(job, rerank=parse_rerank(list(PLAIN_RERANK)))
+
+
 def replay_offline(cfg: ReplayConfig, plan: ReplayPlan, bundle: Path, name: str,
                    job: JobConfig) -> tuple[dict[str, EmittedList], dict[str, Any]]:
     """The operator code without Flink and Kafka: RocksDB state, one record after the other."""
@@ -220,6 +233,8 @@ def replay_streamed(cfg: ReplayConfig, plan: ReplayPlan, bundle: Path, name: str
     args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(bundle), "--checkpoint-dir",
             str(work / f"ck-{name}"), "--input-topic", source, "--output-topic", topics[0],
             "--dead-letter-topic", topics[1], "--top-k", str(cfg.top_k), "--group-id", f"replay-{name}"]
+    for pair in (cfg.rerank if name == "model" else PLAIN_RERANK):
+        args += ["--rerank", pair]
     job = JobProcess(args, work / f"logs-{name}")
     job.start()
     collector = _Collector(kafka.bootstrap, topics)
@@ -276,12 +291,12 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
           "replayed", flush=True)
     bundles = prepare_bundles(cfg, plan, work)
     job = JobConfig(bootstrap_servers="127.0.0.1:9092", bundle_path=str(bundles["model"]), checkpoint_dir="-",
-                    top_k=cfg.top_k, onnx_providers=("CPUExecutionProvider",))
+                    top_k=cfg.top_k, onnx_providers=("CPUExecutionProvider",), rerank=parse_rerank(list(cfg.rerank)))
     lists: dict[str, dict[str, EmittedList]] = {}
     stats: dict[str, dict[str, Any]] = {}
     if cfg.offline:
         for name, path in bundles.items():
-            lists[name], stats[name] = replay_offline(cfg, plan, path, name, job)
+            lists[name], stats[name] = replay_offline(cfg, plan, path, name, _job_for(job, name))
     else:
         from deploy.local_kafka import LocalKafka
 
@@ -362,6 +377,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--catalog", default=None, help="item categories CSV (item_id,categories a|b) for diversity")
     p.add_argument("--max-in-flight", type=int, default=100)
+    p.add_argument("--rerank", action="append", default=[], metavar="KEY=VALUE",
+                   help="re-ranking knob of the model's path, repeatable (see `streamrec config --print-defaults`)")
     return p
 
 
@@ -371,7 +388,8 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
                         offline=args.offline, speed=args.speed, max_events=args.max_events, top_k=args.top_k,
                         baselines=not args.no_baselines, popular_window_days=args.popular_window_days,
                         epochs=args.epochs, max_seq_len=args.max_seq_len, max_train_seconds=args.max_train_seconds,
-                        seed=args.seed, catalog=args.catalog, max_in_flight=args.max_in_flight)
+                        seed=args.seed, catalog=args.catalog, max_in_flight=args.max_in_flight,
+                        rerank=tuple(args.rerank))
 
 
 def main(args: argparse.Namespace) -> int:

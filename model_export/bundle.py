@@ -39,6 +39,7 @@ def write_manifest(
     popular_items: list[str],
     state_size: int = 0,
     recent_len: int = 0,
+    item_embeddings: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``manifest.json`` next to the exported graphs (whose sha256 it records)."""
     seq = ["batch", model["max_seq_len"]]
@@ -65,6 +66,8 @@ def write_manifest(
         "popular_items": popular_items,
         "training": training,
     }
+    if item_embeddings:
+        manifest["item_embeddings"] = item_embeddings
     if state_size:
         manifest["step"] = {
             "file": STEP_ONNX_NAME,

@@ -21,6 +21,7 @@ from torch import nn
 from model_export.bundle import write_manifest
 from model_export.model import NEG, ServingHead, StepHead
 from operators.bundle import (
+    EMBEDDINGS_NAME,
     INPUT_EXCLUDE,
     INPUT_ITEM,
     INPUT_NAME,
@@ -33,6 +34,7 @@ from operators.bundle import (
     OUTPUT_STEP_STATE,
     STEP_ONNX_NAME,
     ModelBundle,
+    file_sha256,
     load_bundle,
 )
 from operators.errors import StreamrecError
@@ -46,6 +48,8 @@ __all__ = [
     "load_serving_head",
     "exclusion_matrix",
     "export_baseline_bundle",
+    "write_item_embeddings",
+    "add_item_embeddings",
 ]
 
 log = logging.getLogger(__name__)
@@ -256,6 +260,7 @@ def export_bundle(
             }
             log.info("step graph parity ok: max |diff| %.3g", parity["step"]["max_abs_diff"])
         cfg = model.cfg
+        emb_info = write_item_embeddings(tmp, model.item_emb.weight.detach().numpy())
         write_manifest(
             tmp,
             version=version,
@@ -277,6 +282,7 @@ def export_bundle(
             popular_items=popular_items,
             state_size=model.state_size if head.recurrent else 0,
             recent_len=head.recent_len if head.recurrent else 0,
+            item_embeddings=emb_info,
         )
         torch.save(
             {"state_dict": model.state_dict(), "config": asdict(cfg), "cooc": cooc if head.beta > 0 else None,
@@ -292,6 +298,33 @@ def export_bundle(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return load_bundle(out_dir)
+
+
+def write_item_embeddings(root: Path, weights: np.ndarray) -> dict[str, Any]:
+    """``item_embeddings.npy``: the item embedding table L2-normalised, float16 (row 0, padding, zero), for
+    diversity and explanations at serving time (no torch there). Returns its manifest entry."""
+    emb = np.asarray(weights, dtype=np.float32).copy()
+    emb[0] = 0.0
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    emb = np.where(norms > 0, emb / np.maximum(norms, 1e-12), 0.0).astype(np.float16)
+    np.save(root / EMBEDDINGS_NAME, emb, allow_pickle=False)
+    return {"file": EMBEDDINGS_NAME, "sha256": file_sha256(root / EMBEDDINGS_NAME), "dim": int(emb.shape[1]),
+            "dtype": "float16", "normalized": True}
+
+
+def add_item_embeddings(bundle_dir: str | Path) -> ModelBundle:
+    """Add item embeddings to a bundle exported before they existed (from its ``model.pt``)."""
+    import json
+
+    from operators.bundle import MANIFEST_NAME
+
+    root = Path(bundle_dir)
+    saved = torch.load(root / "model.pt", weights_only=False)
+    info = write_item_embeddings(root, saved["state_dict"]["item_emb.weight"].numpy())
+    manifest = json.loads((root / MANIFEST_NAME).read_text("utf-8"))
+    manifest["item_embeddings"] = info
+    (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1), "utf-8")
+    return load_bundle(root)
 
 
 def load_serving_head(bundle: ModelBundle) -> ServingHead:

@@ -32,6 +32,7 @@ __all__ = [
     "MANIFEST_NAME",
     "ONNX_NAME",
     "STEP_ONNX_NAME",
+    "EMBEDDINGS_NAME",
     "INPUT_NAME",
     "INPUT_EXCLUDE",
     "INPUT_STATE",
@@ -51,6 +52,7 @@ BUNDLE_FORMAT = "streamrec-bundle/2"
 MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "model.onnx"
 STEP_ONNX_NAME = "step.onnx"
+EMBEDDINGS_NAME = "item_embeddings.npy"
 INPUT_NAME = "item_seq"
 INPUT_EXCLUDE = "exclude"
 INPUT_STATE = "state"
@@ -111,6 +113,23 @@ class ModelBundle:
     def n_items(self) -> int:
         """Catalog size (padding excluded)."""
         return len(self.item_vocab)
+
+    @property
+    def has_embeddings(self) -> bool:
+        """Whether the bundle ships item embeddings (diversity, explanations)."""
+        return isinstance(self.manifest.get("item_embeddings"), dict)
+
+    def item_embeddings(self):  # noqa: ANN201 - numpy array, imported lazily
+        """L2-normalised item embeddings ``float32 [V + 1, D]`` (row 0, padding, is zero), or None."""
+        if not self.has_embeddings:
+            return None
+        import numpy as np
+
+        emb = np.load(self.path / EMBEDDINGS_NAME, allow_pickle=False).astype(np.float32)
+        if emb.shape[0] != self.n_items + 1:
+            raise _fail(self.path, f"{EMBEDDINGS_NAME} has {emb.shape[0]} rows; the catalog needs {self.n_items + 1}",
+                        "Re-export the bundle.")
+        return emb
 
     def index_of(self) -> dict[str, int]:
         """Raw item id -> model index."""
@@ -198,6 +217,11 @@ def load_bundle(path: str | Path, *, verify_checksum: bool = True) -> ModelBundl
         if not (root / STEP_ONNX_NAME).is_file():
             raise _fail(root, f"{STEP_ONNX_NAME} is missing (the manifest declares a recurrent model)", retrain)
         files[STEP_ONNX_NAME] = str(step.get("sha256"))
+    emb = manifest.get("item_embeddings")
+    if isinstance(emb, dict):
+        if not (root / EMBEDDINGS_NAME).is_file():
+            raise _fail(root, f"{EMBEDDINGS_NAME} is missing (the manifest declares item embeddings)", retrain)
+        files[EMBEDDINGS_NAME] = str(emb.get("sha256"))
     if verify_checksum:
         for name, sha in files.items():
             actual = file_sha256(root / name)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from operators.errors import ConfigError
+from operators.rerank import RerankConfig
 
 __all__ = ["JobConfig"]
 
@@ -52,6 +53,8 @@ class JobConfig:
     """Longest an event waits for its micro-batch to fill."""
     max_restarts: int = 10
     """Failed restart attempts in a row before the job gives up (and ``streamrec run`` exits non-zero)."""
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    """Re-ranking knobs (:class:`operators.rerank.RerankConfig`)."""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -104,4 +107,6 @@ class JobConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for logs and job descriptions)."""
-        return asdict(self)
+        out = asdict(self)
+        out["rerank"] = self.rerank.model_dump()
+        return out

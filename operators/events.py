@@ -270,11 +270,14 @@ def check_record_key(event: Event, key: str | None) -> None:
         )
 
 
-class RecommendedItem(msgspec.Struct, array_like=False):
+class RecommendedItem(msgspec.Struct, array_like=False, omit_defaults=True):
     """One recommended item."""
 
     item_id: str
     score: float
+    reason: dict[str, str | int] | None = None
+    """Why it is here (:mod:`operators.rerank`): ``{"because": item_id}`` (the user's recent item most similar
+    to it) or ``{"cold_start": "popular"}``; absent when the re-ranker explains nothing."""
 
 
 class RecommendationRecord(msgspec.Struct):
@@ -375,6 +378,7 @@ def recommendation_record(
     event: Event,
     items: list[tuple[str, float]],
     *,
+    reasons: list[dict[str, str | int] | None] | None = None,
     model_version: str,
     emit_ms: int,
     source_ts_ms: int | None,
@@ -388,7 +392,8 @@ def recommendation_record(
         user_id=event.user_id,
         event_id=event.event_id,
         trigger_item_id=event.item_id,
-        items=[RecommendedItem(item, score) for item, score in items],
+        items=([RecommendedItem(item, score) for item, score in items] if reasons is None else
+               [RecommendedItem(item, score, reason) for (item, score), reason in zip(items, reasons, strict=True)]),
         model_version=model_version,
         strategy=strategy,  # type: ignore[arg-type]
         history_len=history_len,

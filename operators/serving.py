@@ -34,6 +34,7 @@ from operators.events import (
 )
 from operators.inference import OnnxModel
 from operators.items import ItemIndex, item_key
+from operators.rerank import RerankConfig, Reranker, ShownHistory, item_hash32
 from operators.state import Pending, UserState, decode_state, encode_state, model_tag
 from operators.window import ModelInput, advances_model, left_pad_row, model_input
 
@@ -87,6 +88,7 @@ class ServingCore:
         input_topic: str,
         max_event_bytes: int = 16_384,
         max_future_ms: int = 86_400_000,
+        rerank: RerankConfig | None = None,
     ) -> None:
         bundle = model.bundle
         if top_k > bundle.n_candidates:
@@ -113,6 +115,12 @@ class ServingCore:
         n = len(self._popular)
         # Fallback scores decrease with rank so that consumers can still sort by score.
         self._popular_scores = np.round(np.linspace(1.0, 1.0 / max(n, 1), num=n), 6)
+        self.rerank_cfg = rerank or RerankConfig()
+        wants_emb = self.rerank_cfg.diversity_lambda > 0 or self.rerank_cfg.explain
+        self.reranker = Reranker(self.rerank_cfg, bundle.item_embeddings() if wants_emb else None, top_k)
+        vocab_keys = np.fromiter((item_key(i) for i in bundle.item_vocab), dtype=np.uint64, count=bundle.n_items)
+        self._hash32 = np.concatenate(([0], item_hash32(vocab_keys))).astype(np.uint32)  # by catalog index
+        self._popular_reasons = [{"cold_start": "popular"}] * self.top_k
         self.timing = [0] * (len(TIMING_FIELDS) + 1)  # events, then ns per field
         self.counts = {"lists": 0, "cold_start": 0, "dead_letter": 0, "rebuilds": 0, "steps": 0, "errors": 0,
                        "batches": 0, "state_resets": 0}
@@ -123,7 +131,7 @@ class ServingCore:
         bundle = load_bundle(bundle_path or cfg.bundle_path)
         model = OnnxModel(bundle, providers=cfg.onnx_providers, intra_op_threads=cfg.onnx_threads)
         return cls(model, top_k=cfg.top_k, history_len=cfg.history_len, input_topic=cfg.input_topic,
-                   max_event_bytes=cfg.max_event_bytes, max_future_ms=cfg.max_future_ms)
+                   max_event_bytes=cfg.max_event_bytes, max_future_ms=cfg.max_future_ms, rerank=cfg.rerank)
 
     # ------------------------------------------------------------------ one record
     def process(
@@ -169,9 +177,9 @@ class ServingCore:
                 self._account(t1 - t0, t2 - t1, 0, 0)
                 return Deferred(event.user_id, encode_state(state), state, self._exclude(inp, item),
                                 left_pad_row(inp.sequence, self.recent_len), item)
-            items, scores, strategy = self.rank(state, item, inp)
+            items, scores, reasons, strategy = self.rank(state, item, inp)
             t3 = time.perf_counter_ns()
-            out = self._list(event.user_id, state, items, scores, strategy, now_ms)
+            out = self._list(event.user_id, state, items, scores, strategy, now_ms, reasons)
         except Exception as exc:  # a bug or a broken model must not stop every other user's lists
             return self._failed(payload, exc, source, now_ms)
         t4 = time.perf_counter_ns()
@@ -213,14 +221,14 @@ class ServingCore:
                 and state.model.size == self.bundle.state_size)
 
     def _list(self, user_id: str, state: UserState, items: list[str], scores: list[float], strategy: str,
-              now_ms: int) -> Output:
+              now_ms: int, reasons: list | None = None) -> Output:
         """The list record for ``state.pending`` and the state to store (pending cleared)."""
         pending = state.pending
         assert pending is not None
         record = recommendation_record(
             Event(user_id, pending.item_id, "", pending.ts, pending.event_id), list(zip(items, scores, strict=True)),
-            model_version=self.version, emit_ms=now_ms, source_ts_ms=pending.source_ts, strategy=strategy,
-            history_len=len(state), provider=self.provider,
+            reasons=reasons, model_version=self.version, emit_ms=now_ms, source_ts_ms=pending.source_ts,
+            strategy=strategy, history_len=len(state), provider=self.provider,
         )
         value = encode_record(record)
         state.pending = None
@@ -277,16 +285,16 @@ class ServingCore:
         outs = []
         for row, d in enumerate(batch):
             d.user.model, d.user.tag = new[row], self.tag
-            ids, values = self._top(scores[row], idx[row])
-            outs.append(self._list(d.key, d.user, ids, values, "model", now_ms))
+            ids, values, reasons = self._top(scores[row], idx[row], d.user, d.recent[d.recent != 0])
+            outs.append(self._list(d.key, d.user, ids, values, "model", now_ms, reasons))
         self.timing[3] += t1 - t0
         self.timing[4] += time.perf_counter_ns() - t1
         return outs
 
     def _alone(self, d: Deferred, now_ms: int) -> Output:
         try:
-            items, scores, strategy = self.rank(d.user, d.item)
-            return self._list(d.key, d.user, items, scores, strategy, now_ms)
+            items, scores, reasons, strategy = self.rank(d.user, d.item)
+            return self._list(d.key, d.user, items, scores, strategy, now_ms, reasons)
         except Exception as exc:
             pending = d.user.pending
             d.user.pending = None
@@ -304,8 +312,10 @@ class ServingCore:
         return self._alone(Deferred(key, b"", state, np.zeros(0, np.int64), np.zeros(0, np.int64), item), now_ms)
 
     # ------------------------------------------------------------------ ranking
-    def rank(self, state: UserState, item: int, inp: ModelInput | None = None) -> tuple[list[str], list[float], str]:
-        """The user's top-K (item ids, scores) and the strategy; advances or rebuilds ``state.model``.
+    def rank(self, state: UserState, item: int, inp: ModelInput | None = None
+             ) -> tuple[list[str], list[float], list | None, str]:
+        """The user's top-K (item ids, scores, reasons) and the strategy; advances or rebuilds ``state.model``
+        and records the list in ``state.shown`` (repeat suppression).
 
         ``item`` is the index of the event's item (0 if the model does not know it, or if it is a repeat of an
         item already in the window). A recurrent model advances its state by that item in arrival order; it
@@ -316,7 +326,8 @@ class ServingCore:
             inp = model_input(self.index.lookup(state.keys))
         if inp.cold and not item:
             picked = self._popular[: self.top_k]  # all popular items are known, so none is in a cold window
-            return self.vocab[picked].tolist(), self._popular_scores[: self.top_k].tolist(), "popular"
+            reasons = self._popular_reasons[: len(picked)] if self.rerank_cfg.explain else None
+            return self.vocab[picked].tolist(), self._popular_scores[: self.top_k].tolist(), reasons, "popular"
         exclude = self._exclude(inp, item)[None, :]
         if self.bundle.recurrent:
             if self._steppable(state):
@@ -329,16 +340,25 @@ class ServingCore:
             state.model, state.tag = new[0], self.tag
         else:
             scores, items, _ = self.model.run_full(left_pad_row(inp.sequence, self.seq_len)[None, :], exclude)
-        ids, values = self._top(scores[0], items[0])
-        return ids, values, "model"
+        ids, values, reasons = self._top(scores[0], items[0], state, inp.sequence)
+        return ids, values, reasons, "model"
 
-    def _top(self, scores: np.ndarray, items: np.ndarray) -> tuple[list[str], list[float]]:
-        """One row of graph output -> the top-K item ids and scores (masked candidates dropped)."""
-        row_scores, row_items = scores[: self.top_k], items[: self.top_k]
-        valid = row_scores > _NEG_HALF
+    def _top(self, scores: np.ndarray, items: np.ndarray, state: UserState, recent: np.ndarray
+             ) -> tuple[list[str], list[float], list | None]:
+        """One row of graph output (top-C candidates, best first) -> the re-ranked top-K item ids, scores and
+        reasons (:mod:`operators.rerank`; masked candidates dropped); the list is recorded in ``state.shown``."""
+        valid = scores > _NEG_HALF
         if not valid.all():
-            row_scores, row_items = row_scores[valid], row_items[valid]
-        return self.vocab[row_items].tolist(), np.round(row_scores.astype(np.float64), 6).tolist()
+            scores, items = scores[valid], items[valid]
+        shown = state.shown if state.shown is not None else ShownHistory.empty()
+        out = self.reranker.rerank(items, scores, self._hash32[items], shown, recent)
+        picked = items[out.order]
+        if self.rerank_cfg.repeat_window:
+            state.shown = shown.push(self._hash32[picked], self.rerank_cfg.repeat_window)
+        reasons = None
+        if out.because is not None:
+            reasons = [{"because": b} for b in self.vocab[out.because].tolist()]
+        return self.vocab[picked].tolist(), np.round(out.scores, 6).tolist(), reasons
 
     # ------------------------------------------------------------------ accounting
     def take_timing(self) -> dict[str, float]:

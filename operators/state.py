@@ -1,20 +1,23 @@
 """A user's keyed state as one packed byte string: the window of recent interactions plus the model's state.
 
 One value per user means one crossing into Flink's state backend per read and per write (a ``ListState``
-pickles and crosses once per element). Layout version 1, little-endian::
+pickles and crosses once per element). Layout version 2, little-endian::
 
-    header  20 bytes  version u8 = 1 | flags u8 | n u16 | model floats m u16 | reserved u16
+    header  20 bytes  version u8 = 2 | flags u8 | n u16 | model floats m u16 | shown items s u16
                       | model tag u32 | newest event time i64 (epoch ms)
     keys    8n bytes  item keys u64 (:func:`operators.items.item_key`), oldest first
     ages    4n bytes  newest event time - event time, ms, u32 (saturates at ~49.7 days)
     types   n bytes   event type codes u8 (index in ``EVENT_TYPES``)
     model   4m bytes  the model's per-user state, float32 (empty for stateless models)
+    shown   5s bytes  the items of the user's last lists (repeat suppression, :mod:`operators.rerank`):
+                      32-bit item hashes u32, then each one's list age u8 (0 = newest list)
     pending rest      only when flags & 1 (PENDING): the event whose list is not computed yet (micro-batching),
                       msgpack ``[event_id, item_id, ts, source_ts]``; the model state is still the one before it
 
-At 200 events and a 2 x 64 LRU model (320 floats) a user takes 20 + 2,600 + 1,280 = 3,900 bytes.
-``version`` lets a later layout migrate state restored from a savepoint; :func:`decode_state` refuses
-versions it does not know with a message, never silently.
+At 200 events, a 2 x 64 LRU model (320 floats) and 3 remembered lists of 10 a user takes 20 + 2,600 + 1,280 +
+150 = 4,050 bytes. ``version`` lets a layout migrate state restored from a savepoint: version 1 (no shown
+section; its ``s`` field was reserved, always 0) is read as version 2 with nothing shown; :func:`decode_state`
+refuses versions it does not know with a message, never silently.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ import numpy as np
 
 from operators.errors import StateLayoutError
 from operators.events import EVENT_TYPES
+from operators.rerank import ShownHistory
 
 __all__ = ["LAYOUT_VERSION", "PENDING", "Pending", "has_pending", "UserState", "decode_state", "encode_state",
            "model_tag", "EVENT_CODES"]
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 PENDING = 1
 _HEADER = struct.Struct("<BBHHHIq")
 _MAX_AGE = np.uint64(2**32 - 1)
@@ -68,11 +73,12 @@ class UserState:
     tag: int  # model_tag of the model that wrote ``model``
     newest: int  # newest event time (ms), 0 when empty
     pending: Pending | None = None
+    shown: ShownHistory | None = None
 
     @classmethod
     def empty(cls) -> UserState:
         """A user never seen (or expired)."""
-        return cls(np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint8), None, 0, 0, None)
+        return cls(np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint8), None, 0, 0, None, None)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -98,18 +104,22 @@ class UserState:
 
 def has_pending(data: bytes | None) -> bool:
     """Whether stored state holds an event whose list was not emitted yet (one byte read, no decoding)."""
-    return bool(data) and len(data) >= _HEADER.size and data[0] == LAYOUT_VERSION and bool(data[1] & PENDING)
+    return bool(data) and len(data) >= _HEADER.size and data[0] in READABLE_VERSIONS and bool(data[1] & PENDING)
 
 
 def encode_state(state: UserState) -> bytes:
-    """Pack (layout version 1)."""
+    """Pack (layout version 2)."""
     n = len(state.keys)
     model = state.model if state.model is not None else np.zeros(0, np.float32)
     ages = np.minimum((state.newest - state.ts).astype(np.uint64), _MAX_AGE).astype("<u4")
     flags = PENDING if state.pending is not None else 0
-    header = _HEADER.pack(LAYOUT_VERSION, flags, n, len(model), 0, state.tag if len(model) else 0, state.newest)
+    shown = state.shown
+    s = len(shown) if shown is not None else 0
+    header = _HEADER.pack(LAYOUT_VERSION, flags, n, len(model), s, state.tag if len(model) else 0, state.newest)
     parts = [header, state.keys.astype("<u8", copy=False).tobytes(), ages.tobytes(), state.types.tobytes(),
              model.astype("<f4", copy=False).tobytes()]
+    if s:
+        parts += [shown.hashes.astype("<u4", copy=False).tobytes(), shown.ages.astype(np.uint8).tobytes()]
     if state.pending is not None:
         parts.append(_PENDING_ENCODER.encode(state.pending))
     return b"".join(parts)
@@ -122,12 +132,12 @@ def decode_state(data: bytes | None) -> UserState:
     if len(data) < _HEADER.size:
         msg = f"user state is {len(data)} bytes, shorter than its {_HEADER.size}-byte header"
         raise StateLayoutError(msg)
-    version, flags, n, m, _reserved, tag, newest = _HEADER.unpack_from(data)
-    if version != LAYOUT_VERSION:
-        msg = (f"user state has layout version {version}; this job reads version {LAYOUT_VERSION}. "
+    version, flags, n, m, s, tag, newest = _HEADER.unpack_from(data)
+    if version not in READABLE_VERSIONS:
+        msg = (f"user state has layout version {version}; this job reads versions {READABLE_VERSIONS}. "
                "Restore the savepoint with the streamrec version that wrote it, or migrate it.")
         raise StateLayoutError(msg)
-    expected = _HEADER.size + 13 * n + 4 * m
+    expected = _HEADER.size + 13 * n + 4 * m + 5 * s
     pending = None
     if flags & PENDING and len(data) > expected:
         try:
@@ -136,11 +146,15 @@ def decode_state(data: bytes | None) -> UserState:
             msg = f"user state's pending event is unreadable: {exc}"
             raise StateLayoutError(msg) from None
     elif len(data) != expected:
-        msg = f"user state is {len(data)} bytes, layout version 1 with n={n}, m={m} needs {expected}"
+        msg = f"user state is {len(data)} bytes, layout version {version} with n={n}, m={m}, s={s} needs {expected}"
         raise StateLayoutError(msg)
     off = _HEADER.size
     keys = np.frombuffer(data, "<u8", n, off)
     ages = np.frombuffer(data, "<u4", n, off + 8 * n)
     types = np.frombuffer(data, np.uint8, n, off + 12 * n)
     model = np.frombuffer(data, "<f4", m, off + 13 * n) if m else None
-    return UserState(keys, newest - ages.astype(np.int64), types, model, tag, newest, pending)
+    shown = None
+    if s:
+        at = off + 13 * n + 4 * m
+        shown = ShownHistory(np.frombuffer(data, "<u4", s, at), np.frombuffer(data, np.uint8, s, at + 4 * s))
+    return UserState(keys, newest - ages.astype(np.int64), types, model, tag, newest, pending, shown)

@@ -9,6 +9,7 @@ import pytest
 from operators.bundle import load_bundle
 from operators.inference import OnnxModel
 from operators.items import item_key
+from operators.rerank import RerankConfig
 from operators.serving import DEAD_LETTER, LIST, ServingCore
 from operators.state import UserState, decode_state, encode_state
 from operators.window import left_pad_row, model_input
@@ -21,9 +22,12 @@ def model(trained_bundle):
     return OnnxModel(load_bundle(trained_bundle), providers=["CPUExecutionProvider"])
 
 
+PLAIN = RerankConfig(repeat_window=0, explain=False)  # the model's own ranking: what the parity tests compare
+
+
 @pytest.fixture
 def core(model):
-    return ServingCore(model, top_k=10, history_len=50, input_topic="events")
+    return ServingCore(model, top_k=10, history_len=50, input_topic="events", rerank=PLAIN)
 
 
 def event(user, item, ts, event_type="view", **extra):

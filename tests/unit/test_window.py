@@ -3,6 +3,7 @@ import pytest
 
 from operators.errors import StateLayoutError
 from operators.items import ItemIndex, item_key
+from operators.rerank import ShownHistory, item_hash32
 from operators.state import LAYOUT_VERSION, UserState, decode_state, encode_state, model_tag
 from operators.window import advances_model, left_pad_row, model_input, model_sequence
 
@@ -57,10 +58,34 @@ def test_missing_state_is_empty_and_unknown_layouts_are_refused():
     assert len(decode_state(None)) == 0
     data = bytearray(encode_state(UserState.empty()))
     data[0] = LAYOUT_VERSION + 1
-    with pytest.raises(StateLayoutError, match="layout version 2; this job reads version 1"):
+    with pytest.raises(StateLayoutError, match=r"layout version 3; this job reads versions \(1, 2\)"):
         decode_state(bytes(data))
     with pytest.raises(StateLayoutError, match="shorter than its 20-byte header"):
         decode_state(b"\x01\x00")
+
+
+def test_the_shown_history_round_trips_and_version_1_state_still_reads():
+    s = UserState.empty()
+    for t in range(200):
+        s.add(item_key(f"i{t}"), "view", 1_767_225_600_000 + t, max_len=200)
+    s.model, s.tag = np.arange(320, dtype=np.float32), model_tag("m1")
+    shown = ShownHistory.empty()
+    for n in range(5):
+        shown = shown.push(item_hash32(keys(*[f"s{n}-{j}" for j in range(10)])), window=3)
+    s.shown = shown
+    data = encode_state(s)
+    # 3 remembered lists of 10: 5 bytes per shown item; still under 4 KB at 200 events with the model state
+    assert len(data) == 3900 + 5 * 30 == 4050 < 4096
+    back = decode_state(data)
+    assert back.shown.hashes.tolist() == shown.hashes.tolist()
+    assert back.shown.ages.tolist() == [2] * 10 + [1] * 10 + [0] * 10
+    # layout 1 (written by the previous release, e.g. restored from its savepoint): the same bytes but the
+    # version, and no shown section; it reads as nothing shown
+    s.shown = None
+    v1 = bytearray(encode_state(s))
+    v1[0] = 1
+    old = decode_state(bytes(v1))
+    assert old.shown is None and old.keys.tolist() == s.keys.tolist() and old.model.tolist() == s.model.tolist()
 
 
 def test_ages_saturate_instead_of_wrapping():

@@ -1,0 +1,189 @@
+"""Re-ranking the model's candidates into the list a user sees: repeat suppression, diversity, explanations.
+
+Pure logic (numpy), run by :class:`operators.serving.ServingCore` on the model graph's top-C candidates of every
+event:
+
+1. **Repeat suppression.** The user's last ``repeat_window`` lists live in state (:class:`ShownHistory`,
+   32-bit item hashes and the list's age). An item shown there and not interacted with since (an interacted
+   item is in the window, hence excluded) loses ``repeat_penalty * sum(repeat_decay ** age)`` of its score
+   (age 0 = the newest list), so a user does not see the same list again and again.
+2. **Diversity** (``diversity_lambda`` > 0): maximal marginal relevance over the bundle's item embeddings:
+   greedily pick ``argmax (1 - lambda) * relevance - lambda * max cosine similarity to the items already
+   picked``, relevance being the (penalised) score scaled to [0, 1] over the candidates.
+3. **Explanations**: each item carries ``{"because": item_id}``, the user's recent item most similar to it
+   (embeddings), or the path that produced the list (``{"cold_start": "popular"}``).
+
+Every knob is a field of :class:`RerankConfig` (typed, validated, documented; ``streamrec config
+--print-defaults`` lists them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["RerankConfig", "ShownHistory", "Reranked", "Reranker", "item_hash32", "parse_rerank", "describe_defaults"]
+
+
+class RerankConfig(BaseModel):
+    """Re-ranking knobs (section ``[rerank]`` of the config file)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    repeat_window: int = Field(3, ge=0, le=32, description="lists of each user remembered for repeat "
+                                                              "suppression (0 = off); bounded state")
+    repeat_penalty: float = Field(1.0, ge=0.0, description="score taken from an item shown in the newest list "
+                                                           "(scores are z-scores, the top item is ~5-10)")
+    repeat_decay: float = Field(0.5, ge=0.0, le=1.0, description="the penalty of an item shown in a list of age "
+                                                                 "a is repeat_penalty * repeat_decay ** a")
+    diversity_lambda: float = Field(0.0, ge=0.0, le=1.0, description="maximal-marginal-relevance trade-off: "
+                                                                     "0 = pure relevance, 1 = pure diversity")
+    diversity_pool: int = Field(3, ge=1, le=20, description="MMR picks from the best pool * top_k candidates")
+    explain: bool = Field(True, description="attach a reason to each recommended item")
+    explain_recent: int = Field(20, ge=1, le=200, description="recent items considered for 'because'")
+
+
+def item_hash32(keys: np.ndarray) -> np.ndarray:
+    """32-bit hashes of 64-bit item keys (the low half: keys are already uniform hashes) for the shown history."""
+    return (np.asarray(keys, dtype=np.uint64) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+@dataclass(slots=True)
+class ShownHistory:
+    """The items of a user's last lists: ``hashes`` (uint32) with ``ages`` (uint8, 0 = newest list)."""
+
+    hashes: np.ndarray
+    ages: np.ndarray
+
+    @classmethod
+    def empty(cls) -> ShownHistory:
+        return cls(np.zeros(0, np.uint32), np.zeros(0, np.uint8))
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    def push(self, shown: np.ndarray, window: int) -> ShownHistory:
+        """A new list shown (``shown``: its item hashes): older lists age by one, lists older than ``window``
+        are forgotten."""
+        if window <= 0:
+            return ShownHistory.empty()
+        ages = self.ages.astype(np.int64) + 1
+        keep = ages < window
+        return ShownHistory(np.concatenate((self.hashes[keep], shown.astype(np.uint32))),
+                            np.concatenate((ages[keep], np.zeros(len(shown), np.int64))).astype(np.uint8))
+
+    def penalties(self, hashes: np.ndarray, penalty: float, decay: float) -> np.ndarray:
+        """``penalty * sum(decay ** age)`` over the lists each of ``hashes`` was shown in (0 if never)."""
+        out = np.zeros(len(hashes), dtype=np.float64)
+        if not len(self.hashes) or penalty == 0:
+            return out
+        weight = penalty * np.power(decay, self.ages.astype(np.float64))
+        order = np.argsort(self.hashes, kind="stable")
+        sorted_hashes, sorted_weight = self.hashes[order], weight[order]
+        cum = np.concatenate(([0.0], np.cumsum(sorted_weight)))
+        lo = np.searchsorted(sorted_hashes, hashes, side="left")
+        hi = np.searchsorted(sorted_hashes, hashes, side="right")
+        return cum[hi] - cum[lo]
+
+
+@dataclass(frozen=True, slots=True)
+class Reranked:
+    """The list: positions into the candidate arrays, final scores, and a reason per item (or None)."""
+
+    order: np.ndarray
+    scores: np.ndarray
+    because: np.ndarray | None
+    """Per item, the index (into the model's catalog) of the recent item most similar to it."""
+
+
+class Reranker:
+    """Applies :class:`RerankConfig` to one user's candidates; ``embeddings`` (``[V + 1, D]``, L2-normalised,
+    row 0 zero) come from the model bundle (None: no diversity, no 'because')."""
+
+    def __init__(self, cfg: RerankConfig, embeddings: np.ndarray | None, top_k: int) -> None:
+        self.cfg = cfg
+        self.top_k = top_k
+        self.emb = None if embeddings is None else np.ascontiguousarray(embeddings, dtype=np.float32)
+        if cfg.diversity_lambda > 0 and self.emb is None:
+            from operators.errors import ConfigError
+
+            msg = ("rerank.diversity_lambda > 0 needs item embeddings in the model bundle (item_embeddings.npy); "
+                   "re-export the bundle with this streamrec version or set diversity_lambda = 0")
+            raise ConfigError(msg)
+
+    def rerank(self, items: np.ndarray, scores: np.ndarray, item_hashes: np.ndarray, shown: ShownHistory,
+               recent: np.ndarray) -> Reranked:
+        """``items``/``scores``: the graph's valid candidates, best first; ``item_hashes``: their
+        :func:`item_hash32`; ``recent``: the user's newest model-known items (catalog indices, oldest first)."""
+        cfg, k = self.cfg, self.top_k
+        adjusted = scores.astype(np.float64)
+        if cfg.repeat_window and cfg.repeat_penalty and len(shown):
+            adjusted = adjusted - shown.penalties(item_hashes, cfg.repeat_penalty, cfg.repeat_decay)
+        if cfg.diversity_lambda > 0 and self.emb is not None and len(items) > 1:
+            pool = np.argsort(-adjusted, kind="stable")[: max(k * cfg.diversity_pool, k)]
+            order = self._mmr(items[pool], adjusted[pool], k)
+            order = pool[order]
+        else:
+            order = np.argsort(-adjusted, kind="stable")[:k]
+        because = None
+        if cfg.explain and self.emb is not None and recent.size and order.size:
+            tail = recent[-cfg.explain_recent :]
+            sims = self.emb[items[order]] @ self.emb[tail].T  # [k, R]
+            because = tail[np.argmax(sims, axis=1)]
+        return Reranked(order, adjusted[order], because)
+
+    def _mmr(self, items: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+        lam = self.cfg.diversity_lambda
+        span = scores.max() - scores.min()
+        rel = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
+        vecs = self.emb[items]  # type: ignore[index]
+        sim = vecs @ vecs.T
+        chosen = [int(np.argmax(rel))]
+        max_sim = sim[chosen[0]].copy()
+        available = np.ones(len(items), dtype=bool)
+        available[chosen[0]] = False
+        while len(chosen) < min(k, len(items)):
+            value = np.where(available, (1 - lam) * rel - lam * max_sim, -np.inf)
+            pick = int(np.argmax(value))
+            chosen.append(pick)
+            available[pick] = False
+            np.maximum(max_sim, sim[pick], out=max_sim)
+        return np.array(chosen, dtype=np.int64)
+
+
+def parse_rerank(pairs: list[str] | dict[str, object] | None, base: RerankConfig | None = None) -> RerankConfig:
+    """``["diversity_lambda=0.3", ...]`` (the ``--rerank KEY=VALUE`` options) or a dict over ``base``; a bad key
+    or value raises :class:`~operators.errors.ConfigError` naming the key, the value and the fix."""
+    from pydantic import ValidationError
+
+    from operators.errors import ConfigError
+
+    values: dict[str, object] = {}
+    if isinstance(pairs, dict):
+        values = dict(pairs)
+    else:
+        for pair in pairs or []:
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                msg = f"--rerank expects KEY=VALUE, got {pair!r}; see `streamrec config --print-defaults`"
+                raise ConfigError(msg)
+            values[key.strip()] = value.strip()
+    try:
+        return RerankConfig.model_validate({**(base or RerankConfig()).model_dump(), **values})
+    except ValidationError as exc:
+        problems = "; ".join(f"rerank.{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}"
+                             for e in exc.errors())
+        msg = f"{problems}. See `streamrec config --print-defaults` for every knob, its default and meaning."
+        raise ConfigError(msg) from None
+
+
+def describe_defaults() -> str:
+    """Every re-ranking knob with its default and meaning, as a ``[rerank]`` TOML section."""
+    lines = ["[rerank]"]
+    for name, info in RerankConfig.model_fields.items():
+        default = info.default
+        shown = str(default).lower() if isinstance(default, bool) else repr(default)
+        lines += [f"# {info.description}", f"{name} = {shown}"]
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Re-ranking rules step by step (operators.rerank) and through the serving core with a trained bundle."""
+
+import json
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from operators.bundle import load_bundle
+from operators.errors import ConfigError
+from operators.inference import OnnxModel
+from operators.rerank import RerankConfig, Reranker, ShownHistory
+from operators.serving import ServingCore
+
+TS = 1_767_225_600_000
+
+
+def test_shown_history_ages_lists_and_forgets_beyond_the_window():
+    h = ShownHistory.empty()
+    h = h.push(np.array([1, 2], np.uint32), window=2)
+    h = h.push(np.array([2, 3], np.uint32), window=2)
+    assert sorted(zip(h.hashes.tolist(), h.ages.tolist(), strict=True)) == [(1, 1), (2, 0), (2, 1), (3, 0)]
+    # penalty * decay ** age, summed over the lists an item was shown in
+    np.testing.assert_allclose(h.penalties(np.array([1, 2, 3, 9], np.uint32), 2.0, 0.5), [1.0, 3.0, 2.0, 0.0])
+    h = h.push(np.array([4], np.uint32), window=2)  # the list holding 1 is now older than the window
+    assert 1 not in h.hashes.tolist() and sorted(h.hashes.tolist()) == [2, 3, 4]
+    assert len(ShownHistory.empty().push(np.array([5], np.uint32), window=0)) == 0
+
+
+def embeddings():
+    # items 1 and 2 nearly the same direction, 3 and 4 orthogonal to them, row 0 padding
+    e = np.array([[0, 0], [1, 0], [0.99, 0.14], [0, 1], [0.7, 0.7]], dtype=np.float32)
+    return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+
+def test_without_rules_the_order_is_the_models():
+    r = Reranker(RerankConfig(repeat_window=0, explain=False), None, top_k=3)
+    out = r.rerank(np.array([1, 2, 3, 4]), np.array([4.0, 3.0, 2.0, 1.0]), np.arange(4, dtype=np.uint32),
+                   ShownHistory.empty(), np.array([], np.int64))
+    assert out.order.tolist() == [0, 1, 2] and out.scores.tolist() == [4.0, 3.0, 2.0] and out.because is None
+
+
+def test_repeat_suppression_demotes_what_was_just_shown():
+    r = Reranker(RerankConfig(repeat_penalty=1.5, repeat_decay=0.5, explain=False), None, top_k=2)
+    shown = ShownHistory.empty().push(np.array([10], np.uint32), window=5)  # item hash 10 = candidate 1
+    out = r.rerank(np.array([1, 2, 3]), np.array([4.0, 3.0, 2.0]), np.array([10, 20, 30], np.uint32), shown,
+                   np.array([], np.int64))
+    assert out.order.tolist() == [1, 0] and out.scores.tolist() == [3.0, 2.5]
+
+
+def test_mmr_pushes_a_near_duplicate_down_and_lambda_zero_does_not():
+    items, scores = np.array([1, 2, 3, 4]), np.array([4.0, 3.9, 3.0, 1.0])
+    hashes = np.arange(4, dtype=np.uint32)
+    plain = Reranker(RerankConfig(repeat_window=0, explain=False), embeddings(), top_k=2)
+    assert items[plain.rerank(items, scores, hashes, ShownHistory.empty(), np.array([3])).order].tolist() == [1, 2]
+    diverse = Reranker(RerankConfig(repeat_window=0, explain=False, diversity_lambda=0.5), embeddings(), top_k=2)
+    assert items[diverse.rerank(items, scores, hashes, ShownHistory.empty(), np.array([3])).order].tolist() == [1, 3]
+
+
+def test_each_item_is_explained_by_the_most_similar_recent_item():
+    r = Reranker(RerankConfig(repeat_window=0), embeddings(), top_k=2)
+    out = r.rerank(np.array([2, 3]), np.array([2.0, 1.0]), np.arange(2, dtype=np.uint32), ShownHistory.empty(),
+                   np.array([3, 1]))
+    assert out.because.tolist() == [1, 3]
+
+
+def test_bad_knobs_fail_with_the_key_and_diversity_needs_embeddings():
+    with pytest.raises(ValidationError, match="diversity_lambda"):
+        RerankConfig(diversity_lambda=1.5)
+    with pytest.raises(ValidationError, match="repeat_windw"):
+        RerankConfig(repeat_windw=3)
+    with pytest.raises(ConfigError, match="item embeddings"):
+        Reranker(RerankConfig(diversity_lambda=0.3), None, top_k=5)
+
+
+@pytest.fixture(scope="module")
+def model(trained_bundle):
+    return OnnxModel(load_bundle(trained_bundle), providers=["CPUExecutionProvider"])
+
+
+def serve(core, store, user, item, ts, event_type="view"):
+    payload = json.dumps({"user_id": user, "item_id": item, "event_type": event_type, "ts": ts}).encode()
+    out = core.process(user, payload, 0, ts, ts, store.get(user), now_ms=TS + 10**9)
+    store[user] = out.state
+    return json.loads(out.value)
+
+
+def test_the_same_list_is_not_shown_again_and_again(model):
+    """A view, then clicks of the same item (repeats do not move the model): without suppression the user
+    sees one list three times; with it, what was shown moves down list after list."""
+    vocab = model.bundle.item_vocab
+    plain = ServingCore(model, top_k=10, history_len=50, input_topic="e", rerank=RerankConfig(repeat_window=0))
+    core = ServingCore(model, top_k=10, history_len=50, input_topic="e", rerank=RerankConfig(repeat_penalty=3.0))
+    lists = {}
+    for name, c in (("plain", plain), ("suppressed", core)):
+        store: dict = {}
+        serve(c, store, "u", vocab[3], TS)
+        got = [serve(c, store, "u", vocab[5], TS + n, "click" if n else "view") for n in range(1, 4)]
+        lists[name] = [[x["item_id"] for x in doc["items"]] for doc in got]
+    assert lists["plain"][0] == lists["plain"][1] == lists["plain"][2]
+    first, second = lists["suppressed"][0], lists["suppressed"][1]
+    assert first[0] == lists["plain"][0][0]  # the model's best new item leads
+    assert second != first and second[0] != first[0]
+    assert len(set(second[:5]) & set(first[:5])) < 5
+
+
+def test_lists_explain_every_item(model):
+    vocab = model.bundle.item_vocab
+    core = ServingCore(model, top_k=10, history_len=50, input_topic="e")
+    store: dict = {}
+    cold = serve(core, store, "new", "not-in-catalog", TS)
+    assert cold["strategy"] == "popular" and all(x["reason"] == {"cold_start": "popular"} for x in cold["items"])
+    serve(core, store, "u", vocab[1], TS)
+    doc = serve(core, store, "u", vocab[2], TS + 1)
+    assert doc["strategy"] == "model"
+    assert all(x["reason"]["because"] in {vocab[1], vocab[2]} for x in doc["items"])
