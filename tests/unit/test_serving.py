@@ -179,7 +179,7 @@ def test_timing_is_accounted_per_part(core):
         send(core, store, "u10", core.bundle.item_vocab[n], TS + n)
     timing = core.take_timing()
     assert timing["events"] == 5
-    assert all(timing[k] > 0 for k in ("parse", "state_decode", "model", "output"))
+    assert all(timing[k] > 0 for k in ("parse", "state_decode", "model", "rerank", "output"))
     assert core.take_timing()["events"] == 0
 
 
