@@ -103,7 +103,7 @@ class RecommendFunction(KeyedProcessFunction):
                              ("errors", "processing_errors")):
             group.gauge(metric, lambda name=name: counts[name])
         self.timing: dict[str, float] = {}
-        for field in ("python_total", "state_read", "state_write", "parse", "model", "output"):
+        for field in ("python_total", "state_read", "state_write", "parse", "model", "rerank", "output"):
             group.gauge(f"{field}_us", lambda field=field: int(self.timing.get(field, 0.0)))
         self._io = [0, 0, 0, 0]  # events, python total, state read, state write (ns)
         self._reported = time.perf_counter_ns()

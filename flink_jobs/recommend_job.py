@@ -29,6 +29,7 @@ from operators.bundle import load_bundle  # noqa: E402
 from operators.config import JobConfig  # noqa: E402
 from operators.errors import ConfigError, StreamrecError  # noqa: E402
 from operators.rerank import parse_rerank  # noqa: E402
+from operators.serving import user_id_key  # noqa: E402
 
 __all__ = ["build_arg_parser", "config_from_args", "build_job", "main"]
 
@@ -70,6 +71,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="failed restarts in a row before the job gives up and exits non-zero")
     p.add_argument("--log-dir", default=None,
                    help="Flink and Python task logs (default: $FLINK_LOG_DIR, else Flink's own log dir)")
+    p.add_argument("--pseudonymize-users", action="store_true",
+                   help="user ids on the output topic become keyed HMAC pseudonyms (secret from the environment "
+                        "variable named by --user-id-secret-env)")
+    p.add_argument("--user-id-secret-env", default=d["user_id_secret_env"].default)
     p.add_argument("--rerank", action="append", default=[], metavar="KEY=VALUE",
                    help="re-ranking knob, repeatable (e.g. --rerank diversity_lambda=0.3); every knob with its "
                         "default: `streamrec config --print-defaults`")
@@ -100,6 +105,8 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         max_restarts=args.max_restarts,
         micro_batch=args.micro_batch,
         micro_batch_wait_ms=args.micro_batch_wait_ms,
+        pseudonymize_users=args.pseudonymize_users,
+        user_id_secret_env=args.user_id_secret_env,
         rerank=parse_rerank(args.rerank),
         extra=_parse_conf(args.conf),
     )
@@ -302,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = config_from_args(args)
         bundle = load_bundle(cfg.bundle_path)
+        user_id_key(cfg)  # fails fast when pseudonymisation is on without its secret
         jar = flink_connector_jar(args.connector_jar)
         Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("JAVA_HOME", java_home())  # pyflink starts its JVM with it

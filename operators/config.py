@@ -53,6 +53,10 @@ class JobConfig:
     """Longest an event waits for its micro-batch to fill."""
     max_restarts: int = 10
     """Failed restart attempts in a row before the job gives up (and ``streamrec run`` exits non-zero)."""
+    pseudonymize_users: bool = False
+    """Replace user ids on the output topic (record key and ``user_id``) by a keyed HMAC pseudonym."""
+    user_id_secret_env: str = "STREAMREC_USER_ID_SECRET"
+    """Environment variable holding the pseudonymisation secret (the secret itself is never in the config)."""
     rerank: RerankConfig = field(default_factory=RerankConfig)
     """Re-ranking knobs (:class:`operators.rerank.RerankConfig`)."""
     extra: dict[str, str] = field(default_factory=dict)

@@ -14,7 +14,10 @@ top-K (excluded items are masked inside the graph) -> JSON bytes.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -38,7 +41,7 @@ from operators.rerank import RerankConfig, Reranker, ShownHistory, item_hash32
 from operators.state import Pending, UserState, decode_state, encode_state, model_tag
 from operators.window import ModelInput, advances_model, left_pad_row, model_input
 
-__all__ = ["ServingCore", "Output", "Deferred", "LIST", "DEAD_LETTER", "TIMING_FIELDS"]
+__all__ = ["pseudonym", "user_id_key", "ServingCore", "Output", "Deferred", "LIST", "DEAD_LETTER", "TIMING_FIELDS"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,27 @@ class Deferred:
     item: int
 
 
+def user_id_key(cfg: JobConfig) -> bytes | None:
+    """The secret that pseudonymises user ids on the output topic (``cfg.pseudonymize_users``), read from the
+    environment variable ``cfg.user_id_secret_env`` on the worker: it is never part of the job's config, its
+    description or its logs."""
+    if not cfg.pseudonymize_users:
+        return None
+    secret = os.environ.get(cfg.user_id_secret_env, "")
+    if len(secret) < 16:
+        msg = (f"pseudonymize_users is on but ${cfg.user_id_secret_env} is unset or shorter than 16 characters; "
+               f"export a long random secret in {cfg.user_id_secret_env} (e.g. `openssl rand -hex 32`) on every "
+               "machine that runs the job")
+        raise ConfigError(msg)
+    return secret.encode("utf-8")
+
+
+def pseudonym(key: bytes, user_id: str) -> str:
+    """Keyed pseudonym of a user id: hex HMAC-SHA256 (first 128 bits); stable for one secret, not reversible
+    without it."""
+    return hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
 class ServingCore:
     """Stateless between calls (all per-user data comes in as ``stored`` bytes), so one instance serves every
     key of a Flink subtask."""
@@ -89,6 +113,7 @@ class ServingCore:
         max_event_bytes: int = 16_384,
         max_future_ms: int = 86_400_000,
         rerank: RerankConfig | None = None,
+        user_id_key: bytes | None = None,
     ) -> None:
         bundle = model.bundle
         if top_k > bundle.n_candidates:
@@ -115,6 +140,7 @@ class ServingCore:
         n = len(self._popular)
         # Fallback scores decrease with rank so that consumers can still sort by score.
         self._popular_scores = np.round(np.linspace(1.0, 1.0 / max(n, 1), num=n), 6)
+        self._user_id_key = user_id_key
         self.rerank_cfg = rerank or RerankConfig()
         wants_emb = self.rerank_cfg.diversity_lambda > 0 or self.rerank_cfg.explain
         self.reranker = Reranker(self.rerank_cfg, bundle.item_embeddings() if wants_emb else None, top_k)
@@ -132,7 +158,8 @@ class ServingCore:
         bundle = load_bundle(bundle_path or cfg.bundle_path)
         model = OnnxModel(bundle, providers=cfg.onnx_providers, intra_op_threads=cfg.onnx_threads)
         return cls(model, top_k=cfg.top_k, history_len=cfg.history_len, input_topic=cfg.input_topic,
-                   max_event_bytes=cfg.max_event_bytes, max_future_ms=cfg.max_future_ms, rerank=cfg.rerank)
+                   max_event_bytes=cfg.max_event_bytes, max_future_ms=cfg.max_future_ms, rerank=cfg.rerank,
+                   user_id_key=user_id_key(cfg))
 
     # ------------------------------------------------------------------ one record
     def process(
@@ -226,6 +253,8 @@ class ServingCore:
         """The list record for ``state.pending`` and the state to store (pending cleared)."""
         pending = state.pending
         assert pending is not None
+        if self._user_id_key is not None:
+            user_id = pseudonym(self._user_id_key, user_id)
         record = recommendation_record(
             Event(user_id, pending.item_id, "", pending.ts, pending.event_id), list(zip(items, scores, strict=True)),
             reasons=reasons, model_version=self.version, emit_ms=now_ms, source_ts_ms=pending.source_ts,

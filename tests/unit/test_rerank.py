@@ -114,3 +114,23 @@ def test_lists_explain_every_item(model):
     doc = serve(core, store, "u", vocab[2], TS + 1)
     assert doc["strategy"] == "model"
     assert all(x["reason"]["because"] in {vocab[1], vocab[2]} for x in doc["items"])
+
+
+def test_user_ids_on_the_output_are_keyed_pseudonyms(model, monkeypatch):
+    from operators.config import JobConfig
+    from operators.serving import pseudonym, user_id_key
+
+    cfg = JobConfig(bootstrap_servers="127.0.0.1:9092", bundle_path="b", checkpoint_dir="c", pseudonymize_users=True)
+    monkeypatch.delenv("STREAMREC_USER_ID_SECRET", raising=False)
+    with pytest.raises(ConfigError, match="STREAMREC_USER_ID_SECRET"):
+        user_id_key(cfg)
+    monkeypatch.setenv("STREAMREC_USER_ID_SECRET", "s" * 32)
+    key = user_id_key(cfg)
+    assert "s" * 32 not in repr(cfg.to_dict())  # the secret is never part of the config or its logs
+    core = ServingCore(model, top_k=10, history_len=50, input_topic="e", user_id_key=key)
+    payload = json.dumps({"user_id": "alice", "item_id": model.bundle.item_vocab[0], "event_type": "view",
+                          "ts": TS}).encode()
+    out = core.process("alice", payload, 0, 1, TS, None, now_ms=TS + 1)
+    doc = json.loads(out.value)
+    assert out.key == doc["user_id"] == pseudonym(key, "alice") != "alice" and len(out.key) == 32
+    assert pseudonym(key, "alice") != pseudonym(b"another secret!!", "alice")
