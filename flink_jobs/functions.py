@@ -20,7 +20,7 @@ from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
 from flink_jobs.environment import job_log_dir
 from operators.config import JobConfig
-from operators.serving import DEAD_LETTER, Deferred, Output, ServingCore
+from operators.serving import DEAD_LETTER, FORGOTTEN, Deferred, Output, ServingCore
 from operators.state import has_pending
 
 __all__ = [
@@ -100,7 +100,7 @@ class RecommendFunction(KeyedProcessFunction):
         counts = self.core.counts
         for name, metric in (("lists", "lists_emitted"), ("cold_start", "lists_cold_start"),
                              ("dead_letter", "events_dead_lettered"), ("rebuilds", "state_rebuilds"),
-                             ("errors", "processing_errors")):
+                             ("errors", "processing_errors"), ("forgotten", "users_forgotten")):
             group.gauge(metric, lambda name=name: counts[name])
         self.timing: dict[str, float] = {}
         for field in ("python_total", "state_read", "state_write", "parse", "model", "rerank", "output"):
@@ -133,7 +133,9 @@ class RecommendFunction(KeyedProcessFunction):
         t1 = time.perf_counter_ns()
         out = self.core.process(key, value[1], value[2], value[3], value[4], stored, now_ms, defer=batching)
         t2 = time.perf_counter_ns()
-        if out.state is not None:
+        if out.state == b"":  # forget_user: everything held for this user goes
+            state.clear()
+        elif out.state is not None:
             state.update(out.state)
         elif done is not None:
             state.update(done)
@@ -183,6 +185,8 @@ class RecommendFunction(KeyedProcessFunction):
     def _emit(out: Output):  # noqa: ANN205 - generator of records
         if out.kind == DEAD_LETTER:
             yield DEAD_LETTER_TAG, Row(out.key, out.value)
+        elif out.kind == FORGOTTEN:
+            return
         else:
             yield Row(out.key, out.value)
 

@@ -29,6 +29,7 @@ from operators.errors import EventValidationError
 
 __all__ = [
     "EVENT_TYPES",
+    "FORGET_USER",
     "Event",
     "SourcePosition",
     "event_schema",
@@ -45,7 +46,9 @@ __all__ = [
     "recommendation_record",
 ]
 
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating")
+EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "forget_user")
+FORGET_USER = "forget_user"
+"""Control event: delete all state held for the user (no item, no list)."""
 MIN_TS_MS = 631_152_000_000  # 1990-01-01
 MAX_TS_MS = 32_503_680_000_000  # 3000-01-01
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -170,7 +173,7 @@ def parse_event(
         code, reason = _schema_reason(errors[0])
         raise EventValidationError(reason, code)
     return _finish(
-        doc["user_id"], doc["item_id"], doc["event_type"], doc["ts"], doc.get("event_id"), doc.get("value"),
+        doc["user_id"], doc.get("item_id", ""), doc["event_type"], doc["ts"], doc.get("event_id"), doc.get("value"),
         source=source, now_ms=now_ms, max_future_ms=max_future_ms,
     )
 
@@ -196,7 +199,7 @@ def _finish(
         )
     user_id = user if type(user) is str else _id_text(user)
     item_id = item if type(item) is str else _id_text(item)
-    if not user_id.strip() or not item_id.strip():
+    if not user_id.strip() or (not item_id.strip() and event_type != FORGET_USER):
         raise EventValidationError("'user_id' and 'item_id' must not be blank", "schema_violation")
     for name, text in (("user_id", user_id), ("item_id", item_id), ("event_id", event_id)):
         if text is not None and not text.isascii():

@@ -29,6 +29,8 @@ class StateStore(Protocol):
 
     def put(self, key: str, value: bytes) -> None: ...
 
+    def delete(self, key: str) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -43,6 +45,9 @@ class MemoryStateStore:
 
     def put(self, key: str, value: bytes) -> None:
         self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
 
     def close(self) -> None:
         self.data.clear()
@@ -66,6 +71,9 @@ class RocksStateStore:
 
     def put(self, key: str, value: bytes) -> None:
         self._db[key.encode("utf-8")] = value
+
+    def delete(self, key: str) -> None:
+        del self._db[key.encode("utf-8")]
 
     def __len__(self) -> int:
         return sum(1 for _ in self._db.keys())
@@ -96,6 +104,8 @@ def serve_offline(core: ServingCore, records: Iterable[OfflineRecord], store: St
         t0 = time.perf_counter()
         out = core.process(record.key, record.payload, record.partition, record.offset, record.source_ts,
                            store.get(record.key), now_ms if now_ms is not None else time.time_ns() // 1_000_000)
-        if out.state is not None:
+        if out.state == b"":  # forget_user
+            store.delete(record.key)
+        elif out.state is not None:
             store.put(record.key, out.state)
         yield record, out, (time.perf_counter() - t0) * 1000

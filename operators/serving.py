@@ -27,6 +27,7 @@ from operators.bundle import load_bundle
 from operators.config import JobConfig
 from operators.errors import ConfigError, EventValidationError, StateLayoutError
 from operators.events import (
+    FORGET_USER,
     Event,
     SourcePosition,
     check_record_key,
@@ -41,12 +42,15 @@ from operators.rerank import RerankConfig, Reranker, ShownHistory, item_hash32
 from operators.state import Pending, UserState, decode_state, encode_state, model_tag
 from operators.window import ModelInput, advances_model, left_pad_row, model_input
 
-__all__ = ["pseudonym", "user_id_key", "ServingCore", "Output", "Deferred", "LIST", "DEAD_LETTER", "TIMING_FIELDS"]
+__all__ = ["pseudonym", "user_id_key", "ServingCore", "Output", "Deferred", "LIST", "DEAD_LETTER",
+           "FORGOTTEN", "TIMING_FIELDS"]
 
 log = logging.getLogger(__name__)
 
 LIST = 0
 DEAD_LETTER = 1
+FORGOTTEN = 2
+"""A ``forget_user`` control event: delete the user's state (``Output.state == b""``), emit nothing."""
 TIMING_FIELDS = ("parse", "state_decode", "model", "output")
 _NEG_HALF = -5e8  # scores below this are masked (excluded or padding)
 
@@ -56,6 +60,7 @@ class Output:
     """What one record produces: the state to store (None: leave it unchanged) and one record to emit."""
 
     state: bytes | None
+    """``None``: leave the stored state as it is; ``b""``: delete it (:data:`FORGOTTEN`)."""
     kind: int
     """:data:`LIST` (to the output topic) or :data:`DEAD_LETTER`."""
     key: str
@@ -150,7 +155,7 @@ class ServingCore:
         self.timing = [0] * (len(TIMING_FIELDS) + 1)  # events, then ns per field
         self._rerank_ns = 0  # part of "model" (ranking), reported on its own
         self.counts = {"lists": 0, "cold_start": 0, "dead_letter": 0, "rebuilds": 0, "steps": 0, "errors": 0,
-                       "batches": 0, "state_resets": 0}
+                       "batches": 0, "state_resets": 0, "forgotten": 0}
 
     @classmethod
     def from_config(cls, cfg: JobConfig, bundle_path: str | None = None) -> ServingCore:
@@ -189,6 +194,9 @@ class ServingCore:
             return self._dead(payload, err, source, now_ms)
         except Exception as exc:  # a validation bug must not stop every other user's lists either
             return self._failed(payload, exc, source, now_ms)
+        if event.event_type == FORGET_USER:
+            self.counts["forgotten"] += 1
+            return Output(b"", FORGOTTEN, event.user_id, b"")
         t1 = time.perf_counter_ns()
         try:
             state = self._decode(stored)

@@ -276,4 +276,5 @@ def test_schema_file_is_a_valid_json_schema():
     from jsonschema import Draft202012Validator
 
     Draft202012Validator.check_schema(event_schema())
-    assert event_schema()["required"] == ["user_id", "item_id", "event_type", "ts"]
+    assert event_schema()["required"] == ["user_id", "event_type", "ts"]
+    assert event_schema()["else"] == {"required": ["item_id"]}  # every event but forget_user names its item

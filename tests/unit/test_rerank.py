@@ -134,3 +134,25 @@ def test_user_ids_on_the_output_are_keyed_pseudonyms(model, monkeypatch):
     doc = json.loads(out.value)
     assert out.key == doc["user_id"] == pseudonym(key, "alice") != "alice" and len(out.key) == 32
     assert pseudonym(key, "alice") != pseudonym(b"another secret!!", "alice")
+
+
+def test_forget_user_deletes_everything_held_for_the_user(model):
+    from operators.offline import MemoryStateStore, OfflineRecord, serve_offline
+    from operators.serving import FORGOTTEN
+
+    core = ServingCore(model, top_k=10, history_len=50, input_topic="e")
+    vocab = model.bundle.item_vocab
+    events = [{"user_id": "u", "item_id": vocab[n], "event_type": "view", "ts": TS + n} for n in range(3)]
+    events.append({"user_id": "u", "event_type": "forget_user", "ts": TS + 3})  # no item_id needed
+    events.append({"user_id": "u", "item_id": vocab[9], "event_type": "view", "ts": TS + 4})
+    store = MemoryStateStore()
+    records = [OfflineRecord("u", json.dumps(e).encode(), n) for n, e in enumerate(events)]
+    outs = [out for _, out, _ in serve_offline(core, records, store, now_ms=TS + 10**6)]
+    assert outs[3].kind == FORGOTTEN and outs[3].state == b"" and outs[3].value == b""
+    after = json.loads(outs[4].value)
+    assert after["history_len"] == 1  # the user starts over: nothing of the first three events is left
+    assert core.counts["forgotten"] == 1
+    # an item-less event of any other type is still a dead letter
+    bad = core.process("u", json.dumps({"user_id": "u", "event_type": "view", "ts": TS}).encode(), 0, 9, TS, None,
+                       now_ms=TS + 1)
+    assert json.loads(bad.value)["code"] == "missing_field"
