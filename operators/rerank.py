@@ -19,10 +19,13 @@ Every knob is a field of :class:`RerankConfig` (typed, validated, documented; ``
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
 
 __all__ = ["RerankConfig", "ShownHistory", "Reranked", "Reranker", "item_hash32", "parse_rerank", "describe_defaults"]
 
@@ -34,11 +37,11 @@ class RerankConfig(BaseModel):
 
     repeat_window: int = Field(3, ge=0, le=32, description="lists of each user remembered for repeat "
                                                               "suppression (0 = off); bounded state")
-    repeat_penalty: float = Field(1.0, ge=0.0, description="score taken from an item shown in the newest list "
+    repeat_penalty: float = Field(0.3, ge=0.0, description="score taken from an item shown in the newest list "
                                                            "(scores are z-scores, the top item is ~5-10)")
     repeat_decay: float = Field(0.5, ge=0.0, le=1.0, description="the penalty of an item shown in a list of age "
                                                                  "a is repeat_penalty * repeat_decay ** a")
-    diversity_lambda: float = Field(0.0, ge=0.0, le=1.0, description="maximal-marginal-relevance trade-off: "
+    diversity_lambda: float = Field(0.3, ge=0.0, le=1.0, description="maximal-marginal-relevance trade-off: "
                                                                      "0 = pure relevance, 1 = pure diversity")
     diversity_pool: int = Field(3, ge=1, le=20, description="MMR picks from the best pool * top_k candidates")
     explain: bool = Field(True, description="attach a reason to each recommended item")
@@ -107,11 +110,16 @@ class Reranker:
         self.top_k = top_k
         self.emb = None if embeddings is None else np.ascontiguousarray(embeddings, dtype=np.float32)
         if cfg.diversity_lambda > 0 and self.emb is None:
-            from operators.errors import ConfigError
+            if "diversity_lambda" in cfg.model_fields_set:  # asked for explicitly: refuse to start
+                from operators.errors import ConfigError
 
-            msg = ("rerank.diversity_lambda > 0 needs item embeddings in the model bundle (item_embeddings.npy); "
-                   "re-export the bundle with this streamrec version or set diversity_lambda = 0")
-            raise ConfigError(msg)
+                msg = ("rerank.diversity_lambda > 0 needs item embeddings in the model bundle "
+                       "(item_embeddings.npy); re-export the bundle with this streamrec version or set "
+                       "diversity_lambda=0")
+                raise ConfigError(msg)
+            log.warning("the model bundle has no item embeddings: diversity (the default diversity_lambda=%s) and "
+                        "explanations are off; re-export the bundle to get them", cfg.diversity_lambda)
+            self.cfg = cfg.model_copy(update={"diversity_lambda": 0.0})
 
     def rerank(self, items: np.ndarray, scores: np.ndarray, item_hashes: np.ndarray, shown: ShownHistory,
                recent: np.ndarray) -> Reranked:

@@ -51,14 +51,14 @@ def test_repeat_suppression_demotes_what_was_just_shown():
 def test_mmr_pushes_a_near_duplicate_down_and_lambda_zero_does_not():
     items, scores = np.array([1, 2, 3, 4]), np.array([4.0, 3.9, 3.0, 1.0])
     hashes = np.arange(4, dtype=np.uint32)
-    plain = Reranker(RerankConfig(repeat_window=0, explain=False), embeddings(), top_k=2)
+    plain = Reranker(RerankConfig(repeat_window=0, diversity_lambda=0, explain=False), embeddings(), top_k=2)
     assert items[plain.rerank(items, scores, hashes, ShownHistory.empty(), np.array([3])).order].tolist() == [1, 2]
     diverse = Reranker(RerankConfig(repeat_window=0, explain=False, diversity_lambda=0.5), embeddings(), top_k=2)
     assert items[diverse.rerank(items, scores, hashes, ShownHistory.empty(), np.array([3])).order].tolist() == [1, 3]
 
 
 def test_each_item_is_explained_by_the_most_similar_recent_item():
-    r = Reranker(RerankConfig(repeat_window=0), embeddings(), top_k=2)
+    r = Reranker(RerankConfig(repeat_window=0, diversity_lambda=0), embeddings(), top_k=2)
     out = r.rerank(np.array([2, 3]), np.array([2.0, 1.0]), np.arange(2, dtype=np.uint32), ShownHistory.empty(),
                    np.array([3, 1]))
     assert out.because.tolist() == [1, 3]
@@ -71,6 +71,8 @@ def test_bad_knobs_fail_with_the_key_and_diversity_needs_embeddings():
         RerankConfig(repeat_windw=3)
     with pytest.raises(ConfigError, match="item embeddings"):
         Reranker(RerankConfig(diversity_lambda=0.3), None, top_k=5)
+    # the default lambda on a bundle without embeddings: diversity off, not a refusal to serve
+    assert Reranker(RerankConfig(), None, top_k=5).cfg.diversity_lambda == 0
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +91,10 @@ def test_the_same_list_is_not_shown_again_and_again(model):
     """A view, then clicks of the same item (repeats do not move the model): without suppression the user
     sees one list three times; with it, what was shown moves down list after list."""
     vocab = model.bundle.item_vocab
-    plain = ServingCore(model, top_k=10, history_len=50, input_topic="e", rerank=RerankConfig(repeat_window=0))
-    core = ServingCore(model, top_k=10, history_len=50, input_topic="e", rerank=RerankConfig(repeat_penalty=3.0))
+    plain = ServingCore(model, top_k=10, history_len=50, input_topic="e",
+                        rerank=RerankConfig(repeat_window=0, diversity_lambda=0))
+    core = ServingCore(model, top_k=10, history_len=50, input_topic="e",
+                       rerank=RerankConfig(repeat_penalty=3.0, diversity_lambda=0))
     lists = {}
     for name, c in (("plain", plain), ("suppressed", core)):
         store: dict = {}
