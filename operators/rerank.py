@@ -41,9 +41,9 @@ class RerankConfig(BaseModel):
                                                            "(scores are z-scores, the top item is ~5-10)")
     repeat_decay: float = Field(0.5, ge=0.0, le=1.0, description="the penalty of an item shown in a list of age "
                                                                  "a is repeat_penalty * repeat_decay ** a")
-    diversity_lambda: float = Field(0.3, ge=0.0, le=1.0, description="maximal-marginal-relevance trade-off: "
+    diversity_lambda: float = Field(0.0, ge=0.0, le=1.0, description="maximal-marginal-relevance trade-off: "
                                                                      "0 = pure relevance, 1 = pure diversity")
-    diversity_pool: int = Field(3, ge=1, le=20, description="MMR picks from the best pool * top_k candidates")
+    diversity_pool: int = Field(2, ge=1, le=20, description="MMR picks from the best pool * top_k candidates")
     explain: bool = Field(True, description="attach a reason to each recommended item")
     explain_recent: int = Field(20, ge=1, le=200, description="recent items considered for 'because'")
 
@@ -143,21 +143,22 @@ class Reranker:
         return Reranked(order, adjusted[order], because)
 
     def _mmr(self, items: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+        """Greedy maximal marginal relevance over ``items`` (already the best pool, best first)."""
         lam = self.cfg.diversity_lambda
-        span = scores.max() - scores.min()
-        rel = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
+        lo = scores.min()
+        span = scores.max() - lo
+        gain = (1 - lam) * ((scores - lo) / span if span > 0 else np.ones_like(scores))
         vecs = self.emb[items]  # type: ignore[index]
-        sim = vecs @ vecs.T
-        chosen = [int(np.argmax(rel))]
-        max_sim = sim[chosen[0]].copy()
-        available = np.ones(len(items), dtype=bool)
-        available[chosen[0]] = False
-        while len(chosen) < min(k, len(items)):
-            value = np.where(available, (1 - lam) * rel - lam * max_sim, -np.inf)
-            pick = int(np.argmax(value))
+        sim = (vecs @ vecs.T) * lam  # [M, M], scaled once
+        first = int(np.argmax(gain))
+        chosen = [first]
+        penalty = sim[first].copy()
+        gain[first] = -np.inf
+        for _ in range(min(k, len(items)) - 1):
+            pick = int(np.argmax(gain - penalty))
             chosen.append(pick)
-            available[pick] = False
-            np.maximum(max_sim, sim[pick], out=max_sim)
+            gain[pick] = -np.inf
+            np.maximum(penalty, sim[pick], out=penalty)
         return np.array(chosen, dtype=np.int64)
 
 
