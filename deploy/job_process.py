@@ -101,14 +101,16 @@ def wait_until_serving(
                 raise JobError(msg)
             if time.monotonic() >= next_probe:
                 probe = {"user_id": probe_user, "item_id": "__probe__", "event_type": "view",
-                         "ts": int(time.time() * 1000), "event_id": f"probe-{n}"}
+                         "ts": int(time.time() * 1000), "event_id": f"{probe_user}-{n}"}
                 producer.send(input_topic, key=probe_user.encode(), value=json.dumps(probe).encode())
                 producer.flush()
                 n += 1
                 next_probe = time.monotonic() + 5.0
             for records in consumer.poll(timeout_ms=250).values():
                 for record in records:
-                    if record.key == probe_user.encode():
+                    # by event id: with --pseudonymize-users the record key is not the user id
+                    if probe_user.encode() in record.value and \
+                            json.loads(record.value).get("event_id", "").startswith(probe_user):
                         return time.monotonic() - job.started_at
         msg = f"job did not serve a probe within {timeout_s:.0f}s; last output:\n{job.log_tail()}"
         raise JobError(msg)

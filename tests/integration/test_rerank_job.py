@@ -1,0 +1,67 @@
+"""Re-ranking and privacy through the real job (``streamrec run``, real broker): repeat suppression, reasons,
+``forget_user`` and pseudonymised user ids on the output topic."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from kafka import KafkaProducer
+
+from deploy.job_process import JobProcess, wait_until_serving
+from deploy.kafka_clients import assigned_consumer
+from operators.bundle import load_bundle
+from operators.serving import pseudonym
+
+pytestmark = pytest.mark.integration
+
+SECRET = "integration-test-secret-0123456789"
+TS = 1_767_225_600_000
+
+
+def test_repeat_suppression_forget_user_and_pseudonyms_in_the_job(kafka, trained_bundle, tmp_path, monkeypatch):
+    vocab = load_bundle(trained_bundle).item_vocab
+    topics = {"input": "rr.events", "output": "rr.recs", "dead": "rr.dead"}
+    kafka.create_topics({topics["input"]: 2, topics["output"]: 2, topics["dead"]: 1})
+    monkeypatch.setenv("STREAMREC_USER_ID_SECRET", SECRET)  # the job process inherits the environment
+    args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(trained_bundle), "--checkpoint-dir",
+            str(tmp_path / "ck"), "--input-topic", topics["input"], "--output-topic", topics["output"],
+            "--dead-letter-topic", topics["dead"], "--top-k", "10", "--group-id", "it-rerank",
+            "--rerank", "repeat_penalty=3", "--pseudonymize-users"]
+    events = [("ra", vocab[3], "view"), ("ra", vocab[5], "view"), ("ra", vocab[5], "click"), ("ra", vocab[5], "click"),
+              ("rb", vocab[7], "view"), ("rb", vocab[8], "view"), ("rb", None, "forget_user"), ("rb", vocab[9], "view")]
+    with JobProcess(args, tmp_path / "logs") as job:
+        wait_until_serving(job, kafka.bootstrap, topics["input"], topics["output"], timeout_s=240)
+        consumer = assigned_consumer(kafka.bootstrap, [topics["output"], topics["dead"]], from_beginning=False)
+        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all",
+                                 max_in_flight_requests_per_connection=1)
+        for n, (user, item, kind) in enumerate(events):
+            doc = {"user_id": user, "event_type": kind, "ts": TS + n, "event_id": f"rr-{n}"}
+            if item is not None:
+                doc["item_id"] = item
+            producer.send(topics["input"], key=user.encode(), value=json.dumps(doc).encode())
+        producer.flush()
+        producer.close()
+        got: list[tuple[str, dict]] = []
+        deadline = time.monotonic() + 120
+        while len(got) < 7 and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                got += [(r.topic, json.loads(r.value)) for r in records if b"__streamrec_probe__" not in r.value]
+        time.sleep(2)  # anything extra (a list for the forget event, a dead letter) would show up now
+        got += [(r.topic, json.loads(r.value)) for records in consumer.poll(timeout_ms=500).values()
+                for r in records if b"__streamrec_probe__" not in r.value]
+        consumer.close()
+        assert job.alive(), job.log_tail()
+    assert all(topic == topics["output"] for topic, _ in got), got  # nothing dead-lettered
+    lists = {doc["event_id"]: doc for _, doc in got}
+    assert sorted(lists) == [f"rr-{n}" for n in (0, 1, 2, 3, 4, 5, 7)]  # one list per event, none for forget
+    # pseudonyms, never the raw ids
+    assert lists["rr-0"]["user_id"] == pseudonym(SECRET.encode(), "ra")
+    assert not {"ra", "rb"} & {d["user_id"] for d in lists.values()}
+    # the clicks repeat an item already in the window: the model does not move, the lists still change
+    first, second = ([i["item_id"] for i in lists[e]["items"]] for e in ("rr-1", "rr-2"))
+    assert second != first and second[0] != first[0]
+    assert all("because" in i["reason"] for i in lists["rr-2"]["items"])
+    # forget_user: rb starts over
+    assert lists["rr-5"]["history_len"] == 2 and lists["rr-7"]["history_len"] == 1
