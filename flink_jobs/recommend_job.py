@@ -28,6 +28,7 @@ from flink_jobs.environment import python_executable, worker_pythonpath  # noqa:
 from operators.bundle import load_bundle  # noqa: E402
 from operators.config import JobConfig  # noqa: E402
 from operators.errors import ConfigError, StreamrecError  # noqa: E402
+from operators.item_rules import load_item_rules  # noqa: E402
 from operators.rerank import parse_rerank  # noqa: E402
 from operators.serving import user_id_key  # noqa: E402
 
@@ -71,6 +72,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="failed restarts in a row before the job gives up and exits non-zero")
     p.add_argument("--log-dir", default=None,
                    help="Flink and Python task logs (default: $FLINK_LOG_DIR, else Flink's own log dir)")
+    p.add_argument("--item-rules", default=None, metavar="PATH",
+                   help='JSON file {"blocked": [...], "unavailable": [...], "allowed": [...] or null}, re-read '
+                        "within a second of every change (no restart)")
     p.add_argument("--pseudonymize-users", action="store_true",
                    help="user ids on the output topic become keyed HMAC pseudonyms (secret from the environment "
                         "variable named by --user-id-secret-env)")
@@ -105,6 +109,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         max_restarts=args.max_restarts,
         micro_batch=args.micro_batch,
         micro_batch_wait_ms=args.micro_batch_wait_ms,
+        item_rules_path=str(Path(args.item_rules).expanduser().resolve()) if args.item_rules else None,
         pseudonymize_users=args.pseudonymize_users,
         user_id_secret_env=args.user_id_secret_env,
         rerank=parse_rerank(args.rerank),
@@ -310,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         bundle = load_bundle(cfg.bundle_path)
         user_id_key(cfg)  # fails fast when pseudonymisation is on without its secret
+        if cfg.item_rules_path and Path(cfg.item_rules_path).exists():
+            load_item_rules(cfg.item_rules_path)  # a broken rules file at start is a config error
         jar = flink_connector_jar(args.connector_jar)
         Path(cfg.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("JAVA_HOME", java_home())  # pyflink starts its JVM with it

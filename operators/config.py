@@ -53,6 +53,8 @@ class JobConfig:
     """Longest an event waits for its micro-batch to fill."""
     max_restarts: int = 10
     """Failed restart attempts in a row before the job gives up (and ``streamrec run`` exits non-zero)."""
+    item_rules_path: str | None = None
+    """JSON file of blocked / unavailable / allowed items, re-read when it changes (:mod:`operators.item_rules`)."""
     pseudonymize_users: bool = False
     """Replace user ids on the output topic (record key and ``user_id``) by a keyed HMAC pseudonym."""
     user_id_secret_env: str = "STREAMREC_USER_ID_SECRET"

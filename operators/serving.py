@@ -37,6 +37,7 @@ from operators.events import (
     recommendation_record,
 )
 from operators.inference import OnnxModel
+from operators.item_rules import ItemRulesWatcher
 from operators.items import ItemIndex, item_key
 from operators.rerank import RerankConfig, Reranker, ShownHistory, item_hash32
 from operators.state import Pending, UserState, decode_state, encode_state, model_tag
@@ -119,6 +120,7 @@ class ServingCore:
         max_future_ms: int = 86_400_000,
         rerank: RerankConfig | None = None,
         user_id_key: bytes | None = None,
+        item_rules: str | None = None,
     ) -> None:
         bundle = model.bundle
         if top_k > bundle.n_candidates:
@@ -146,6 +148,7 @@ class ServingCore:
         # Fallback scores decrease with rank so that consumers can still sort by score.
         self._popular_scores = np.round(np.linspace(1.0, 1.0 / max(n, 1), num=n), 6)
         self._user_id_key = user_id_key
+        self.rules = ItemRulesWatcher(item_rules, bundle.item_vocab)
         self.rerank_cfg = rerank or RerankConfig()
         wants_emb = self.rerank_cfg.diversity_lambda > 0 or self.rerank_cfg.explain
         self.reranker = Reranker(self.rerank_cfg, bundle.item_embeddings() if wants_emb else None, top_k)
@@ -164,7 +167,7 @@ class ServingCore:
         model = OnnxModel(bundle, providers=cfg.onnx_providers, intra_op_threads=cfg.onnx_threads)
         return cls(model, top_k=cfg.top_k, history_len=cfg.history_len, input_topic=cfg.input_topic,
                    max_event_bytes=cfg.max_event_bytes, max_future_ms=cfg.max_future_ms, rerank=cfg.rerank,
-                   user_id_key=user_id_key(cfg))
+                   user_id_key=user_id_key(cfg), item_rules=cfg.item_rules_path)
 
     # ------------------------------------------------------------------ one record
     def process(
@@ -185,6 +188,7 @@ class ServingCore:
         scored with others by :meth:`run_deferred`); every other event is served at once as without it.
         """
         t0 = time.perf_counter_ns()
+        self.rules.refresh()  # a stat call at most once a second
         source = SourcePosition(self.input_topic, partition, offset, source_ts)
         try:
             event = decode_event(payload, source=source, now_ms=now_ms, max_bytes=self.max_event_bytes,
@@ -365,9 +369,10 @@ class ServingCore:
         if inp is None:
             inp = model_input(self.index.lookup(state.keys))
         if inp.cold and not item:
-            picked = self._popular[: self.top_k]  # all popular items are known, so none is in a cold window
+            popular = self._popular if self.rules.mask is None else self._popular[self.rules.mask[self._popular]]
+            picked = popular[: self.top_k]  # all popular items are known, so none is in a cold window
             reasons = self._popular_reasons[: len(picked)] if self.rerank_cfg.explain else None
-            return self.vocab[picked].tolist(), self._popular_scores[: self.top_k].tolist(), reasons, "popular"
+            return self.vocab[picked].tolist(), self._popular_scores[: len(picked)].tolist(), reasons, "popular"
         exclude = self._exclude(inp, item)[None, :]
         if self.bundle.recurrent:
             if self._steppable(state):
@@ -388,6 +393,8 @@ class ServingCore:
         """One row of graph output (top-C candidates, best first) -> the re-ranked top-K item ids, scores and
         reasons (:mod:`operators.rerank`; masked candidates dropped); the list is recorded in ``state.shown``."""
         valid = scores > _NEG_HALF
+        if self.rules.mask is not None:  # blocked, unavailable, not allowed (operators.item_rules)
+            valid &= self.rules.mask[items]
         if not valid.all():
             scores, items = scores[valid], items[valid]
         shown = state.shown if state.shown is not None else ShownHistory.empty()

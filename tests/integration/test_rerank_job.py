@@ -1,5 +1,5 @@
 """Re-ranking and privacy through the real job (``streamrec run``, real broker): repeat suppression, reasons,
-``forget_user`` and pseudonymised user ids on the output topic."""
+``forget_user``, a runtime blocklist update and pseudonymised user ids on the output topic."""
 
 from __future__ import annotations
 
@@ -28,34 +28,50 @@ def test_repeat_suppression_forget_user_and_pseudonyms_in_the_job(kafka, trained
     args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(trained_bundle), "--checkpoint-dir",
             str(tmp_path / "ck"), "--input-topic", topics["input"], "--output-topic", topics["output"],
             "--dead-letter-topic", topics["dead"], "--top-k", "10", "--group-id", "it-rerank",
-            "--rerank", "repeat_penalty=3", "--pseudonymize-users"]
+            "--rerank", "repeat_penalty=3", "--pseudonymize-users", "--item-rules", str(tmp_path / "rules.json")]
     events = [("ra", vocab[3], "view"), ("ra", vocab[5], "view"), ("ra", vocab[5], "click"), ("ra", vocab[5], "click"),
-              ("rb", vocab[7], "view"), ("rb", vocab[8], "view"), ("rb", None, "forget_user"), ("rb", vocab[9], "view")]
+              ("rb", vocab[7], "view"), ("rb", vocab[8], "view"), ("rb", None, "forget_user"), ("rb", vocab[9], "view"),
+              ("rc", "not-in-the-catalog", "view")]
     with JobProcess(args, tmp_path / "logs") as job:
         wait_until_serving(job, kafka.bootstrap, topics["input"], topics["output"], timeout_s=240)
         consumer = assigned_consumer(kafka.bootstrap, [topics["output"], topics["dead"]], from_beginning=False)
         producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all",
                                  max_in_flight_requests_per_connection=1)
-        for n, (user, item, kind) in enumerate(events):
-            doc = {"user_id": user, "event_type": kind, "ts": TS + n, "event_id": f"rr-{n}"}
-            if item is not None:
-                doc["item_id"] = item
-            producer.send(topics["input"], key=user.encode(), value=json.dumps(doc).encode())
-        producer.flush()
-        producer.close()
-        got: list[tuple[str, dict]] = []
-        deadline = time.monotonic() + 120
-        while len(got) < 7 and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
-                got += [(r.topic, json.loads(r.value)) for r in records if b"__streamrec_probe__" not in r.value]
+
+        def send(batch, first):
+            for n, (user, item, kind) in enumerate(batch, start=first):
+                doc = {"user_id": user, "event_type": kind, "ts": TS + n, "event_id": f"rr-{n}"}
+                if item is not None:
+                    doc["item_id"] = item
+                producer.send(topics["input"], key=user.encode(), value=json.dumps(doc).encode())
+            producer.flush()
+
+        def collect(n, got):
+            deadline = time.monotonic() + 120
+            while len(got) < n and time.monotonic() < deadline:
+                for records in consumer.poll(timeout_ms=200).values():
+                    got += [(r.topic, json.loads(r.value)) for r in records if b"__streamrec_probe__" not in r.value]
+            return got
+
+        send(events, 0)
+        got = collect(8, [])
+        popular = [i["item_id"] for _, d in got if d["event_id"] == "rr-8" for i in d["items"]]
+        # block the most popular item while the job runs: the next cold-start list goes without it
+        rules = tmp_path / "rules.json"
+        (tmp_path / "rules.tmp").write_text(json.dumps({"blocked": [popular[0]]}))
+        (tmp_path / "rules.tmp").rename(rules)
+        time.sleep(2.0)
+        send([("rd", "not-in-the-catalog-either", "view")], 9)
+        got = collect(9, got)
         time.sleep(2)  # anything extra (a list for the forget event, a dead letter) would show up now
         got += [(r.topic, json.loads(r.value)) for records in consumer.poll(timeout_ms=500).values()
                 for r in records if b"__streamrec_probe__" not in r.value]
+        producer.close()
         consumer.close()
         assert job.alive(), job.log_tail()
     assert all(topic == topics["output"] for topic, _ in got), got  # nothing dead-lettered
     lists = {doc["event_id"]: doc for _, doc in got}
-    assert sorted(lists) == [f"rr-{n}" for n in (0, 1, 2, 3, 4, 5, 7)]  # one list per event, none for forget
+    assert sorted(lists) == sorted(f"rr-{n}" for n in (0, 1, 2, 3, 4, 5, 7, 8, 9))  # one per event, none for forget
     # pseudonyms, never the raw ids
     assert lists["rr-0"]["user_id"] == pseudonym(SECRET.encode(), "ra")
     assert not {"ra", "rb"} & {d["user_id"] for d in lists.values()}
@@ -65,3 +81,7 @@ def test_repeat_suppression_forget_user_and_pseudonyms_in_the_job(kafka, trained
     assert all("because" in i["reason"] for i in lists["rr-2"]["items"])
     # forget_user: rb starts over
     assert lists["rr-5"]["history_len"] == 2 and lists["rr-7"]["history_len"] == 1
+    # the blocklist took effect without a restart
+    before = [i["item_id"] for i in lists["rr-8"]["items"]]
+    after = [i["item_id"] for i in lists["rr-9"]["items"]]
+    assert lists["rr-9"]["strategy"] == "popular" and before[0] not in after and after[:9] == before[1:10]
