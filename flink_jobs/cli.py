@@ -67,6 +67,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace) -> int:
     from dataclasses import MISSING, fields
 
+    from operators.abuse import AbuseConfig
     from operators.config import JobConfig
     from operators.rerank import describe_defaults
 
@@ -75,13 +76,15 @@ def _config(args: argparse.Namespace) -> int:
         return 2
     print("# streamrec run options (command-line flags: --name-with-dashes)")
     for f in fields(JobConfig):
-        if f.name in ("rerank", "extra"):
+        if f.name in ("rerank", "abuse", "extra"):
             continue
         default = "(required)" if f.default is MISSING and f.default_factory is MISSING else (
             f.default if f.default is not MISSING else f.default_factory())
         print(f"{f.name} = {default!r}")
     print("\n# re-ranking (streamrec run / replay: --rerank KEY=VALUE, repeatable)")
     print(describe_defaults())
+    print("\n# abuse filter (streamrec run: --abuse KEY=VALUE, repeatable)")
+    print(describe_defaults(AbuseConfig, "abuse"))
     return 0
 
 

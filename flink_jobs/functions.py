@@ -20,13 +20,14 @@ from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
 from flink_jobs.environment import job_log_dir
 from operators.config import JobConfig
-from operators.serving import DEAD_LETTER, FORGOTTEN, Deferred, Output, ServingCore
+from operators.serving import DEAD_LETTER, FORGOTTEN, QUARANTINE, Deferred, Output, ServingCore
 from operators.state import has_pending
 
 __all__ = [
     "INPUT_VALUE_FIELDS",
     "KEYED_RECORD_TYPE_INFO",
     "DEAD_LETTER_TAG",
+    "QUARANTINE_TAG",
     "STATE_NAME",
     "RecommendFunction",
 ]
@@ -38,8 +39,10 @@ INPUT_VALUE_FIELDS = ("key", "payload", "partition", "offset", "source_ts")
 would cost one more call into Java)."""
 KEYED_RECORD_TYPE_INFO = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 DEAD_LETTER_TAG = OutputTag("dead-letter", KEYED_RECORD_TYPE_INFO)
+QUARANTINE_TAG = OutputTag("quarantine", KEYED_RECORD_TYPE_INFO)
 STATE_NAME = "user_state_v1"
-"""One packed value per user (:mod:`operators.state`, layout version 1)."""
+"""One packed value per user (:mod:`operators.state`; the layout version is inside the bytes, so the state's
+name, and savepoint compatibility, stay the same across layouts)."""
 REPORT_EVERY_NS = 5_000_000_000
 
 
@@ -100,7 +103,8 @@ class RecommendFunction(KeyedProcessFunction):
         counts = self.core.counts
         for name, metric in (("lists", "lists_emitted"), ("cold_start", "lists_cold_start"),
                              ("dead_letter", "events_dead_lettered"), ("rebuilds", "state_rebuilds"),
-                             ("errors", "processing_errors"), ("forgotten", "users_forgotten")):
+                             ("errors", "processing_errors"), ("forgotten", "users_forgotten"),
+                             ("quarantined", "events_quarantined")):
             group.gauge(metric, lambda name=name: counts[name])
         self.timing: dict[str, float] = {}
         for field in ("python_total", "state_read", "state_write", "parse", "model", "rerank", "output"):
@@ -181,12 +185,13 @@ class RecommendFunction(KeyedProcessFunction):
             self.done[deferred.key] = out.state  # stored when this user's key is current again
             yield from self._emit(out)
 
-    @staticmethod
-    def _emit(out: Output):  # noqa: ANN205 - generator of records
+    def _emit(self, out: Output):  # noqa: ANN202 - generator of records
         if out.kind == DEAD_LETTER:
             yield DEAD_LETTER_TAG, Row(out.key, out.value)
         elif out.kind == FORGOTTEN:
             return
+        elif out.kind == QUARANTINE:
+            yield (QUARANTINE_TAG if self.cfg.quarantine_topic else DEAD_LETTER_TAG), Row(out.key, out.value)
         else:
             yield Row(out.key, out.value)
 

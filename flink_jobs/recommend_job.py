@@ -25,11 +25,12 @@ if __package__ in (None, ""):  # `flink run -py flink_jobs/recommend_job.py`: ma
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flink_jobs.environment import python_executable, worker_pythonpath  # noqa: E402
+from operators.abuse import AbuseConfig  # noqa: E402
 from operators.bundle import load_bundle  # noqa: E402
 from operators.config import JobConfig  # noqa: E402
 from operators.errors import ConfigError, StreamrecError  # noqa: E402
 from operators.item_rules import load_item_rules  # noqa: E402
-from operators.rerank import parse_rerank  # noqa: E402
+from operators.rerank import parse_knobs, parse_rerank  # noqa: E402
 from operators.serving import user_id_key  # noqa: E402
 
 __all__ = ["build_arg_parser", "config_from_args", "build_job", "main"]
@@ -75,6 +76,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--item-rules", default=None, metavar="PATH",
                    help='JSON file {"blocked": [...], "unavailable": [...], "allowed": [...] or null}, re-read '
                         "within a second of every change (no restart)")
+    p.add_argument("--quarantine-topic", default=None,
+                   help="topic for events of implausible users (default: the dead-letter topic, code quarantined)")
+    p.add_argument("--abuse", action="append", default=[], metavar="KEY=VALUE",
+                   help="abuse-filter knob, repeatable (see `streamrec config --print-defaults`)")
     p.add_argument("--pseudonymize-users", action="store_true",
                    help="user ids on the output topic become keyed HMAC pseudonyms (secret from the environment "
                         "variable named by --user-id-secret-env)")
@@ -110,6 +115,8 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         micro_batch=args.micro_batch,
         micro_batch_wait_ms=args.micro_batch_wait_ms,
         item_rules_path=str(Path(args.item_rules).expanduser().resolve()) if args.item_rules else None,
+        quarantine_topic=args.quarantine_topic,
+        abuse=parse_knobs(AbuseConfig, "abuse", args.abuse),
         pseudonymize_users=args.pseudonymize_users,
         user_id_secret_env=args.user_id_secret_env,
         rerank=parse_rerank(args.rerank),
@@ -243,7 +250,7 @@ def build_job(cfg: JobConfig, connector_jar: Path, restore_from: str | None = No
     from pyflink.java_gateway import get_gateway
     from pyflink.table import StreamTableEnvironment
 
-    from flink_jobs.functions import DEAD_LETTER_TAG, KEYED_RECORD_TYPE_INFO, RecommendFunction
+    from flink_jobs.functions import DEAD_LETTER_TAG, KEYED_RECORD_TYPE_INFO, QUARANTINE_TAG, RecommendFunction
 
     conf = Configuration()
     for key, value in flink_configuration(cfg, connector_jar, restore_from).items():
@@ -256,6 +263,8 @@ def build_job(cfg: JobConfig, connector_jar: Path, restore_from: str | None = No
     t_env.execute_sql(source_ddl(cfg))
     t_env.execute_sql(sink_ddl(cfg, "streamrec_recommendations", cfg.output_topic))
     t_env.execute_sql(sink_ddl(cfg, "streamrec_dead_letter", cfg.dead_letter_topic))
+    if cfg.quarantine_topic:
+        t_env.execute_sql(sink_ddl(cfg, "streamrec_quarantine", cfg.quarantine_topic))
 
     # Key by field 0 on the Java side (pyflink's own key_by would add a Python operator per event).
     rows = t_env.to_data_stream(t_env.sql_query(KEYED_EVENTS_SQL))
@@ -275,6 +284,8 @@ def build_job(cfg: JobConfig, connector_jar: Path, restore_from: str | None = No
     statements = t_env.create_statement_set()
     statements.add_insert("streamrec_recommendations", t_env.from_data_stream(lists))
     statements.add_insert("streamrec_dead_letter", t_env.from_data_stream(lists.get_side_output(DEAD_LETTER_TAG)))
+    if cfg.quarantine_topic:
+        statements.add_insert("streamrec_quarantine", t_env.from_data_stream(lists.get_side_output(QUARANTINE_TAG)))
     statements.attach_as_datastream()
     return env
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from operators.abuse import AbuseConfig
 from operators.errors import ConfigError
 from operators.rerank import RerankConfig
 
@@ -59,6 +60,10 @@ class JobConfig:
     """Replace user ids on the output topic (record key and ``user_id``) by a keyed HMAC pseudonym."""
     user_id_secret_env: str = "STREAMREC_USER_ID_SECRET"
     """Environment variable holding the pseudonymisation secret (the secret itself is never in the config)."""
+    quarantine_topic: str | None = None
+    """Where quarantined events go (:mod:`operators.abuse`); None: the dead-letter topic, code ``quarantined``."""
+    abuse: AbuseConfig = field(default_factory=AbuseConfig)
+    """Abuse-filter knobs (:class:`operators.abuse.AbuseConfig`)."""
     rerank: RerankConfig = field(default_factory=RerankConfig)
     """Re-ranking knobs (:class:`operators.rerank.RerankConfig`)."""
     extra: dict[str, str] = field(default_factory=dict)
@@ -94,6 +99,15 @@ class JobConfig:
         _positive("max_restarts", self.max_restarts, "Use e.g. --max-restarts 10.")
         _positive("micro_batch", self.micro_batch, "Use 1 (off) or e.g. --micro-batch 32.")
         _positive("micro_batch_wait_ms", self.micro_batch_wait_ms, "Use e.g. --micro-batch-wait-ms 2.")
+        if self.abuse.enabled and self.abuse.max_events_per_minute >= self.history_len:
+            msg = (f"abuse.max_events_per_minute={self.abuse.max_events_per_minute} must be below history_len="
+                   f"{self.history_len} (the user's window is the evidence); lower it or raise --history-len")
+            raise ConfigError(msg)
+        if self.quarantine_topic is not None and self.quarantine_topic in (
+                self.input_topic, self.output_topic, self.dead_letter_topic):
+            msg = (f"quarantine_topic={self.quarantine_topic!r} must differ from the input, output and dead-letter "
+                   "topics")
+            raise ConfigError(msg)
         if self.history_len > 65_535:
             msg = f"history_len={self.history_len} is over the state layout's limit of 65535 events per user"
             raise ConfigError(msg)
@@ -115,4 +129,5 @@ class JobConfig:
         """Plain dict (for logs and job descriptions)."""
         out = asdict(self)
         out["rerank"] = self.rerank.model_dump()
+        out["abuse"] = self.abuse.model_dump()
         return out

@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RerankConfig", "ShownHistory", "Reranked", "Reranker", "item_hash32", "parse_rerank", "describe_defaults"]
+__all__ = ["RerankConfig", "ShownHistory", "Reranked", "Reranker", "item_hash32", "parse_rerank", "parse_knobs",
+           "describe_defaults"]
 
 
 class RerankConfig(BaseModel):
@@ -162,9 +163,11 @@ class Reranker:
         return np.array(chosen, dtype=np.int64)
 
 
-def parse_rerank(pairs: list[str] | dict[str, object] | None, base: RerankConfig | None = None) -> RerankConfig:
-    """``["diversity_lambda=0.3", ...]`` (the ``--rerank KEY=VALUE`` options) or a dict over ``base``; a bad key
-    or value raises :class:`~operators.errors.ConfigError` naming the key, the value and the fix."""
+def parse_knobs(model: type[BaseModel], section: str, pairs: list[str] | dict[str, object] | None,
+                base: BaseModel | None = None):  # noqa: ANN201 - an instance of ``model``
+    """``["key=value", ...]`` (repeatable ``--<section> KEY=VALUE`` options) or a dict, over ``base`` (default:
+    the model's defaults), validated by ``model``; a bad key or value raises
+    :class:`~operators.errors.ConfigError` naming the key, the value and the fix."""
     from pydantic import ValidationError
 
     from operators.errors import ConfigError
@@ -176,22 +179,27 @@ def parse_rerank(pairs: list[str] | dict[str, object] | None, base: RerankConfig
         for pair in pairs or []:
             key, sep, value = pair.partition("=")
             if not sep or not key.strip():
-                msg = f"--rerank expects KEY=VALUE, got {pair!r}; see `streamrec config --print-defaults`"
+                msg = f"--{section} expects KEY=VALUE, got {pair!r}; see `streamrec config --print-defaults`"
                 raise ConfigError(msg)
             values[key.strip()] = value.strip()
     try:
-        return RerankConfig.model_validate({**(base or RerankConfig()).model_dump(), **values})
+        return model.model_validate({**(base or model()).model_dump(), **values})
     except ValidationError as exc:
-        problems = "; ".join(f"rerank.{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}"
+        problems = "; ".join(f"{section}.{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}"
                              for e in exc.errors())
         msg = f"{problems}. See `streamrec config --print-defaults` for every knob, its default and meaning."
         raise ConfigError(msg) from None
 
 
-def describe_defaults() -> str:
-    """Every re-ranking knob with its default and meaning, as a ``[rerank]`` TOML section."""
-    lines = ["[rerank]"]
-    for name, info in RerankConfig.model_fields.items():
+def parse_rerank(pairs: list[str] | dict[str, object] | None, base: RerankConfig | None = None) -> RerankConfig:
+    """:func:`parse_knobs` for :class:`RerankConfig` (``--rerank KEY=VALUE``)."""
+    return parse_knobs(RerankConfig, "rerank", pairs, base)
+
+
+def describe_defaults(model: type[BaseModel] = RerankConfig, section: str = "rerank") -> str:
+    """Every knob of ``model`` with its default and meaning, as a TOML section."""
+    lines = [f"[{section}]"]
+    for name, info in model.model_fields.items():
         default = info.default
         shown = str(default).lower() if isinstance(default, bool) else repr(default)
         lines += [f"# {info.description}", f"{name} = {shown}"]

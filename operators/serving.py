@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from operators.abuse import AbuseConfig, abuse_reason
 from operators.bundle import load_bundle
 from operators.config import JobConfig
 from operators.errors import ConfigError, EventValidationError, StateLayoutError
@@ -44,7 +45,7 @@ from operators.state import Pending, UserState, decode_state, encode_state, mode
 from operators.window import ModelInput, advances_model, left_pad_row, model_input
 
 __all__ = ["pseudonym", "user_id_key", "ServingCore", "Output", "Deferred", "LIST", "DEAD_LETTER",
-           "FORGOTTEN", "TIMING_FIELDS"]
+           "FORGOTTEN", "QUARANTINE", "TIMING_FIELDS"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ LIST = 0
 DEAD_LETTER = 1
 FORGOTTEN = 2
 """A ``forget_user`` control event: delete the user's state (``Output.state == b""``), emit nothing."""
+QUARANTINE = 3
+"""An implausible event (:mod:`operators.abuse`): not stored, no list, a record for the quarantine topic."""
 TIMING_FIELDS = ("parse", "state_decode", "model", "output")
 _NEG_HALF = -5e8  # scores below this are masked (excluded or padding)
 
@@ -121,6 +124,7 @@ class ServingCore:
         rerank: RerankConfig | None = None,
         user_id_key: bytes | None = None,
         item_rules: str | None = None,
+        abuse: AbuseConfig | None = None,
     ) -> None:
         bundle = model.bundle
         if top_k > bundle.n_candidates:
@@ -148,6 +152,7 @@ class ServingCore:
         # Fallback scores decrease with rank so that consumers can still sort by score.
         self._popular_scores = np.round(np.linspace(1.0, 1.0 / max(n, 1), num=n), 6)
         self._user_id_key = user_id_key
+        self.abuse = abuse or AbuseConfig()
         self.rules = ItemRulesWatcher(item_rules, bundle.item_vocab)
         self.rerank_cfg = rerank or RerankConfig()
         wants_emb = self.rerank_cfg.diversity_lambda > 0 or self.rerank_cfg.explain
@@ -158,7 +163,8 @@ class ServingCore:
         self.timing = [0] * (len(TIMING_FIELDS) + 1)  # events, then ns per field
         self._rerank_ns = 0  # part of "model" (ranking), reported on its own
         self.counts = {"lists": 0, "cold_start": 0, "dead_letter": 0, "rebuilds": 0, "steps": 0, "errors": 0,
-                       "batches": 0, "state_resets": 0, "forgotten": 0}
+                       "batches": 0, "state_resets": 0, "forgotten": 0,
+                       "quarantined": 0}
 
     @classmethod
     def from_config(cls, cfg: JobConfig, bundle_path: str | None = None) -> ServingCore:
@@ -167,7 +173,7 @@ class ServingCore:
         model = OnnxModel(bundle, providers=cfg.onnx_providers, intra_op_threads=cfg.onnx_threads)
         return cls(model, top_k=cfg.top_k, history_len=cfg.history_len, input_topic=cfg.input_topic,
                    max_event_bytes=cfg.max_event_bytes, max_future_ms=cfg.max_future_ms, rerank=cfg.rerank,
-                   user_id_key=user_id_key(cfg), item_rules=cfg.item_rules_path)
+                   user_id_key=user_id_key(cfg), item_rules=cfg.item_rules_path, abuse=cfg.abuse)
 
     # ------------------------------------------------------------------ one record
     def process(
@@ -207,6 +213,12 @@ class ServingCore:
             # a late event goes to its event-time place in the window; the model takes events as they arrive
             key_of_item = item_key(event.item_id)
             state.add(key_of_item, event.event_type, event.ts, self.history_len)
+            suspicious = abuse_reason(state.keys, state.ts, state.types, self.abuse)
+            if suspicious is not None:
+                self.counts["quarantined"] += 1
+                err = EventValidationError(f"user {event.user_id[:64]!r}: {suspicious}", "quarantined")
+                return Output(None, QUARANTINE, source.event_id(),
+                              encode_record(dead_letter_record(payload, err, source, now_ms=now_ms)))
             state.pending = Pending(event.event_id, event.item_id, event.ts, source_ts)
             indices = self.index.lookup(state.keys)
             item = self._step_item(indices, self.index.index(key_of_item))

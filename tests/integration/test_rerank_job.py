@@ -1,5 +1,6 @@
 """Re-ranking and privacy through the real job (``streamrec run``, real broker): repeat suppression, reasons,
-``forget_user``, a runtime blocklist update and pseudonymised user ids on the output topic."""
+``forget_user``, a runtime blocklist update, the abuse quarantine and pseudonymised user ids on the output
+topic."""
 
 from __future__ import annotations
 
@@ -22,19 +23,21 @@ TS = 1_767_225_600_000
 
 def test_repeat_suppression_forget_user_and_pseudonyms_in_the_job(kafka, trained_bundle, tmp_path, monkeypatch):
     vocab = load_bundle(trained_bundle).item_vocab
-    topics = {"input": "rr.events", "output": "rr.recs", "dead": "rr.dead"}
-    kafka.create_topics({topics["input"]: 2, topics["output"]: 2, topics["dead"]: 1})
+    topics = {"input": "rr.events", "output": "rr.recs", "dead": "rr.dead", "quarantine": "rr.quarantine"}
+    kafka.create_topics({topics["input"]: 2, topics["output"]: 2, topics["dead"]: 1, topics["quarantine"]: 1})
     monkeypatch.setenv("STREAMREC_USER_ID_SECRET", SECRET)  # the job process inherits the environment
     args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(trained_bundle), "--checkpoint-dir",
             str(tmp_path / "ck"), "--input-topic", topics["input"], "--output-topic", topics["output"],
             "--dead-letter-topic", topics["dead"], "--top-k", "10", "--group-id", "it-rerank",
-            "--rerank", "repeat_penalty=3", "--pseudonymize-users", "--item-rules", str(tmp_path / "rules.json")]
+            "--rerank", "repeat_penalty=3", "--pseudonymize-users", "--item-rules", str(tmp_path / "rules.json"),
+            "--quarantine-topic", topics["quarantine"], "--abuse", "max_events_per_minute=5"]
     events = [("ra", vocab[3], "view"), ("ra", vocab[5], "view"), ("ra", vocab[5], "click"), ("ra", vocab[5], "click"),
               ("rb", vocab[7], "view"), ("rb", vocab[8], "view"), ("rb", None, "forget_user"), ("rb", vocab[9], "view"),
-              ("rc", "not-in-the-catalog", "view")]
+              ("rc", "not-in-the-catalog", "view")] + [("rq", vocab[10 + n], "view") for n in range(8)]  # a burst
     with JobProcess(args, tmp_path / "logs") as job:
         wait_until_serving(job, kafka.bootstrap, topics["input"], topics["output"], timeout_s=240)
-        consumer = assigned_consumer(kafka.bootstrap, [topics["output"], topics["dead"]], from_beginning=False)
+        consumer = assigned_consumer(kafka.bootstrap, [topics["output"], topics["dead"], topics["quarantine"]],
+                                     from_beginning=False)
         producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all",
                                  max_in_flight_requests_per_connection=1)
 
@@ -54,24 +57,28 @@ def test_repeat_suppression_forget_user_and_pseudonyms_in_the_job(kafka, trained
             return got
 
         send(events, 0)
-        got = collect(8, [])
-        popular = [i["item_id"] for _, d in got if d["event_id"] == "rr-8" for i in d["items"]]
+        got = collect(16, [])
+        popular = [i["item_id"] for _, d in got if d.get("event_id") == "rr-8" for i in d["items"]]
         # block the most popular item while the job runs: the next cold-start list goes without it
         rules = tmp_path / "rules.json"
         (tmp_path / "rules.tmp").write_text(json.dumps({"blocked": [popular[0]]}))
         (tmp_path / "rules.tmp").rename(rules)
         time.sleep(2.0)
-        send([("rd", "not-in-the-catalog-either", "view")], 9)
-        got = collect(9, got)
+        send([("rd", "not-in-the-catalog-either", "view")], 17)
+        got = collect(17, got)
         time.sleep(2)  # anything extra (a list for the forget event, a dead letter) would show up now
         got += [(r.topic, json.loads(r.value)) for records in consumer.poll(timeout_ms=500).values()
                 for r in records if b"__streamrec_probe__" not in r.value]
         producer.close()
         consumer.close()
         assert job.alive(), job.log_tail()
-    assert all(topic == topics["output"] for topic, _ in got), got  # nothing dead-lettered
-    lists = {doc["event_id"]: doc for _, doc in got}
-    assert sorted(lists) == sorted(f"rr-{n}" for n in (0, 1, 2, 3, 4, 5, 7, 8, 9))  # one per event, none for forget
+    assert not [doc for topic, doc in got if topic == topics["dead"]]  # nothing dead-lettered
+    quarantined = [doc for topic, doc in got if topic == topics["quarantine"]]
+    lists = {doc["event_id"]: doc for topic, doc in got if topic == topics["output"]}
+    # one list per event, none for forget_user nor for the burst's 6th to 8th events, which are quarantined
+    assert sorted(lists) == sorted(f"rr-{n}" for n in (0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 17))
+    assert len(quarantined) == 3 and all(d["code"] == "quarantined" for d in quarantined)
+    assert {json.loads(d["raw"])["event_id"] for d in quarantined} == {"rr-14", "rr-15", "rr-16"}
     # pseudonyms, never the raw ids
     assert lists["rr-0"]["user_id"] == pseudonym(SECRET.encode(), "ra")
     assert not {"ra", "rb"} & {d["user_id"] for d in lists.values()}
@@ -83,5 +90,5 @@ def test_repeat_suppression_forget_user_and_pseudonyms_in_the_job(kafka, trained
     assert lists["rr-5"]["history_len"] == 2 and lists["rr-7"]["history_len"] == 1
     # the blocklist took effect without a restart
     before = [i["item_id"] for i in lists["rr-8"]["items"]]
-    after = [i["item_id"] for i in lists["rr-9"]["items"]]
-    assert lists["rr-9"]["strategy"] == "popular" and before[0] not in after and after[:9] == before[1:10]
+    after = [i["item_id"] for i in lists["rr-17"]["items"]]
+    assert lists["rr-17"]["strategy"] == "popular" and before[0] not in after and after[:9] == before[1:10]
