@@ -30,7 +30,7 @@ from operators.bundle import load_bundle  # noqa: E402
 from operators.config import JobConfig  # noqa: E402
 from operators.errors import ConfigError, StreamrecError  # noqa: E402
 from operators.item_rules import load_item_rules  # noqa: E402
-from operators.rerank import parse_knobs, parse_rerank  # noqa: E402
+from operators.rerank import RerankConfig, layered_knobs, load_config_file  # noqa: E402
 from operators.serving import user_id_key  # noqa: E402
 
 __all__ = ["build_arg_parser", "config_from_args", "build_job", "main"]
@@ -84,6 +84,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="user ids on the output topic become keyed HMAC pseudonyms (secret from the environment "
                         "variable named by --user-id-secret-env)")
     p.add_argument("--user-id-secret-env", default=d["user_id_secret_env"].default)
+    p.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="[rerank] and [abuse] knobs; environment STREAMREC_RERANK_<KNOB> / STREAMREC_ABUSE_<KNOB> "
+                        "and --rerank/--abuse override it")
     p.add_argument("--rerank", action="append", default=[], metavar="KEY=VALUE",
                    help="re-ranking knob, repeatable (e.g. --rerank diversity_lambda=0.3); every knob with its "
                         "default: `streamrec config --print-defaults`")
@@ -94,6 +97,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
     """Build the validated config (raises ConfigError with the fix)."""
+    file_doc = load_config_file(args.config)
     return JobConfig(
         bootstrap_servers=args.bootstrap_servers,
         bundle_path=str(Path(args.bundle).expanduser().resolve()),
@@ -116,10 +120,10 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         micro_batch_wait_ms=args.micro_batch_wait_ms,
         item_rules_path=str(Path(args.item_rules).expanduser().resolve()) if args.item_rules else None,
         quarantine_topic=args.quarantine_topic,
-        abuse=parse_knobs(AbuseConfig, "abuse", args.abuse),
+        abuse=layered_knobs(AbuseConfig, "abuse", file_doc, dict(os.environ), args.abuse),
         pseudonymize_users=args.pseudonymize_users,
         user_id_secret_env=args.user_id_secret_env,
-        rerank=parse_rerank(args.rerank),
+        rerank=layered_knobs(RerankConfig, "rerank", file_doc, dict(os.environ), args.rerank),
         extra=_parse_conf(args.conf),
     )
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 log = logging.getLogger(__name__)
 
 __all__ = ["RerankConfig", "ShownHistory", "Reranked", "Reranker", "item_hash32", "parse_rerank", "parse_knobs",
-           "describe_defaults"]
+           "describe_defaults", "load_config_file", "layered_knobs", "CONFIG_SECTIONS"]
 
 
 class RerankConfig(BaseModel):
@@ -189,6 +189,48 @@ def parse_knobs(model: type[BaseModel], section: str, pairs: list[str] | dict[st
                              for e in exc.errors())
         msg = f"{problems}. See `streamrec config --print-defaults` for every knob, its default and meaning."
         raise ConfigError(msg) from None
+
+
+CONFIG_SECTIONS = ("rerank", "abuse")
+
+
+def load_config_file(path: str | None) -> dict[str, dict[str, object]]:
+    """A TOML config file (``--config``): sections ``[rerank]`` and ``[abuse]``; unknown sections fail."""
+    import tomllib
+
+    from operators.errors import ConfigError
+
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        msg = f"config file {path}: {exc}"
+        raise ConfigError(msg) from None
+    unknown = set(doc) - set(CONFIG_SECTIONS)
+    if unknown or not all(isinstance(v, dict) for v in doc.values()):
+        msg = (f"config file {path}: sections must be tables among {CONFIG_SECTIONS}, got {sorted(doc)}; "
+               "see `streamrec config --print-defaults`")
+        raise ConfigError(msg)
+    return doc
+
+
+def layered_knobs(model: type[BaseModel], section: str, file_doc: dict[str, dict[str, object]],
+                  environ: dict[str, str], pairs: list[str]):  # noqa: ANN201 - an instance of ``model``
+    """Defaults <- the config file's ``[section]`` <- environment ``STREAMREC_<SECTION>_<KNOB>`` <- the
+    command line's ``--<section> KEY=VALUE``; validated once at the end (errors name the key and value)."""
+    values: dict[str, object] = dict(file_doc.get(section, {}))
+    prefix = f"STREAMREC_{section.upper()}_"
+    for name in model.model_fields:
+        if prefix + name.upper() in environ:
+            values[name] = environ[prefix + name.upper()]
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            return parse_knobs(model, section, [pair])  # raises the KEY=VALUE error
+        values[key.strip()] = value.strip()
+    return parse_knobs(model, section, values)
 
 
 def parse_rerank(pairs: list[str] | dict[str, object] | None, base: RerankConfig | None = None) -> RerankConfig:

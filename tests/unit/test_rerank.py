@@ -160,3 +160,24 @@ def test_forget_user_deletes_everything_held_for_the_user(model):
     bad = core.process("u", json.dumps({"user_id": "u", "event_type": "view", "ts": TS}).encode(), 0, 9, TS, None,
                        now_ms=TS + 1)
     assert json.loads(bad.value)["code"] == "missing_field"
+
+
+def test_knobs_layer_file_then_environment_then_command_line(tmp_path):
+    from operators.abuse import AbuseConfig
+    from operators.rerank import layered_knobs, load_config_file
+
+    path = tmp_path / "streamrec.toml"
+    path.write_text("[rerank]\nrepeat_penalty = 0.7\ndiversity_lambda = 0.2\n\n[abuse]\nmax_identical_run = 9\n")
+    doc = load_config_file(str(path))
+    env = {"STREAMREC_RERANK_DIVERSITY_LAMBDA": "0.4", "STREAMREC_RERANK_EXPLAIN": "false"}
+    cfg = layered_knobs(RerankConfig, "rerank", doc, env, ["diversity_lambda=0.5"])
+    assert (cfg.repeat_penalty, cfg.diversity_lambda, cfg.explain) == (0.7, 0.5, False)
+    assert layered_knobs(RerankConfig, "rerank", doc, env, []).diversity_lambda == 0.4
+    assert layered_knobs(AbuseConfig, "abuse", doc, {}, []).max_identical_run == 9
+    with pytest.raises(ConfigError, match=r"rerank.repeat_decay='2'"):
+        layered_knobs(RerankConfig, "rerank", {}, {"STREAMREC_RERANK_REPEAT_DECAY": "2"}, [])
+    with pytest.raises(ConfigError, match="expects KEY=VALUE"):
+        layered_knobs(RerankConfig, "rerank", {}, {}, ["diversity_lambda"])
+    path.write_text("[rerankk]\nx = 1\n")
+    with pytest.raises(ConfigError, match="sections must be tables among"):
+        load_config_file(str(path))
