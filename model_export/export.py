@@ -10,6 +10,7 @@ import logging
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,33 @@ def _export_step(head: ServingHead, step_path: Path, spec: ExportSpec) -> None:
     )
 
 
+@contextmanager
+def _quiet_tracer():  # noqa: ANN202 - a context manager
+    """The tracer's notes on shapes and constant folding are not actionable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        yield
+
+
+@contextmanager
+def _atomic_dir(out_dir: Path):  # noqa: ANN202 - a context manager yielding the temporary directory
+    """Write a bundle into a temporary sibling directory, then replace ``out_dir`` with it in one rename (a
+    reader never sees half a bundle); on error nothing is left behind."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out_dir.parent))
+    try:
+        yield tmp
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.chmod(0o755)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def export_bundle(
     model: nn.Module,
     out_dir: str | Path,
@@ -232,14 +260,10 @@ def export_bundle(
     out_dir = Path(out_dir)
     n_candidates = min(n_candidates, model.cfg.n_items)
     head = ServingHead(model, n_candidates, cooc=cooc, beta=beta).eval()
-    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out_dir.parent if out_dir.parent.exists() else None))
-    try:
+    with _atomic_dir(out_dir) as tmp:
         onnx_path = tmp / ONNX_NAME
         example = torch.from_numpy(sample_inputs[0][:1])
-        with warnings.catch_warnings():  # the tracer's notes on shapes and constant folding are not actionable
-            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", category=UserWarning)
-            warnings.simplefilter("ignore", category=DeprecationWarning)
+        with _quiet_tracer():
             _export(head, example, onnx_path, spec)
             if head.recurrent:
                 _export_step(head, tmp / STEP_ONNX_NAME, spec)
@@ -289,14 +313,6 @@ def export_bundle(
              "beta": head.beta, "n_candidates": n_candidates},
             tmp / "model.pt",
         )
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp.chmod(0o755)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return load_bundle(out_dir)
 
 
@@ -353,24 +369,12 @@ def export_baseline_bundle(
     the job serves like any full-sequence model (parity-checked the same way)."""
     spec = spec or ExportSpec()
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=out_dir.parent))
-    try:
+    with _atomic_dir(out_dir) as tmp:
         onnx_path = tmp / ONNX_NAME
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", category=UserWarning)
-            warnings.simplefilter("ignore", category=DeprecationWarning)
+        with _quiet_tracer():
             _export(head, torch.from_numpy(sample_inputs[0][:1]), onnx_path, spec)  # type: ignore[arg-type]
         parity = check_parity(head, onnx_path, sample_inputs, spec)  # type: ignore[arg-type]
         write_manifest(tmp, version=version, model={"type": kind, "arch": kind, "max_seq_len": head.seq_len},
                        item_vocab=item_vocab, n_candidates=head.n_candidates, opset=spec.opset,
                        training={**training, "parity": parity}, popular_items=popular_items)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.chmod(0o755)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return load_bundle(out_dir)
