@@ -40,6 +40,7 @@ def write_manifest(
     state_size: int = 0,
     recent_len: int = 0,
     item_embeddings: dict[str, Any] | None = None,
+    item_neighbors: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``manifest.json`` next to the exported graphs (whose sha256 it records)."""
     seq = ["batch", model["max_seq_len"]]
@@ -68,6 +69,8 @@ def write_manifest(
     }
     if item_embeddings:
         manifest["item_embeddings"] = item_embeddings
+    if item_neighbors:
+        manifest["item_neighbors"] = item_neighbors
     if state_size:
         manifest["step"] = {
             "file": STEP_ONNX_NAME,

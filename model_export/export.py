@@ -28,6 +28,7 @@ from operators.bundle import (
     INPUT_NAME,
     INPUT_RECENT,
     INPUT_STATE,
+    NEIGHBORS_NAME,
     ONNX_NAME,
     OUTPUT_ITEMS,
     OUTPUT_SCORES,
@@ -285,6 +286,7 @@ def export_bundle(
             log.info("step graph parity ok: max |diff| %.3g", parity["step"]["max_abs_diff"])
         cfg = model.cfg
         emb_info = write_item_embeddings(tmp, model.item_emb.weight.detach().numpy())
+        neighbors_info = write_item_neighbors(tmp, cooc[0], cooc[1]) if cooc is not None else None
         write_manifest(
             tmp,
             version=version,
@@ -307,6 +309,7 @@ def export_bundle(
             state_size=model.state_size if head.recurrent else 0,
             recent_len=head.recent_len if head.recurrent else 0,
             item_embeddings=emb_info,
+            item_neighbors=neighbors_info,
         )
         torch.save(
             {"state_dict": model.state_dict(), "config": asdict(cfg), "cooc": cooc if head.beta > 0 else None,
@@ -326,6 +329,14 @@ def write_item_embeddings(root: Path, weights: np.ndarray) -> dict[str, Any]:
     np.save(root / EMBEDDINGS_NAME, emb, allow_pickle=False)
     return {"file": EMBEDDINGS_NAME, "sha256": file_sha256(root / EMBEDDINGS_NAME), "dim": int(emb.shape[1]),
             "dtype": "float16", "normalized": True}
+
+
+def write_item_neighbors(root: Path, neighbors: np.ndarray, weights: np.ndarray) -> dict[str, Any]:
+    """``item_neighbors.npz``: the served co-occurrence neighbour lists (int32 indices, float32 weights), for the
+    cold-start path of users with one or two known items (no ONNX call needed). Returns its manifest entry."""
+    np.savez(root / NEIGHBORS_NAME, neighbors=np.asarray(neighbors, dtype=np.int32),
+             weights=np.asarray(weights, dtype=np.float32))
+    return {"file": NEIGHBORS_NAME, "sha256": file_sha256(root / NEIGHBORS_NAME), "per_item": int(neighbors.shape[1])}
 
 
 def add_item_embeddings(bundle_dir: str | Path) -> ModelBundle:

@@ -33,6 +33,7 @@ __all__ = [
     "ONNX_NAME",
     "STEP_ONNX_NAME",
     "EMBEDDINGS_NAME",
+    "NEIGHBORS_NAME",
     "INPUT_NAME",
     "INPUT_EXCLUDE",
     "INPUT_STATE",
@@ -53,6 +54,7 @@ MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "model.onnx"
 STEP_ONNX_NAME = "step.onnx"
 EMBEDDINGS_NAME = "item_embeddings.npy"
+NEIGHBORS_NAME = "item_neighbors.npz"
 INPUT_NAME = "item_seq"
 INPUT_EXCLUDE = "exclude"
 INPUT_STATE = "state"
@@ -130,6 +132,19 @@ class ModelBundle:
             raise _fail(self.path, f"{EMBEDDINGS_NAME} has {emb.shape[0]} rows; the catalog needs {self.n_items + 1}",
                         "Re-export the bundle.")
         return emb
+
+    def item_neighbors(self):  # noqa: ANN201 - (neighbors int64 [V + 1, N], weights float32 [V + 1, N]) or None
+        """Each item's strongest co-occurring items (the served co-occurrence model), row 0 = padding; or None."""
+        if not isinstance(self.manifest.get("item_neighbors"), dict):
+            return None
+        import numpy as np
+
+        with np.load(self.path / NEIGHBORS_NAME, allow_pickle=False) as data:
+            neighbors, weights = data["neighbors"].astype(np.int64), data["weights"].astype(np.float32)
+        if neighbors.shape[0] != self.n_items + 1 or neighbors.shape != weights.shape:
+            raise _fail(self.path, f"{NEIGHBORS_NAME} has shape {neighbors.shape}; the catalog needs "
+                                   f"{self.n_items + 1} rows", "Re-export the bundle.")
+        return neighbors, weights
 
     def index_of(self) -> dict[str, int]:
         """Raw item id -> model index."""
@@ -217,6 +232,12 @@ def load_bundle(path: str | Path, *, verify_checksum: bool = True) -> ModelBundl
         if not (root / STEP_ONNX_NAME).is_file():
             raise _fail(root, f"{STEP_ONNX_NAME} is missing (the manifest declares a recurrent model)", retrain)
         files[STEP_ONNX_NAME] = str(step.get("sha256"))
+    for key, name in (("item_neighbors", NEIGHBORS_NAME),):
+        entry = manifest.get(key)
+        if isinstance(entry, dict):
+            if not (root / name).is_file():
+                raise _fail(root, f"{name} is missing (the manifest declares it)", retrain)
+            files[name] = str(entry.get("sha256"))
     emb = manifest.get("item_embeddings")
     if isinstance(emb, dict):
         if not (root / EMBEDDINGS_NAME).is_file():

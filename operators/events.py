@@ -292,8 +292,9 @@ class RecommendationRecord(msgspec.Struct):
     trigger_item_id: str
     items: list[RecommendedItem]
     model_version: str
-    strategy: Literal["model", "popular"]
-    """``model``, or ``popular`` when the user has no history the model knows (cold start)."""
+    strategy: Literal["model", "neighbors", "popular"]
+    """``model``; ``neighbors`` (item-to-item neighbours of the user's first known items, cold start); or
+    ``popular`` when the user has no history the model knows."""
     history_len: int
     event_ts: int
     source_ts: int | None

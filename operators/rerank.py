@@ -45,6 +45,9 @@ class RerankConfig(BaseModel):
     diversity_lambda: float = Field(0.0, ge=0.0, le=1.0, description="maximal-marginal-relevance trade-off: "
                                                                      "0 = pure relevance, 1 = pure diversity")
     diversity_pool: int = Field(2, ge=1, le=20, description="MMR picks from the best pool * top_k candidates")
+    neighbor_cold_start: int = Field(2, ge=0, le=20, description="users with at most this many known items get "
+                                                                "item-to-item neighbours instead of the model "
+                                                                "(0 = the model from the first item)")
     explain: bool = Field(True, description="attach a reason to each recommended item")
     explain_recent: int = Field(20, ge=1, le=200, description="recent items considered for 'because'")
 

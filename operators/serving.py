@@ -157,6 +157,7 @@ class ServingCore:
         self.rerank_cfg = rerank or RerankConfig()
         wants_emb = self.rerank_cfg.diversity_lambda > 0 or self.rerank_cfg.explain
         self.reranker = Reranker(self.rerank_cfg, bundle.item_embeddings() if wants_emb else None, top_k)
+        self._neighbors = bundle.item_neighbors() if self.rerank_cfg.neighbor_cold_start else None
         vocab_keys = np.fromiter((item_key(i) for i in bundle.item_vocab), dtype=np.uint64, count=bundle.n_items)
         self._hash32 = np.concatenate(([0], item_hash32(vocab_keys))).astype(np.uint32)  # by catalog index
         self._popular_reasons = [{"cold_start": "popular"}] * self.top_k
@@ -340,8 +341,9 @@ class ServingCore:
         outs = []
         for row, d in enumerate(batch):
             d.user.model, d.user.tag = new[row], self.tag
-            ids, values, reasons = self._top(scores[row], idx[row], d.user, d.recent[d.recent != 0])
-            outs.append(self._list(d.key, d.user, ids, values, "model", now_ms, reasons))
+            ids, values, reasons, strategy = self._finish(scores[row], idx[row], d.user, d.recent[d.recent != 0],
+                                                          d.exclude)
+            outs.append(self._list(d.key, d.user, ids, values, strategy, now_ms, reasons))
         rerank = self._rerank_ns - reranked_before  # counted with the model, as in single-event mode
         self.timing[3] += t1 - t0 + rerank
         self.timing[4] += time.perf_counter_ns() - t1 - rerank
@@ -397,8 +399,35 @@ class ServingCore:
             state.model, state.tag = new[0], self.tag
         else:
             scores, items, _ = self.model.run_full(left_pad_row(inp.sequence, self.seq_len)[None, :], exclude)
-        ids, values, reasons = self._top(scores[0], items[0], state, inp.sequence)
+        return self._finish(scores[0], items[0], state, inp.sequence, exclude[0])
+
+    def _finish(self, scores: np.ndarray, items: np.ndarray, state: UserState, sequence: np.ndarray,
+                exclude: np.ndarray) -> tuple[list[str], list[float], list | None, str]:
+        """The model's candidates -> the list and its strategy. A user with at most ``neighbor_cold_start`` known
+        items gets item-to-item neighbours instead (the model's state has advanced all the same, so it serves
+        from the next events on)."""
+        if self._neighbors is not None and sequence.size <= self.rerank_cfg.neighbor_cold_start:
+            n_scores, n_items = self._neighbor_candidates(sequence, exclude)
+            if n_items.size >= self.top_k:  # else too few neighbours: the model's list after all
+                ids, values, reasons = self._top(n_scores, n_items, state, sequence)
+                return ids, values, reasons, "neighbors"
+        ids, values, reasons = self._top(scores, items, state, sequence)
         return ids, values, reasons, "model"
+
+    def _neighbor_candidates(self, sequence: np.ndarray, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Item-to-item neighbours of the user's few known items (the bundle's served co-occurrence lists),
+        summed, excluded items dropped, as z-scores best first (the model's score scale, for the re-ranker)."""
+        neighbors, weights = self._neighbors  # type: ignore[misc]
+        idx, w = neighbors[sequence].ravel(), weights[sequence].ravel()
+        keep = (idx != 0) & (w > 0)
+        uniq, inv = np.unique(idx[keep], return_inverse=True)
+        summed = np.bincount(inv, weights=w[keep])
+        ok = ~np.isin(uniq, exclude)
+        uniq, summed = uniq[ok], summed[ok]
+        order = np.argsort(-summed, kind="stable")[: self.bundle.n_candidates]
+        top = summed[order]
+        spread = top.std()
+        return ((top - top.mean()) / spread if spread > 0 else top - top.mean()).astype(np.float32), uniq[order]
 
     def _top(self, scores: np.ndarray, items: np.ndarray, state: UserState, recent: np.ndarray
              ) -> tuple[list[str], list[float], list | None]:

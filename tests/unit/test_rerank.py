@@ -92,9 +92,9 @@ def test_the_same_list_is_not_shown_again_and_again(model):
     sees one list three times; with it, what was shown moves down list after list."""
     vocab = model.bundle.item_vocab
     plain = ServingCore(model, top_k=10, history_len=50, input_topic="e",
-                        rerank=RerankConfig(repeat_window=0, diversity_lambda=0))
+                        rerank=RerankConfig(repeat_window=0, diversity_lambda=0, neighbor_cold_start=0))
     core = ServingCore(model, top_k=10, history_len=50, input_topic="e",
-                       rerank=RerankConfig(repeat_penalty=3.0, diversity_lambda=0))
+                       rerank=RerankConfig(repeat_penalty=3.0, diversity_lambda=0, neighbor_cold_start=0))
     lists = {}
     for name, c in (("plain", plain), ("suppressed", core)):
         store: dict = {}
@@ -114,10 +114,25 @@ def test_lists_explain_every_item(model):
     store: dict = {}
     cold = serve(core, store, "new", "not-in-catalog", TS)
     assert cold["strategy"] == "popular" and all(x["reason"] == {"cold_start": "popular"} for x in cold["items"])
-    serve(core, store, "u", vocab[1], TS)
-    doc = serve(core, store, "u", vocab[2], TS + 1)
-    assert doc["strategy"] == "model"
-    assert all(x["reason"]["because"] in {vocab[1], vocab[2]} for x in doc["items"])
+    strategies = [serve(core, store, "u", vocab[n], TS + n)["strategy"] for n in (1, 2)]
+    doc = serve(core, store, "u", vocab[3], TS + 3)
+    # one and two known items: item-to-item neighbours; from the third on, the model
+    assert strategies == ["neighbors", "neighbors"] and doc["strategy"] == "model"
+    assert all(x["reason"]["because"] in {vocab[1], vocab[2], vocab[3]} for x in doc["items"])
+
+
+def test_the_neighbour_path_ranks_by_co_occurrence_and_hands_over_to_the_model(model):
+    neighbors, weights = model.bundle.item_neighbors()
+    vocab = model.bundle.item_vocab
+    core = ServingCore(model, top_k=10, history_len=50, input_topic="e",
+                       rerank=RerankConfig(repeat_window=0, explain=False))
+    item = int(np.argmax((weights > 0).sum(axis=1)))  # an item with many neighbours
+    doc = serve(core, {}, "u", vocab[item - 1], TS)
+    expected = [vocab[j - 1] for j in neighbors[item][weights[item] > 0] if j != item][:10]
+    assert doc["strategy"] == "neighbors" and [x["item_id"] for x in doc["items"]] == expected
+    off = ServingCore(model, top_k=10, history_len=50, input_topic="e",
+                      rerank=RerankConfig(repeat_window=0, explain=False, neighbor_cold_start=0))
+    assert serve(off, {}, "u", vocab[item - 1], TS)["strategy"] == "model"
 
 
 def test_user_ids_on_the_output_are_keyed_pseudonyms(model, monkeypatch):

@@ -22,7 +22,7 @@ def model(trained_bundle):
     return OnnxModel(load_bundle(trained_bundle), providers=["CPUExecutionProvider"])
 
 
-PLAIN = RerankConfig(repeat_window=0, diversity_lambda=0, explain=False)  # the model's own order (parity tests)
+PLAIN = RerankConfig(repeat_window=0, diversity_lambda=0, neighbor_cold_start=0, explain=False)  # model order
 
 
 @pytest.fixture
