@@ -164,20 +164,21 @@ def replay_offline(cfg: ReplayConfig, plan: ReplayPlan, bundle: Path, name: str,
     core = ServingCore.from_config(job, str(bundle))
     store = RocksStateStore()
     lists: dict[str, EmittedList] = {}
-    dead = 0
+    rejected: set[str] = set()
     started = time.perf_counter()
     try:
-        for _record, out, ms in tqdm(serve_offline(core, plan.records, store), total=len(plan.records),
-                                      desc=f"replay {name} (offline)", unit="ev", mininterval=1.0):
-            if out.kind != LIST:
-                dead += 1
+        for record, out, ms in tqdm(serve_offline(core, plan.records, store), total=len(plan.records),
+                                     desc=f"replay {name} (offline)", unit="ev", mininterval=1.0):
+            if out.kind != LIST:  # dead letter or quarantine
+                rejected.add(plan.event_ids[record.offset])
                 continue
             event_id, emitted = decode_list(out.value)
             lists[event_id] = EmittedList(emitted.items, emitted.scores, emitted.strategy, ms)  # serving time
     finally:
         store.close()
     wall = time.perf_counter() - started
-    return lists, {"wall_s": wall, "throughput_eps": len(plan.records) / wall, "dead_letter": dead, "duplicates": 0}
+    return lists, {"wall_s": wall, "throughput_eps": len(plan.records) / wall, "dead_letter": len(rejected),
+                   "duplicates": 0, "rejected": rejected}
 
 
 class _Collector(threading.Thread):
@@ -194,6 +195,7 @@ class _Collector(threading.Thread):
         self.received_at: list[float] = []
         self.duplicates = 0
         self.dead = 0
+        self.rejected: set[str] = set()
         self.stop = threading.Event()
 
     @property
@@ -207,8 +209,13 @@ class _Collector(threading.Thread):
                 for record in records:
                     if record.key == PROBE:
                         continue
-                    if record.topic != self.output:
+                    if record.topic != self.output:  # dead letter or quarantine: which event it was
                         self.dead += 1
+                        raw = json.loads(record.value).get("raw")
+                        try:
+                            self.rejected.add(json.loads(raw)["event_id"])
+                        except (TypeError, ValueError, KeyError):
+                            pass
                         continue
                     event_id, emitted = decode_list(record.value, now_ms)
                     if event_id in self.lists:
@@ -272,6 +279,7 @@ def replay_streamed(cfg: ReplayConfig, plan: ReplayPlan, bundle: Path, name: str
         job.stop()
     replay_wall = ended - replay_started
     return collector.lists, {"wall_s": wall, "startup_s": startup, "dead_letter": collector.dead,
+                             "rejected": collector.rejected,
                              "duplicates": collector.duplicates,
                              "throughput_eps": plan.n_replayed / max(replay_wall, 1e-9)}
 
@@ -307,7 +315,8 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
 
     catalog = list(load_bundle(bundles["model"]).item_vocab)
     categories = load_categories(cfg.catalog or (Path(cfg.data) if cfg.fmt == "movielens" else None))
-    results = {name: evaluate(plan, got, k=cfg.top_k, catalog=catalog, categories=categories)
+    results = {name: evaluate(plan, got, k=cfg.top_k, catalog=catalog, categories=categories,
+                              rejected=stats[name].pop("rejected", set()))
                for name, got in lists.items()}
     summary = _summary(cfg, plan, results, stats, time.perf_counter() - started)
     (out / "summary.json").write_text(json.dumps(summary, indent=1), "utf-8")

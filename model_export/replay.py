@@ -145,9 +145,11 @@ def _ild(items: list[str], categories: dict[str, frozenset[str]]) -> float | Non
 
 
 def evaluate(plan: ReplayPlan, lists: dict[str, EmittedList], *, k: int = 10, catalog: list[str],
-             categories: dict[str, frozenset[str]] | None = None) -> dict[str, Any]:
+             categories: dict[str, frozenset[str]] | None = None, rejected: set[str] | None = None) -> dict[str, Any]:
     """Score one path's lists. ``catalog``: the items any path may recommend (coverage's denominator);
-    popularity (novelty) comes from the events before the cut."""
+    popularity (novelty) comes from the events before the cut. ``rejected``: event ids the job answered with a
+    dead letter or a quarantine record instead of a list (counted as ``rejected``, not ``missing``)."""
+    rejected = rejected or set()
     categories = categories or {}
     train_counts = plan.train.groupby("item_id")["user_id"].nunique()
     n_train_users = max(plan.train["user_id"].nunique(), 1)
@@ -157,7 +159,8 @@ def evaluate(plan: ReplayPlan, lists: dict[str, EmittedList], *, k: int = 10, ca
     per_user: dict[str, list[float]] = {}  # user -> [hits, ndcg, rr, scored]
     recommended: set[str] = set()
     novelty, ild, repeat, timeline = [], [], [], []
-    counts = {"no_list_yet": 0, "repeat_events": 0, "scored": 0, "lists": 0, "cold_start": 0, "missing": 0}
+    counts = {"no_list_yet": 0, "repeat_events": 0, "scored": 0, "lists": 0, "cold_start": 0, "missing": 0,
+              "rejected": 0}
     latency = []
     for n in range(len(plan.records)):
         user, item = plan.users[n], plan.items[n]
@@ -183,7 +186,7 @@ def evaluate(plan: ReplayPlan, lists: dict[str, EmittedList], *, k: int = 10, ca
         history.add(item)
         emitted = lists.get(plan.event_ids[n])
         if emitted is None:
-            counts["missing"] += 1
+            counts["rejected" if plan.event_ids[n] in rejected else "missing"] += 1
             continue
         if replayed:
             top = emitted.items[:k]

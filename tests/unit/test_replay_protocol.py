@@ -43,7 +43,8 @@ def test_each_event_is_scored_against_its_users_previous_list():
     counts = result["counts"]
     # a@5 z: hit rank 1; b@6 x: hit rank 1; a@7 y: a repeat (not scored); c@8: no list yet; c@9 w: miss (q);
     # b@10 w: hit rank 0
-    assert counts == {"no_list_yet": 1, "repeat_events": 1, "scored": 4, "lists": 6, "cold_start": 1, "missing": 0}
+    assert counts == {"no_list_yet": 1, "repeat_events": 1, "scored": 4, "lists": 6, "cold_start": 1, "missing": 0,
+                      "rejected": 0}
     m = result["metrics"]
     assert m["hr@10"] == pytest.approx(3 / 4)
     assert m["ndcg@10"] == pytest.approx((2 / math.log2(3) + 1) / 4)
@@ -58,6 +59,9 @@ def test_missing_lists_are_counted():
     plan = plan_replay(log(ROWS), 0.4)
     lists = {e: EmittedList(["q"], [1.0], "model") for e in plan.event_ids[:-2]}
     assert evaluate(plan, lists, catalog=["q"])["counts"]["missing"] == 2
+    # an event answered with a dead letter or a quarantine record is rejected, not missing
+    counts = evaluate(plan, lists, catalog=["q"], rejected={plan.event_ids[-1]})["counts"]
+    assert counts["missing"] == 1 and counts["rejected"] == 1
 
 
 def test_paired_bootstrap_interval_holds_the_difference_and_excludes_zero_for_a_clear_gap():
