@@ -4,12 +4,15 @@ Everything the job decides happens here, without pyflink: the Flink function
 (:class:`flink_jobs.functions.RecommendFunction`) only reads and writes the state bytes and forwards the
 output, and the offline paths (tests, replay) run this same code with an in-memory state store.
 
-Per event: validate (:func:`~operators.events.decode_event`, record key = user id) -> add to the window
-(:class:`~operators.state.UserState`) -> model input (:func:`~operators.window.model_input`) -> score:
-a recurrent model advances its per-user state by one step (``step.onnx``, cost independent of the history);
-its state is rebuilt from the window with the full-sequence graph when missing, written by another model,
-or when an event arrives late (out of event-time order); a stateless model reads the window every event ->
-top-K (excluded items are masked inside the graph) -> JSON bytes.
+Per event: validate (:func:`~operators.events.decode_event`, record key = user id; a ``forget_user`` control
+event deletes the user's state) -> add to the window (:class:`~operators.state.UserState`) -> abuse check
+(:mod:`operators.abuse`: an implausible event is quarantined, not stored) -> model input
+(:func:`~operators.window.model_input`) -> score: a recurrent model advances its per-user state by one step
+(``step.onnx``, cost independent of the history); its state is rebuilt from the window with the full-sequence
+graph when missing, written by another model, or when an event arrives late (out of event-time order); a
+stateless model reads the window every event -> top-C candidates (excluded items are masked inside the graph;
+users with one or two known items get item-to-item neighbours instead) -> item rules and re-ranking
+(:mod:`operators.item_rules`, :mod:`operators.rerank`) -> JSON bytes.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ class Output:
     state: bytes | None
     """``None``: leave the stored state as it is; ``b""``: delete it (:data:`FORGOTTEN`)."""
     kind: int
-    """:data:`LIST` (to the output topic) or :data:`DEAD_LETTER`."""
+    """:data:`LIST` (to the output topic), :data:`DEAD_LETTER`, :data:`QUARANTINE` or :data:`FORGOTTEN`."""
     key: str
     value: bytes
 
