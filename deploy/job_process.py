@@ -15,9 +15,14 @@ from deploy.paths import streamrec_executable
 from deploy.process import ManagedProcess
 from operators.errors import StreamrecError
 
-__all__ = ["JobProcess", "JobError", "wait_until_serving"]
+__all__ = ["JobProcess", "JobError", "wait_until_serving", "PROBE_USER"]
 
 log = logging.getLogger(__name__)
+
+
+PROBE_USER = "__streamrec_probe__"
+"""The reserved user id of :func:`wait_until_serving`'s probe events (their event ids start with it too):
+tools that count lists skip it."""
 
 
 class JobError(StreamrecError):
@@ -80,7 +85,7 @@ def wait_until_serving(
     output_topic: str,
     *,
     timeout_s: float = 180.0,
-    probe_user: str = "__streamrec_probe__",
+    probe_user: str = PROBE_USER,
 ) -> float:
     """Send probe events until a list for the probe user comes out; returns seconds since start.
 

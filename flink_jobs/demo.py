@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.job_process import JobProcess, wait_until_serving
+from deploy.job_process import PROBE_USER, JobProcess, wait_until_serving
 from deploy.kafka_clients import assigned_consumer
 from deploy.local_kafka import LocalKafka
 from deploy.paths import runtime_dir
@@ -26,7 +26,6 @@ from operators.stats import latency_summary
 __all__ = ["DemoConfig", "DemoResult", "run_demo", "ensure_demo_bundle", "bundle_or_demo"]
 
 log = logging.getLogger("streamrec.demo")
-PROBE_USER = "__streamrec_probe__"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from deploy.job_process import PROBE_USER
 from model_export.replay import (
     EmittedList,
     ReplayPlan,
@@ -44,7 +45,7 @@ from operators.stats import latency_summary
 __all__ = ["ReplayConfig", "run_replay", "build_parser", "main"]
 
 log = logging.getLogger("streamrec.replay")
-PROBE = b"__streamrec_probe__"
+PROBE = PROBE_USER.encode()
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ class _Collector(threading.Thread):
             for records in self.consumer.poll(timeout_ms=50).values():
                 now_ms = time.time() * 1000
                 for record in records:
-                    if record.key == PROBE:
+                    if PROBE in record.value:  # by event id: the key may be a pseudonym
                         continue
                     if record.topic != self.output:  # dead letter or quarantine: which event it was
                         self.dead += 1

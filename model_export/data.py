@@ -99,7 +99,7 @@ def load_interactions(path: str | Path, fmt: DataFormat) -> pd.DataFrame:
     raise ConfigError(msg)
 
 
-def _item_sort_key(items: pd.Series) -> pd.Series:
+def item_sort_key(items: pd.Series) -> pd.Series:
     """Numeric order when every id is an integer (MovieLens), else lexicographic."""
     numeric = pd.to_numeric(items, errors="coerce")
     return numeric if not numeric.isna().any() else items
@@ -107,7 +107,7 @@ def _item_sort_key(items: pd.Series) -> pd.Series:
 
 def order_events(df: pd.DataFrame) -> pd.DataFrame:
     """Sort by ``(user, timestamp, item)``; the tie-break on item matters when timestamps repeat."""
-    keyed = df.assign(_item_key=_item_sort_key(df["item_id"]))
+    keyed = df.assign(_item_key=item_sort_key(df["item_id"]))
     keyed = keyed.sort_values(["user_id", "ts", "_item_key"], kind="mergesort")
     return keyed.drop(columns="_item_key").reset_index(drop=True)
 
@@ -184,7 +184,7 @@ def build_sequences(df: pd.DataFrame, *, dedupe: bool = False) -> SequenceData:
     """
     df = first_interactions(df) if dedupe else order_events(df)
     items = df["item_id"].drop_duplicates()
-    vocab = items.iloc[np.argsort(_item_sort_key(items).to_numpy(), kind="mergesort")].tolist()
+    vocab = items.iloc[np.argsort(item_sort_key(items).to_numpy(), kind="mergesort")].tolist()
     index = {item: i + 1 for i, item in enumerate(vocab)}
     codes = df["item_id"].map(index).to_numpy(dtype=np.int64)
     users = df["user_id"].to_numpy()

@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from model_export.data import _item_sort_key
+from model_export.data import item_sort_key
 from operators.errors import ConfigError
 from operators.offline import OfflineRecord
 
@@ -88,7 +88,7 @@ def plan_replay(df: pd.DataFrame, cutoff: float, *, max_events: int | None = Non
     if df.empty:
         msg = "the event log is empty"
         raise ConfigError(msg)
-    ordered = (df.assign(_item=_item_sort_key(df["item_id"]))
+    ordered = (df.assign(_item=item_sort_key(df["item_id"]))
                .sort_values(["ts", "user_id", "_item"], kind="mergesort").drop(columns="_item")
                .reset_index(drop=True))
     ts = ordered["ts"].to_numpy(dtype=np.int64)

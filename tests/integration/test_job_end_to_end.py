@@ -9,6 +9,7 @@ from collections import defaultdict
 import pytest
 from kafka import KafkaProducer
 
+from deploy.job_process import PROBE_USER as PROBE
 from deploy.job_process import JobProcess, wait_until_serving
 from deploy.kafka_clients import assigned_consumer
 from model_export.generator import split_by_time, to_records
@@ -18,7 +19,6 @@ from operators.serving import LIST, ServingCore
 
 pytestmark = pytest.mark.integration
 
-PROBE = "__streamrec_probe__"
 TOPICS = {"input": "it.events", "output": "it.recs", "dead": "it.dead"}
 TOP_K = 10
 
