@@ -119,6 +119,16 @@ class RecommendFunction(KeyedProcessFunction):
         self._batched = False
 
     def process_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
+        """The second line of defence: whatever escapes the core (which turns bad input into dead letters
+        itself) dead-letters this one event, counted and logged, instead of failing the task and with it
+        every other user's lists."""
+        try:
+            yield from self._process_element(value, ctx)
+        except Exception as exc:
+            yield from self._emit(self.core.failed(value[1], value[2], value[3], value[4], exc,
+                                                   time.time_ns() // 1_000_000))
+
+    def _process_element(self, value, ctx):  # noqa: ANN001, ANN202 - pyflink signature
         t0 = time.perf_counter_ns()
         key = value[0]
         batching = self.batch is not None

@@ -27,16 +27,25 @@ __all__ = [
     "write_jsonl",
 ]
 
-MALFORMED_KINDS = (
-    "bad_json",
-    "missing_field",
-    "wrong_type",
-    "bad_event_type",
-    "absurd_timestamp",
-    "oversized",
-    "not_object",
-    "bad_encoding",
-)
+MALFORMED_KINDS = {
+    "bad_json": "bad_json",
+    "missing_field": "missing_field",
+    "wrong_type": "schema_violation",
+    "bad_event_type": "schema_violation",
+    "absurd_timestamp": "absurd_timestamp",
+    "oversized": "oversized",
+    "not_object": "schema_violation",
+    "bad_encoding": "bad_encoding",
+    # poison: records that once passed validation and failed every task downstream, or were accepted wrongly
+    "surrogate_id": "bad_encoding",
+    "float_id": "bad_id",
+    "huge_id": "bad_id",
+    "control_char_id": "bad_id",
+    "nan_value": "non_finite_number",
+    "deep_nesting": "too_deep",
+    "huge_number": "number_too_large",
+}
+"""Every kind of malformed record :func:`to_records` mixes in, and the dead-letter code the job must give it."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,20 @@ def _malformed(rng: np.random.Generator, base: dict, kind: str) -> bytes:
         return json.dumps([doc]).encode()
     elif kind == "bad_encoding":
         return b"\xff\xfe" + json.dumps(doc).encode("utf-16-le")
+    elif kind == "surrogate_id":
+        doc[str(rng.choice(["user_id", "item_id", "event_id"]))] = "p\ud800u"  # json.dumps writes the escape
+    elif kind == "float_id":
+        return json.dumps(doc).replace(json.dumps(doc["user_id"]), "7.0", 1).encode()
+    elif kind == "huge_id":
+        return json.dumps(doc).replace(json.dumps(doc["item_id"]), "1" * 200, 1).encode()
+    elif kind == "control_char_id":
+        doc["item_id"] = f"{doc['item_id']}\x00\u202e"
+    elif kind == "nan_value":
+        doc["value"] = float("nan")  # json.dumps writes the non-JSON literal NaN
+    elif kind == "deep_nesting":
+        return json.dumps(doc)[:-1].encode() + b', "x": ' + b"[" * 3000 + b"]" * 3000 + b"}"
+    elif kind == "huge_number":
+        return json.dumps(doc)[:-1].encode() + b', "n": ' + b"9" * 5000 + b"}"
     return json.dumps(doc).encode()
 
 
@@ -171,7 +194,7 @@ def to_records(events: list[dict], *, malformed_share: float = 0.0, seed: int = 
             GeneratedRecord(event["user_id"].encode(), json.dumps(event).encode(), True, "valid", event)
         )
         if malformed_share and rng.random() < malformed_share / (1 - malformed_share):
-            kind = MALFORMED_KINDS[n_bad % len(MALFORMED_KINDS)]
+            kind = list(MALFORMED_KINDS)[n_bad % len(MALFORMED_KINDS)]
             n_bad += 1
             records.append(GeneratedRecord(event["user_id"].encode(), _malformed(rng, event, kind), False, kind, None))
     return records

@@ -23,7 +23,7 @@ from importlib import resources
 from typing import Annotated, Any, Literal
 
 import msgspec
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 
 from operators.errors import EventValidationError
 
@@ -52,16 +52,22 @@ FORGET_USER = "forget_user"
 MIN_TS_MS = 631_152_000_000  # 1990-01-01
 MAX_TS_MS = 32_503_680_000_000  # 3000-01-01
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+ID_INT_MIN, ID_INT_MAX = -(2**63), 2**63 - 1
+"""Integer ids: JSON integers (no fraction, no exponent) in the signed 64-bit range, read as their decimal string."""
+_Int64 = Annotated[int, msgspec.Meta(ge=ID_INT_MIN, le=ID_INT_MAX)]
+ID_FIELDS = ("event_id", "item_id", "user_id")
+"""Checked in this order on both paths (the schema path reports errors sorted by field name)."""
+_BOM = b"\xef\xbb\xbf"
 
 
 class _WireEvent(msgspec.Struct):
     """What the hot path decodes: the schema's typed fields (extra fields are ignored, as the schema allows)."""
 
-    user_id: _Id | int
-    item_id: _Id | int
+    user_id: _Id | _Int64
+    item_id: _Id | _Int64
     event_type: Literal["view", "click", "add_to_cart", "purchase", "rating"]
     ts: Annotated[int, msgspec.Meta(ge=MIN_TS_MS, le=MAX_TS_MS)]
-    event_id: _Id | msgspec.UnsetType = msgspec.UNSET
+    event_id: _Id | _Int64 | msgspec.UnsetType = msgspec.UNSET
     value: float | None = None
 
 
@@ -104,9 +110,22 @@ def event_schema() -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _validator() -> Draft202012Validator:
+    """The schema's validator, with JSON's integers as integers: ``7.0`` is a number, not an integer (JSON
+    Schema's default would accept it, and a user id ``7.0`` read as ``"7"`` or ``"7.0"`` is a guess)."""
     schema = event_schema()
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: type(value) is int
+    )
+    return validators.extend(Draft202012Validator, type_checker=checker)(schema)
+
+
+def _is_id_error(error: Any) -> bool:
+    """An error the id policy (:func:`_id_text`) words itself: pattern, integer range, or a float id."""
+    return len(error.absolute_path) == 1 and error.absolute_path[0] in ID_FIELDS and (
+        error.validator in ("pattern", "minimum", "maximum")
+        or (error.validator == "type" and type(error.instance) is float)
+    )
 
 
 def _schema_reason(error: Any) -> tuple[str, str]:
@@ -153,7 +172,7 @@ def parse_event(
             f"payload is {len(raw)} bytes, over the limit of {max_bytes} bytes", "oversized"
         )
     try:
-        text = bytes(raw).decode("utf-8")
+        text = bytes(raw).decode("utf-8").removeprefix("\ufeff")  # a UTF-8 BOM is allowed (RFC 8259 s. 8.1)
     except UnicodeDecodeError as exc:
         raise EventValidationError(f"payload is not UTF-8: {exc}", "bad_encoding") from None
     try:
@@ -163,12 +182,16 @@ def parse_event(
     except RecursionError:
         raise EventValidationError("payload nests arrays/objects too deeply to parse", "too_deep") from None
     except ValueError as exc:  # e.g. an integer literal over Python's digit limit
-        raise EventValidationError(f"payload holds a number that cannot be read: {exc}", "number_too_large") from None
+        raise EventValidationError(f"payload holds a number too long to read: {exc}", "number_too_large") from None
     if not isinstance(doc, dict):
         raise EventValidationError(
             f"payload must be a JSON object, got {type(doc).__name__}", "schema_violation"
         )
     errors = sorted(_validator().iter_errors(doc), key=lambda e: (e.validator != "required", e.path))
+    if errors and all(_is_id_error(e) for e in errors):
+        for name in ID_FIELDS:  # the hot path's checks, in its order, so both give the same code and reason
+            if name in doc:
+                _id_text(name, doc[name])
     if errors:
         code, reason = _schema_reason(errors[0])
         raise EventValidationError(reason, code)
@@ -190,48 +213,74 @@ def _finish(
     now_ms: int,
     max_future_ms: int,
 ) -> Event:
-    """The checks both paths share after the schema: future timestamps, blank and unencodable ids."""
+    """The checks both paths share after the schema: ids (in :data:`ID_FIELDS` order), future timestamps,
+    finite values."""
+    event_id = None if event_id is None else _id_text("event_id", event_id)
+    item_id = "" if item == "" and event_type == FORGET_USER else _id_text("item_id", item)
+    user_id = _id_text("user_id", user)
     if ts > now_ms + max_future_ms:
         raise EventValidationError(
             f"field 'ts' = {ts} is {(ts - now_ms) / 3_600_000:.1f} h in the future "
             f"(limit {max_future_ms / 3_600_000:.1f} h); check the producer's clock and units",
             "absurd_timestamp",
         )
-    user_id = user if type(user) is str else _id_text(user)
-    item_id = item if type(item) is str else _id_text(item)
-    if not user_id.strip() or (not item_id.strip() and event_type != FORGET_USER):
-        raise EventValidationError("'user_id' and 'item_id' must not be blank", "schema_violation")
-    for name, text in (("user_id", user_id), ("item_id", item_id), ("event_id", event_id)):
-        if text is not None and not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise EventValidationError(
-                    f"field '{name}' holds a lone UTF-16 surrogate escape and cannot be represented as text",
-                    "bad_encoding",
-                ) from None
     return Event(
         user_id=user_id,
         item_id=item_id,
         event_type=event_type,
         ts=int(ts),
-        event_id=str(event_id) if event_id else source.event_id(),
+        event_id=event_id or source.event_id(),
         value=None if value is None else _value(value),
     )
 
 
-def _id_text(value: str | int | float) -> str:
-    """Integer ids as their decimal string (``5.0`` and ``5`` are the same integer in JSON Schema)."""
-    return str(int(value)) if isinstance(value, float) else str(value)
+def _id_text(name: str, value: object) -> str:
+    """The id policy (``bad_id`` unless noted): a string of 1-128 printable characters (no control, format,
+    line/paragraph separator, non-space separator, surrogate or unassigned code points; Python's
+    ``str.isprintable``) without whitespace at either end, or a JSON integer in the signed 64-bit range, read
+    as its decimal string. Floats (``7.0``, ``1e3``) are refused rather than guessed at. A lone UTF-16
+    surrogate escape is ``bad_encoding``: such text cannot reach the JVM (pemja encodes strictly)."""
+    if type(value) is str:
+        if value.isprintable() and not value[0].isspace() and not value[-1].isspace():
+            return value
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise EventValidationError(
+                    f"field '{name}' holds a lone UTF-16 surrogate escape and cannot be represented as text",
+                    "bad_encoding",
+                ) from None
+        bad = next((c for c in value if not c.isprintable()), None)
+        if bad is not None:
+            raise EventValidationError(
+                f"field '{name}' holds the non-printable character U+{ord(bad):04X}; ids must be printable text",
+                "bad_id",
+            )
+        raise EventValidationError(f"field '{name}' must not be blank or start or end with whitespace", "bad_id")
+    if type(value) is int:
+        if ID_INT_MIN <= value <= ID_INT_MAX:
+            return str(value)
+        raise EventValidationError(
+            f"field '{name}' is an integer outside the signed 64-bit range; send such ids as strings", "bad_id"
+        )
+    if type(value) is float:
+        raise EventValidationError(
+            f"field '{name}' = {value!r} is written with a fraction or exponent; ids are strings or integers "
+            "(write 7, not 7.0)",
+            "bad_id",
+        )
+    raise EventValidationError(f"field '{name}' must be a string or an integer", "schema_violation")
 
 
 def _value(value: float) -> float:
     try:
         out = float(value)
     except OverflowError:
-        raise EventValidationError("field 'value' is out of the range of a double", "schema_violation") from None
+        raise EventValidationError("field 'value' is out of the range of a double", "number_too_large") from None
     if out != out or out in (float("inf"), float("-inf")):
-        raise EventValidationError("field 'value' must be a finite number", "schema_violation")
+        raise EventValidationError("field 'value' must be a finite number (NaN and Infinity are not JSON)",
+                                   "non_finite_number")
     return out
 
 
@@ -246,6 +295,8 @@ def decode_event(
     """The hot path of :func:`parse_event`: same arguments, same result, same errors; fast for valid events."""
     if raw is None or len(raw) > max_bytes:
         return parse_event(raw, source=source, now_ms=now_ms, max_bytes=max_bytes, max_future_ms=max_future_ms)
+    if raw[:3] == _BOM:
+        raw = raw[3:]
     try:
         if not raw.isascii():
             raw.decode("utf-8")  # msgspec skips unknown fields without checking their bytes

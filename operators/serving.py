@@ -308,6 +308,12 @@ class ServingCore:
         return Output(None, DEAD_LETTER, source.event_id(),
                       encode_record(dead_letter_record(payload, err, source, now_ms=now_ms)))
 
+    def failed(self, payload: bytes | None, partition: int, offset: int, source_ts: int | None, exc: Exception,
+               now_ms: int) -> Output:
+        """The dead letter for a record whose processing raised outside :meth:`process` (in the adapter:
+        state access, timers); counted as a processing error and logged with the exception."""
+        return self._failed(payload, exc, SourcePosition(self.input_topic, partition, offset, source_ts), now_ms)
+
     def _failed(self, payload: bytes | None, exc: Exception, source: SourcePosition, now_ms: int) -> Output:
         self.counts["errors"] += 1
         log.exception("processing failed for %s; dead-lettered", source.event_id())

@@ -113,7 +113,67 @@ def test_unparseable_payloads(raw, code):
 
 
 def test_blank_ids_are_rejected():
-    assert reject(good(item_id="   ")).code == "schema_violation"
+    assert reject(good(item_id="   ")).code == "bad_id"
+
+
+POISON = {
+    # what the issue found reaching (or crashing) downstream operators, and neighbours of it
+    "surrogate user": (b'{"user_id": "p\\ud800u", "item_id": "i1", "event_type": "view", "ts": 1767225599000}',
+                       "bad_encoding", "user_id"),
+    "surrogate item": (good(item_id="x\udc00"), "bad_encoding", "item_id"),
+    "surrogate event id": (good(event_id="\ud83d"), "bad_encoding", "event_id"),
+    "float user id": (good()[:-1].replace(b'"u1"', b"7.0") + b"}", "bad_id", "7.0"),
+    "exponent item id": (good()[:-1].replace(b'"i9"', b"1E3") + b"}", "bad_id", "fraction or exponent"),
+    "200-digit user id": (good()[:-1].replace(b'"u1"', b"1" * 200) + b"}", "bad_id", "64-bit"),
+    "2**63 item id": (good(item_id=2**63), "bad_id", "64-bit"),
+    "NUL in user id": (good(user_id="u\x001"), "bad_id", "U+0000"),
+    "newline at the end": (good(user_id="u1\n"), "bad_id", "U+000A"),
+    "bidi override": (good(item_id="i\u202e9"), "bad_id", "U+202E"),
+    "line separator": (good(user_id="a\u2028b"), "bad_id", "U+2028"),
+    "leading space": (good(user_id=" u1"), "bad_id", "whitespace"),
+    "NaN value": (good()[:-1] + b', "value": NaN}', "non_finite_number", "finite"),
+    "Infinity value": (good()[:-1] + b', "value": -Infinity}', "non_finite_number", "finite"),
+    "1e999 value": (good()[:-1] + b', "value": 1e999}', "non_finite_number", "finite"),
+    "400-digit value": (good()[:-1] + b', "value": 9' + b"9" * 400 + b"}", "number_too_large", "double"),
+    "5000-digit number": (good()[:-1] + b', "n": ' + b"1" * 5000 + b"}", "number_too_large", "too long"),
+    "deep nesting": (good()[:-1] + b', "x": ' + b"[" * 3000 + b"]" * 3000 + b"}", "too_deep", "deeply"),
+}
+
+
+@pytest.mark.parametrize("name", list(POISON))
+def test_poison_gets_its_own_reason_code(name):
+    raw, code, needle = POISON[name]
+    err = reject(raw)
+    assert (err.code, needle in err.reason) == (code, True), err.reason
+    assert err.code != "internal_error"
+    encode_record(dead_letter_record(raw, err, SRC, now_ms=NOW))  # the dead letter itself is representable
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [(-(2**63), str(-(2**63))), (2**63 - 1, str(2**63 - 1)), (0, "0"), ("é ü", "é ü"), ("日本", "日本")],
+)
+def test_ids_inside_the_policy_are_accepted(user, expected):
+    event = parse_event(good(user_id=user, event_id=12), source=SRC, now_ms=NOW)
+    assert (event.user_id, event.event_id) == (expected, "12")
+    assert decode_event(good(user_id=user, event_id=12), source=SRC, now_ms=NOW) == event
+
+
+def test_a_utf8_byte_order_mark_is_allowed():
+    event = decode_event(b"\xef\xbb\xbf" + good(), source=SRC, now_ms=NOW)
+    assert event == parse_event(b"\xef\xbb\xbf" + good(), source=SRC, now_ms=NOW)
+    assert event.user_id == "u1"
+
+
+def test_every_accepted_id_can_cross_into_the_jvm():
+    """pemja encodes strings strictly as UTF-16: whatever validation accepts must encode."""
+    for raw in _fuzz_corpus():
+        try:
+            event = decode_event(raw, source=SRC, now_ms=NOW)
+        except EventValidationError:
+            continue
+        for text in (event.user_id, event.item_id, event.event_id):
+            text.encode("utf-16")
 
 
 def test_extra_properties_are_allowed():
@@ -146,12 +206,13 @@ def _fuzz_corpus():
     rng = __import__("numpy").random.default_rng(0)
     base = {"user_id": "u1", "item_id": "i9", "event_type": "view", "ts": NOW - 1000, "event_id": "e", "value": 1}
     variants = {
-        "user_id": ["", " ", "x" * 128, "x" * 129, 0, -3, 1.0, 7.5, True, None, [], {}, 10**30, "é"],
-        "item_id": ["", "i", 5, 2.0, None, False, "\t"],
+        "user_id": ["", " ", "x" * 128, "x" * 129, 0, -3, 1.0, 7.5, True, None, [], {}, 10**30, "é", 2**63 - 1,
+                    2**63, "a\x00", "a\u2028b", "\ud800", " a", "a b"],
+        "item_id": ["", "i", 5, 2.0, None, False, "\t", "i\n", "\u202e", 1e300],
         "event_type": ["view", "VIEW", "", 3, None, "purchase"],
         "ts": [NOW, NOW - 1000.0, NOW + 0.5, "1", None, 631152000000, 631151999999, 32503680000000,
                32503680000001, True, NOW + 2 * 86_400_000],
-        "event_id": ["", "e" * 129, 5, None, "ok"],
+        "event_id": ["", "e" * 129, 5, None, "ok", 5.0, "\udfff", "e\x7f"],
         "value": [None, 1, 2.5, "x", True, [], -1e308],
     }
     docs = [dict(base)]
@@ -200,7 +261,7 @@ def test_hot_path_and_schema_path_agree_on_every_record():
     [
         (b', "x": ' + b"[" * 3000 + b"]" * 3000, "too_deep"),
         (b', "n": ' + b"1" * 5000, "number_too_large"),
-        (b', "value": 9' + b"9" * 400, "schema_violation"),
+        (b', "value": 9' + b"9" * 400, "number_too_large"),
         (b', "zz": "\xc3("', "bad_encoding"),
     ],
 )
@@ -208,10 +269,9 @@ def test_hostile_payloads_get_their_own_reason_codes(tail, code):
     assert reject(good()[:-1] + tail + b"}").code == code
 
 
-def test_integral_floats_are_read_as_integer_ids():
+def test_integral_floats_are_refused_as_ids():
     raw = good()[:-1].replace(b'"u1"', b"7.0").replace(b'"i9"', b"1E3") + b"}"
-    event = parse_event(raw, source=SRC, now_ms=NOW)
-    assert (event.user_id, event.item_id) == ("7", "1000")
+    assert reject(raw).code == "bad_id"
 
 
 def test_output_schema_files_are_generated_from_the_structs():

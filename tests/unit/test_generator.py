@@ -5,7 +5,7 @@ import pytest
 
 from model_export.generator import MALFORMED_KINDS, GeneratorConfig, generate_events, split_by_time, to_records
 from operators.errors import ConfigError, EventValidationError
-from operators.events import SourcePosition, parse_event
+from operators.events import SourcePosition, decode_event, parse_event
 
 SRC = SourcePosition("t", 0, 0)
 NOW = 1_800_000_000_000
@@ -41,8 +41,10 @@ def test_malformed_records_are_all_rejected():
     assert {r.kind for r in bad} == set(MALFORMED_KINDS)
     assert 0.15 < len(bad) / len(records) < 0.25
     for record in bad:
-        with pytest.raises(EventValidationError):
-            parse_event(record.value, source=SRC, now_ms=NOW)
+        for decode in (parse_event, decode_event):
+            with pytest.raises(EventValidationError) as err:
+                decode(record.value, source=SRC, now_ms=NOW)
+            assert err.value.code == MALFORMED_KINDS[record.kind], (record.kind, err.value.reason)
 
 
 def test_split_by_time():
