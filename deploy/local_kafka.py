@@ -13,7 +13,9 @@ ports; :meth:`stop` terminates that group (SIGTERM, then SIGKILL) and nothing el
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -168,6 +170,29 @@ class LocalKafka(ManagedProcess):
         self.stop()
         msg = f"kafka broker not ready after {timeout_s:.0f}s ({last_error}); see {self.data_dir / 'logs'}"
         raise BrokerError(msg)
+
+    def kill(self) -> None:
+        """SIGKILL the broker's process group (a crash: no clean shutdown, nothing flushed on purpose)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+        log.info("kafka broker killed (pid %d)", proc.pid)
+
+    def restart(self, timeout_s: float = 60.0) -> LocalKafka:
+        """Start again on the same data directory and ports (after :meth:`kill` or :meth:`stop`): topics,
+        records and committed offsets survive."""
+        if self.proc is not None:
+            self.stop()
+        wipe, self.wipe = self.wipe, False
+        try:
+            return self.start(timeout_s)
+        finally:
+            self.wipe = wipe
 
     def log_files(self) -> list[Path]:
         """The broker's stdout and its log4j file."""

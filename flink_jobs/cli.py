@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the recommendation job (see `streamrec run --help`)", add_help=False)
     sub.add_parser("bench", help="latency/throughput benchmark vs a bare Kafka relay and a Flink identity job "
                                  "(see `streamrec bench --help`)", add_help=False)
+    sub.add_parser("faults", help="fault-injection suite: kill -9 of the job, broker outage, poison records, "
+                                  "many users (see `streamrec faults --help`)", add_help=False)
 
     d = sub.add_parser("demo", help="embedded end-to-end demo: broker + MiniCluster + replayed stream")
     d.add_argument("--events", type=int, default=1_000)
@@ -161,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         from perf.bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv and argv[0] == "faults":
+        from deploy.faults import main as faults_main
+
+        return faults_main(argv[1:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:

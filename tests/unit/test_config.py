@@ -65,3 +65,22 @@ def test_job_ignores_unknown_arguments_but_not_missing_ones(tmp_path):
     result = run_job("--bundle", "x", "--checkpoint-dir", str(tmp_path), "--flink-extra", "1")
     assert result.returncode == 2
     assert "--bootstrap-servers" in result.stderr
+
+
+def test_restore_from_latest_picks_the_newest_complete_checkpoint(tmp_path):
+    import os
+
+    from flink_jobs.recommend_job import latest_checkpoint, resolve_restore
+
+    assert latest_checkpoint(tmp_path) is None and resolve_restore("latest", tmp_path) is None
+    for job, chk, mtime in (("a" * 32, 3, 100), ("b" * 32, 7, 200), ("b" * 32, 8, 300)):
+        (tmp_path / job / f"chk-{chk}").mkdir(parents=True)
+        meta = tmp_path / job / f"chk-{chk}" / "_metadata"
+        meta.write_bytes(b"x")
+        os.utime(meta, ns=(mtime * 10**9, mtime * 10**9))
+    (tmp_path / ("b" * 32) / "chk-9").mkdir(parents=True)  # cut short by a crash: no _metadata
+    assert resolve_restore("latest", tmp_path) == str(tmp_path / ("b" * 32) / "chk-8")
+    assert resolve_restore(None, tmp_path) is None
+    assert resolve_restore(str(tmp_path / ("a" * 32) / "chk-3"), tmp_path) == str(tmp_path / ("a" * 32) / "chk-3")
+    with pytest.raises(ConfigError, match="no such checkpoint or savepoint"):
+        resolve_restore(str(tmp_path / "nope"), tmp_path)

@@ -1,0 +1,642 @@
+"""``streamrec faults``: a fault-injection suite users can rerun against the real job and broker.
+
+Every scenario runs the job the way users do (``streamrec run`` in its own process group, a local broker on
+127.0.0.1), injects one kind of fault, and then checks the delivery contract from the topics alone:
+
+- ``kill9``: ``kill -9`` of the job at random points of a paced stream; a supervisor's restart
+  (``streamrec run ... --restore-from latest``) restores the newest checkpoint. Every event answered at least
+  once, duplicates counted (only events after the last checkpoint may repeat), every user's history continues
+  (the ``history_len`` of their last list equals their lists so far, capped), seconds from each kill to the
+  first list of the restarted job.
+- ``kill9-exactly-once``: the same with ``--delivery-guarantee exactly-once`` read with ``read_committed``:
+  every event answered exactly once.
+- ``broker``: ``kill -9`` of the broker, down for a while, restarted on its data; nothing lost, no job restart.
+- ``poison``: fuzzed malformed and poison records between canary events: each in the dead-letter topic with
+  the code it deserves, every canary answered, no task restart.
+- ``users``: many distinct users: RSS stays flat, checkpoint size and state bytes per user.
+
+The savepoint scenario needs a cluster's REST API; it belongs with ``streamrec cluster`` (not here yet).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.job_process import PROBE_USER, JobProcess, wait_until_serving
+from deploy.kafka_clients import assigned_consumer
+from deploy.local_kafka import LocalKafka
+
+__all__ = ["ScenarioResult", "Audit", "audit", "run_faults", "SCENARIOS", "main"]
+
+log = logging.getLogger(__name__)
+
+HISTORY_LEN = 200
+
+
+@dataclass
+class ScenarioResult:
+    """One row of the report (the keys the issue asks for, and the checks that decided ``ok``)."""
+
+    name: str
+    events: int = 0
+    lists: int = 0
+    dead_letters: int = 0
+    missing: int = 0
+    duplicates: int = 0
+    kill_to_first_list_s: list[float] = field(default_factory=list)
+    input_restarts: int = 0
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    checkpoint_bytes: int | None = None
+    wall_s: float = 0.0
+    checks: dict[str, bool] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(self.checks.values())
+
+
+@dataclass
+class Audit:
+    """What the output and dead-letter topics say about a set of sent events."""
+
+    answered: int
+    missing: list[str]
+    duplicates: int
+    lists: int
+    dead: int
+    history_mismatch: list[str]
+
+
+def audit(sent: dict[str, str], lists: list[dict], dead: list[dict], *, history_cap: int = HISTORY_LEN) -> Audit:
+    """Check the delivery contract.
+
+    Args:
+        sent: event id -> user id of every valid event sent (in sending order).
+        lists: every recommendation record read (duplicates included).
+        dead: every dead-letter record read.
+        history_cap: the job's ``--history-len``.
+
+    Every sent event must be answered by a list or a dead letter (e.g. quarantined); repeats of an answer are
+    duplicates. A user's state continues across failures exactly when the ``history_len`` of every copy of
+    the list for their last listed event equals the number of their distinct listed events (capped).
+    """
+    answers: Counter[str] = Counter()
+    by_event: dict[str, list[int]] = defaultdict(list)
+    for doc in lists:
+        answers[doc["event_id"]] += 1
+        by_event[doc["event_id"]].append(int(doc["history_len"]))
+    for doc in dead:
+        event_id = _dead_event_id(doc)
+        if event_id is not None:
+            answers[event_id] += 1
+    missing = [e for e in sent if answers[e] == 0]
+    duplicates = sum(n - 1 for e, n in answers.items() if e in sent and n > 1)
+    listed_per_user: dict[str, list[str]] = defaultdict(list)
+    for event_id, user in sent.items():
+        if event_id in by_event:
+            listed_per_user[user].append(event_id)
+    mismatch = [user for user, events in listed_per_user.items()
+                if set(by_event[events[-1]]) != {min(len(events), history_cap)}]
+    return Audit(answered=len(sent) - len(missing), missing=missing, duplicates=duplicates,
+                 lists=sum(answers[e] for e in by_event if e in sent), dead=len(dead), history_mismatch=mismatch)
+
+
+def _dead_event_id(doc: dict) -> str | None:
+    if doc.get("raw_encoding") != "utf-8":
+        return None
+    try:
+        payload = json.loads(doc["raw"])
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return payload.get("event_id") if isinstance(payload, dict) else None
+
+
+# ---------------------------------------------------------------------------------------------------- plumbing
+class Collector(threading.Thread):
+    """Reads the output and dead-letter topics from the beginning until stopped."""
+
+    def __init__(self, bootstrap: str, output: str, dead: str, *, read_committed: bool = False) -> None:
+        super().__init__(daemon=True)
+        extra = {"isolation_level": "read_committed"} if read_committed else {}
+        self.consumer = assigned_consumer(bootstrap, [output, dead], from_beginning=True, **extra)
+        self.output, self.dead = output, dead
+        self.lists: list[dict] = []
+        self.dead_letters: list[dict] = []
+        self.lock = threading.Lock()
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                polled = self.consumer.poll(timeout_ms=200)
+            except Exception as exc:  # the broker scenario takes the broker away; the consumer reconnects
+                log.debug("collector poll failed: %s", exc)
+                time.sleep(0.5)
+                continue
+            for records in polled.values():
+                for record in records:
+                    doc = json.loads(record.value)
+                    if str(doc.get("event_id", "")).startswith(PROBE_USER) or doc.get("user_id") == PROBE_USER:
+                        continue
+                    with self.lock:
+                        (self.lists if record.topic == self.output else self.dead_letters).append(doc)
+        self.consumer.close()
+
+    def first_list_since(self, since_ms: int, after_ms: int | None = None) -> float | None:
+        """Seconds from ``since_ms`` to the first list emitted after ``after_ms`` (default: ``since_ms``)."""
+        after_ms = since_ms if after_ms is None else after_ms
+        with self.lock:
+            emitted = [doc["emit_ts"] for doc in self.lists[-5000:] if doc["emit_ts"] > after_ms]
+        return (min(emitted) - since_ms) / 1000 if emitted else None
+
+    def snapshot(self) -> tuple[list[dict], list[dict]]:
+        with self.lock:
+            return list(self.lists), list(self.dead_letters)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=10)
+
+
+def _producer(bootstrap: str):  # noqa: ANN202 - kafka-python has no type hints
+    from kafka import KafkaProducer
+
+    # retries without end and one request in flight: a broker outage delays records, it never drops or reorders
+    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", retries=2**31 - 1,
+                         max_in_flight_requests_per_connection=1, linger_ms=5, reconnect_backoff_max_ms=1000)
+
+
+def _pace(records: list[tuple[bytes, bytes]], producer, topic: str, rate: float,  # noqa: ANN001
+          hooks: dict[int, Any] | None = None) -> None:
+    """Send ``records`` at ``rate`` per second; ``hooks[i]()`` runs before record ``i`` is sent."""
+    hooks = hooks or {}
+    start = time.monotonic()
+    for i, (key, value) in enumerate(records):
+        if i in hooks:
+            hooks[i]()
+            start = time.monotonic() - i / rate  # the stream does not pause for the fault
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+
+
+def _group_rss_mb(pgid: int) -> float:
+    """Resident memory of every process in a process group (the job's Python client and its JVM)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return round(total / 1024, 1)
+
+
+_RESTART = re.compile(r"switched from state \w+ to RESTARTING")
+_CHECKPOINT = re.compile(r"Completed checkpoint \d+ for job \w+ \((\d+) bytes")
+
+
+def _flink_logs(log_dirs: list[Path]) -> str:
+    return "\n".join(p.read_text(errors="replace") for d in log_dirs for p in sorted(d.glob("flink-*.log")))
+
+
+class Job:
+    """The job under test, restartable: each incarnation logs to its own directory."""
+
+    def __init__(self, kafka: LocalKafka, work: Path, topics: dict[str, str], bundle: str, extra: list[str]) -> None:
+        self.kafka, self.work, self.topics = kafka, work, topics
+        self.args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", bundle,
+                     "--checkpoint-dir", str(work / "checkpoints"), "--input-topic", topics["input"],
+                     "--output-topic", topics["output"], "--dead-letter-topic", topics["dead"],
+                     "--group-id", f"faults-{topics['input']}", "--history-len", str(HISTORY_LEN),
+                     "--restore-from", "latest", *extra]
+        self.proc: JobProcess | None = None
+        self.spare: JobProcess | None = None
+        self.log_dirs: list[Path] = []
+        self.rss_peak = 0.0
+
+    def _new(self, extra: list[str]) -> JobProcess:
+        log_dir = self.work / f"job-{len(self.log_dirs)}"
+        self.log_dirs.append(log_dir)
+        return JobProcess([*self.args, *extra], log_dir).start()
+
+    def start(self, *, wait: bool = True) -> float:
+        self.proc = self._new([])
+        if wait:
+            return wait_until_serving(self.proc, self.kafka.bootstrap, self.topics["input"], self.topics["output"],
+                                      timeout_s=240)
+        return 0.0
+
+    def start_spare(self, timeout_s: float = 120) -> None:
+        """A hot standby (``streamrec run ... --standby``): JVM up and job built, waiting for the lock."""
+        self.spare = self._new(["--standby"])
+        deadline = time.monotonic() + timeout_s
+        while "job built" not in self.spare.log_file.read_text(errors="replace"):
+            if time.monotonic() > deadline or not self.spare.alive():
+                msg = f"standby did not get ready: {self.spare.log_tail()}"
+                raise RuntimeError(msg)
+            time.sleep(0.2)
+
+    def kill(self) -> None:
+        """``kill -9`` of the job's whole process group (client and MiniCluster JVM); a spare takes over."""
+        proc = self.proc.proc
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        self.proc.proc = None
+        if self.spare is not None:
+            self.proc, self.spare = self.spare, None
+
+    def rss(self) -> float:
+        rss = _group_rss_mb(self.proc.proc.pid) if self.proc and self.proc.alive() else 0.0
+        self.rss_peak = max(self.rss_peak, rss)
+        return rss
+
+    def restarts(self) -> int:
+        return len(_RESTART.findall(_flink_logs(self.log_dirs)))
+
+    def checkpoint_bytes(self) -> int | None:
+        """The size of the last completed checkpoint (of the last incarnation that made one)."""
+        for log_dir in reversed(self.log_dirs):
+            sizes = _CHECKPOINT.findall(_flink_logs([log_dir]))
+            if sizes:
+                return int(sizes[-1])
+        return None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
+
+    def stop(self) -> None:
+        for proc in (self.spare, self.proc):
+            if proc is not None:
+                proc.stop()
+
+
+def _events(n: int, seed: int, tag: str) -> tuple[list[tuple[bytes, bytes]], dict[str, str]]:
+    """``n`` generated events (the demo's world, so the demo bundle knows the items), unique event ids."""
+    from model_export.generator import GeneratorConfig, generate_events
+
+    events = generate_events(GeneratorConfig(n_users=max(50, n // 20), seed=seed))[:n]
+    records, sent = [], {}
+    for i, event in enumerate(events):
+        event = {**event, "event_id": f"{tag}-{i}"}
+        records.append((event["user_id"].encode(), json.dumps(event).encode()))
+        sent[event["event_id"]] = event["user_id"]
+    return records, sent
+
+
+def _await_answers(collector: Collector, sent: dict[str, str], timeout_s: float) -> None:
+    """Wait until every sent event is answered (or the timeout), then 3 s more for late duplicates."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lists, dead = collector.snapshot()
+        if not audit(sent, lists, dead).missing:
+            break
+        time.sleep(1.0)
+    time.sleep(3.0)
+
+
+def _fill(result: ScenarioResult, collector: Collector, sent: dict[str, str], job: Job) -> Audit:
+    lists, dead = collector.snapshot()
+    found = audit(sent, lists, dead)
+    result.events, result.lists, result.dead_letters = len(sent), found.lists, found.dead
+    result.missing, result.duplicates = len(found.missing), found.duplicates
+    result.input_restarts = job.restarts()
+    result.checkpoint_bytes = job.checkpoint_bytes()
+    result.checks["every event answered"] = not found.missing
+    result.checks["every user's history continues"] = not found.history_mismatch
+    result.checks["no task restart"] = result.input_restarts == 0
+    if found.missing:
+        result.notes["missing_sample"] = found.missing[:10]
+    if found.history_mismatch:
+        result.notes["history_mismatch_sample"] = found.history_mismatch[:10]
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------- scenarios
+@dataclass(frozen=True)
+class Sizes:
+    kill_events: int
+    kills: int
+    eo_events: int
+    eo_kills: int
+    broker_events: int
+    broker_down_s: float
+    poison: int
+    users: int
+    rate: float
+
+
+QUICK = Sizes(kill_events=10_000, kills=3, eo_events=4_000, eo_kills=2, broker_events=6_000, broker_down_s=10,
+              poison=2_000, users=20_000, rate=400)
+FULL = Sizes(kill_events=100_000, kills=5, eo_events=20_000, eo_kills=3, broker_events=20_000, broker_down_s=15,
+             poison=10_000, users=1_000_000, rate=600)
+
+
+def _scenario_kill(ctx: dict, name: str, n: int, kills: int, exactly_once: bool, standby: bool) -> ScenarioResult:
+    result = ScenarioResult(name)
+    records, sent = _events(n, seed=ctx["seed"], tag=name)
+    extra = ["--delivery-guarantee", "exactly-once"] if exactly_once else []
+    job, collector = ctx["job"](name, extra), None
+    try:
+        job.start()
+        if standby:
+            job.start_spare()
+        collector = Collector(ctx["kafka"].bootstrap, job.topics["output"], job.topics["dead"],
+                              read_committed=exactly_once)
+        collector.start()
+        rng = random.Random(ctx["seed"])
+        points = sorted(rng.sample(range(n // 10, n * 9 // 10), kills))
+
+        def crash() -> None:
+            kill_ms = time.time_ns() // 1_000_000
+            job.rss()
+            job.kill()
+            dead_ms = time.time_ns() // 1_000_000  # every list emitted after this comes from the restarted job
+            if not standby:
+                job.start(wait=False)  # the supervisor restarts it at once, from the latest checkpoint
+            deadline = time.monotonic() + 180
+            while (took := collector.first_list_since(kill_ms, dead_ms)) is None and time.monotonic() < deadline:
+                if not job.alive():
+                    break
+                time.sleep(0.1)
+            result.kill_to_first_list_s.append(round(took, 2) if took is not None else float("inf"))
+            if standby:
+                job.start_spare()  # the supervisor's next spare
+
+        producer = _producer(ctx["kafka"].bootstrap)
+        _pace(records, producer, job.topics["input"], ctx["sizes"].rate, {p: crash for p in points})
+        producer.close()
+        _await_answers(collector, sent, timeout_s=300)
+        job.rss()
+        _fill(result, collector, sent, job)
+        if exactly_once:
+            result.checks["exactly once (read_committed)"] = result.duplicates == 0
+        result.checks["lists flowed again after every kill"] = all(t != float("inf") for t in
+                                                                   result.kill_to_first_list_s)
+        result.notes["kill_points"] = points
+        result.notes["restart"] = "hot standby (--standby)" if standby else "cold (streamrec run --restore-from latest)"
+        result.rss_mb = {"peak": job.rss_peak}
+    finally:
+        if collector is not None:
+            collector.stop()
+        job.stop()
+    return result
+
+
+def scenario_kill9(ctx: dict) -> ScenarioResult:
+    s = ctx["sizes"]
+    return _scenario_kill(ctx, "kill9", s.kill_events, s.kills, exactly_once=False, standby=True)
+
+
+def scenario_kill9_cold(ctx: dict) -> ScenarioResult:
+    s = ctx["sizes"]
+    return _scenario_kill(ctx, "kill9-cold", s.eo_events, s.eo_kills, exactly_once=False, standby=False)
+
+
+def scenario_kill9_exactly_once(ctx: dict) -> ScenarioResult:
+    s = ctx["sizes"]
+    return _scenario_kill(ctx, "kill9-exactly-once", s.eo_events, s.eo_kills, exactly_once=True, standby=True)
+
+
+def scenario_broker(ctx: dict) -> ScenarioResult:
+    s, kafka = ctx["sizes"], ctx["kafka"]
+    result = ScenarioResult("broker")
+    records, sent = _events(s.broker_events, seed=ctx["seed"] + 1, tag="broker")
+    job, collector = ctx["job"]("broker", []), None
+    try:
+        job.start()
+        collector = Collector(kafka.bootstrap, job.topics["output"], job.topics["dead"])
+        collector.start()
+
+        def outage() -> None:
+            kafka.kill()
+            time.sleep(s.broker_down_s)
+            back_ms = time.time_ns() // 1_000_000
+            kafka.restart()
+            deadline = time.monotonic() + 180
+            while (took := collector.first_list_since(back_ms)) is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            # from the broker's restart (its downtime is the scenario's, not the job's)
+            result.kill_to_first_list_s.append(round(took, 2) if took is not None else float("inf"))
+
+        producer = _producer(kafka.bootstrap)
+        _pace(records, producer, job.topics["input"], s.rate, {len(records) // 2: outage})
+        producer.close()
+        _await_answers(collector, sent, timeout_s=300)
+        job.rss()
+        _fill(result, collector, sent, job)
+        result.checks["job survived the outage"] = job.alive()
+        result.notes["broker_down_s"] = s.broker_down_s
+        result.rss_mb = {"peak": job.rss_peak}
+    finally:
+        if collector is not None:
+            collector.stop()
+        job.stop()
+    return result
+
+
+def scenario_poison(ctx: dict) -> ScenarioResult:
+    from model_export.generator import MALFORMED_KINDS, to_records
+
+    s, kafka = ctx["sizes"], ctx["kafka"]
+    result = ScenarioResult("poison")
+    canary_records, _ = _events(s.poison, seed=ctx["seed"] + 2, tag="canary")
+    canaries = [json.loads(v) for _, v in canary_records]
+    generated = to_records(canaries, malformed_share=0.5, seed=ctx["seed"])
+    job, collector = ctx["job"]("poison", []), None
+    try:
+        job.start()
+        collector = Collector(kafka.bootstrap, job.topics["output"], job.topics["dead"])
+        collector.start()
+        producer = _producer(kafka.bootstrap)
+        futures = [(rec, producer.send(job.topics["input"], key=rec.key, value=rec.value)) for rec in generated]
+        producer.flush()
+        # offsets are per partition: dead letters are matched by (partition, offset)
+        positions = {(meta.partition, meta.offset): rec for rec, meta in ((r, f.get(timeout=60)) for r, f in futures)
+                     if not rec.valid}
+        producer.close()
+        sent = {rec.event["event_id"]: rec.event["user_id"] for rec in generated if rec.valid}
+        _await_answers(collector, sent, timeout_s=300)
+        deadline = time.monotonic() + 60
+        while len(collector.snapshot()[1]) < len(positions) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        job.rss()
+        _fill(result, collector, sent, job)
+        wrong, seen = [], set()
+        for doc in collector.snapshot()[1]:
+            pos = (doc["source"]["partition"], doc["source"]["offset"])
+            rec = positions.get(pos)
+            if rec is None:
+                continue
+            seen.add(pos)
+            if doc["code"] != MALFORMED_KINDS[rec.kind]:
+                wrong.append({"kind": rec.kind, "code": doc["code"], "reason": doc["reason"][:120]})
+        result.notes.update(malformed=len(positions), kinds=len(MALFORMED_KINDS), wrong_code=wrong[:10])
+        result.checks["every malformed record dead-lettered once"] = seen == set(positions)
+        result.checks["each with the code it deserves"] = not wrong
+        result.events = len(generated)
+        result.rss_mb = {"peak": job.rss_peak}
+    finally:
+        if collector is not None:
+            collector.stop()
+        job.stop()
+    return result
+
+
+def scenario_users(ctx: dict) -> ScenarioResult:
+    s, kafka = ctx["sizes"], ctx["kafka"]
+    result = ScenarioResult("users")
+    job, collector = ctx["job"]("users", []), None
+    base_ts = 1_767_225_600_000
+    try:
+        job.start()
+        rss_start = job.rss()
+        collector = Collector(kafka.bootstrap, job.topics["output"], job.topics["dead"])
+        collector.start()
+        producer = _producer(kafka.bootstrap)
+        sent: dict[str, str] = {}
+        rss_curve = []
+        step = max(1, s.users // 10)
+        for i in range(s.users):
+            user = f"m{i}"
+            event = {"user_id": user, "item_id": f"i{i % 900}", "event_type": "view", "ts": base_ts + i,
+                     "event_id": f"users-{i}"}
+            producer.send(job.topics["input"], key=user.encode(), value=json.dumps(event).encode())
+            sent[event["event_id"]] = user
+            if i % step == step - 1:
+                producer.flush()
+                deadline = time.monotonic() + 600
+                while len(collector.lists) < i - 2 * step and job.alive() and time.monotonic() < deadline:
+                    time.sleep(0.2)  # stay within two steps of the job
+                rss_curve.append((i + 1, job.rss()))
+        producer.close()
+        _await_answers(collector, sent, timeout_s=600)
+        time.sleep(max(3.0, 2 * 2.0))  # a checkpoint after the last event
+        rss_end = job.rss()
+        _fill(result, collector, sent, job)
+        result.rss_mb = {"start": rss_start, "end": rss_end, "peak": job.rss_peak}
+        result.notes["rss_curve_mb"] = rss_curve
+        if result.checkpoint_bytes:
+            result.notes["state_bytes_per_user"] = round(result.checkpoint_bytes / s.users, 1)
+        half = rss_curve[len(rss_curve) // 2][1] if rss_curve else rss_end
+        result.notes["rss_growth_second_half_mb"] = round(rss_end - half, 1)
+    finally:
+        if collector is not None:
+            collector.stop()
+        job.stop()
+    return result
+
+
+SCENARIOS = {
+    "kill9": scenario_kill9,
+    "kill9-cold": scenario_kill9_cold,
+    "kill9-exactly-once": scenario_kill9_exactly_once,
+    "broker": scenario_broker,
+    "poison": scenario_poison,
+    "users": scenario_users,
+}
+
+
+def run_faults(out: Path, *, quick: bool, only: list[str] | None, bundle: str, work: Path, seed: int = 5,
+               sizes: Sizes | None = None) -> dict[str, Any]:
+    """Run the scenarios (each on fresh topics of one broker), write ``out`` (JSON) and ``out``.md."""
+    from tqdm.auto import tqdm
+
+    sizes = sizes or (QUICK if quick else FULL)
+    names = only or list(SCENARIOS)
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        msg = f"unknown scenario(s) {unknown}; choose from {list(SCENARIOS)}"
+        raise ValueError(msg)
+    results: list[ScenarioResult] = []
+    with LocalKafka(work / "kafka") as kafka:
+
+        def make_job(name: str, extra: list[str]) -> Job:
+            shutil.rmtree(work / name, ignore_errors=True)  # `--restore-from latest` must not find an old run
+            topics = {k: f"faults.{name}.{k}" for k in ("input", "output", "dead")}
+            kafka.create_topics({topics["input"]: 2, topics["output"]: 2, topics["dead"]: 1})
+            return Job(kafka, work / name, topics, bundle, extra)
+
+        ctx = {"kafka": kafka, "sizes": sizes, "seed": seed, "job": make_job}
+        for name in tqdm(names, desc="faults", unit="scenario"):
+            t0 = time.monotonic()
+            try:
+                result = SCENARIOS[name](ctx)
+            except Exception as exc:  # a scenario that cannot run is a failed row, not a lost report
+                log.exception("scenario %s failed to run", name)
+                result = ScenarioResult(name, checks={"scenario ran": False}, notes={"error": repr(exc)})
+            result.wall_s = round(time.monotonic() - t0, 1)
+            results.append(result)
+            log.info("%s: %s", name, "ok" if result.ok else f"FAILED {result.checks}")
+    doc = {"quick": quick, "sizes": asdict(sizes), "scenarios": [{**asdict(r), "ok": r.ok} for r in results],
+           "ok": all(r.ok for r in results)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    out.with_suffix(".md").write_text(table(doc) + "\n")
+    return doc
+
+
+def table(doc: dict[str, Any]) -> str:
+    """The report as a Markdown table."""
+    head = ("| scenario | events | lists | dead letters | missing | duplicates | kill→first list s | "
+            "input restarts | RSS MB (peak) | checkpoint bytes | wall s | ok |")
+    rows = [head, "|" + "---|" * 12]
+    for r in doc["scenarios"]:
+        kills = ", ".join(f"{t:.1f}" for t in r["kill_to_first_list_s"]) or "-"
+        rows.append(f"| {r['name']} | {r['events']:,} | {r['lists']:,} | {r['dead_letters']:,} | {r['missing']:,} | "
+                    f"{r['duplicates']:,} | {kills} | {r['input_restarts']} | {r['rss_mb'].get('peak', '-')} | "
+                    f"{r['checkpoint_bytes'] or '-'} | {r['wall_s']} | {'yes' if r['ok'] else 'NO'} |")
+    failed = [f"- {r['name']}: " + ", ".join(k for k, v in r["checks"].items() if not v)
+              for r in doc["scenarios"] if not r["ok"]]
+    return "\n".join(rows + (["", "Failed checks:", *failed] if failed else []))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from deploy.paths import runtime_dir
+    from flink_jobs.demo import bundle_or_demo
+
+    p = argparse.ArgumentParser(prog="streamrec faults", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smaller scenarios (under 20 minutes on 2 cores)")
+    p.add_argument("--out", default="perf/results/faults.json", help="JSON report (a .md table beside it)")
+    p.add_argument("--only", action="append", default=None, choices=list(SCENARIOS), help="run this scenario "
+                   "(repeatable; default: all)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every scenario's size (e.g. 0.2 for a "
+                   "smoke run)")
+    p.add_argument("--bundle", default=None, help="model bundle (default: the demo bundle, trained if missing)")
+    p.add_argument("--work", default=None, help="broker data, checkpoints and logs (default: .streamrec/faults)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    work = Path(args.work) if args.work else runtime_dir() / "faults"
+    base = QUICK if args.quick else FULL
+    sizes = Sizes(**{k: (max(1, round(v * args.scale)) if k.endswith(("events", "poison", "users")) else v)
+                     for k, v in asdict(base).items()})
+    bundle = str(Path(bundle_or_demo(args.bundle)).resolve())
+    doc = run_faults(Path(args.out), quick=args.quick, only=args.only, bundle=bundle, work=work.resolve(),
+                     sizes=sizes)
+    print(table(doc))
+    print(f"report: {args.out} and {Path(args.out).with_suffix('.md')}")
+    return 0 if doc["ok"] else 1
