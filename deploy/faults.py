@@ -10,12 +10,12 @@ Every scenario runs the job the way users do (``streamrec run`` in its own proce
   first list of the restarted job.
 - ``kill9-exactly-once``: the same with ``--delivery-guarantee exactly-once`` read with ``read_committed``:
   every event answered exactly once.
+- ``savepoint``: SIGTERM to ``streamrec run`` mid-stream (it stops the job with a savepoint) and a restart with
+  ``--restore-from latest``: nothing lost, nothing twice, histories continue.
 - ``broker``: ``kill -9`` of the broker, down for a while, restarted on its data; nothing lost, no job restart.
 - ``poison``: fuzzed malformed and poison records between canary events: each in the dead-letter topic with
   the code it deserves, every canary answered, no task restart.
 - ``users``: many distinct users: RSS stays flat, checkpoint size and state bytes per user.
-
-The savepoint scenario needs a cluster's REST API; it belongs with ``streamrec cluster`` (not here yet).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 
 from deploy.job_process import PROBE_USER, JobProcess, wait_until_serving
 from deploy.kafka_clients import assigned_consumer
-from deploy.local_kafka import LocalKafka
+from deploy.local_kafka import LocalKafka, free_port
 
 __all__ = ["ScenarioResult", "Audit", "audit", "run_faults", "SCENARIOS", "main"]
 
@@ -267,6 +267,20 @@ class Job:
         if self.spare is not None:
             self.proc, self.spare = self.spare, None
 
+    def stop_gracefully(self, timeout_s: float = 180) -> tuple[int | None, float]:
+        """SIGTERM to the ``streamrec run`` process alone (as systemd or Kubernetes stop a service): it stops the
+        job with a savepoint and exits. Returns its exit code and the seconds it took."""
+        proc = self.proc.proc
+        t0 = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except Exception:  # subprocess.TimeoutExpired: the group is stopped below
+            code = None
+        took = time.monotonic() - t0
+        self.proc.stop()
+        return code, took
+
     def rss(self) -> float:
         rss = _group_rss_mb(self.proc.proc.pid) if self.proc and self.proc.alive() else 0.0
         self.rss_peak = max(self.rss_peak, rss)
@@ -316,9 +330,13 @@ def _await_answers(collector: Collector, sent: dict[str, str], timeout_s: float)
     time.sleep(3.0)
 
 
-def _fill(result: ScenarioResult, collector: Collector, sent: dict[str, str], job: Job) -> Audit:
+def _fill(result: ScenarioResult, collector: Collector, sent: dict[str, str], job: Job, *,
+          dead_answers: bool = True) -> Audit:
+    """Audit the topics into ``result``; ``dead_answers=False`` when dead letters are copies of sent events
+    gone bad (the poison scenario), not answers to them."""
     lists, dead = collector.snapshot()
-    found = audit(sent, lists, dead)
+    found = audit(sent, lists, dead if dead_answers else [])
+    found.dead = len(dead)
     result.events, result.lists, result.dead_letters = len(sent), found.lists, found.dead
     result.missing, result.duplicates = len(found.missing), found.duplicates
     result.input_restarts = job.restarts()
@@ -432,12 +450,14 @@ def scenario_broker(ctx: dict) -> ScenarioResult:
         def outage() -> None:
             kafka.kill()
             time.sleep(s.broker_down_s)
-            back_ms = time.time_ns() // 1_000_000
+            t_restart = time.monotonic()
             kafka.restart()
+            ready_ms = time.time_ns() // 1_000_000
+            result.notes["broker_restart_s"] = round(time.monotonic() - t_restart, 2)
             deadline = time.monotonic() + 180
-            while (took := collector.first_list_since(back_ms)) is None and time.monotonic() < deadline:
+            while (took := collector.first_list_since(ready_ms)) is None and time.monotonic() < deadline:
                 time.sleep(0.1)
-            # from the broker's restart (its downtime is the scenario's, not the job's)
+            # from the broker answering again (its downtime and start-up are the scenario's, not the job's)
             result.kill_to_first_list_s.append(round(took, 2) if took is not None else float("inf"))
 
         producer = _producer(kafka.bootstrap)
@@ -454,6 +474,64 @@ def scenario_broker(ctx: dict) -> ScenarioResult:
             collector.stop()
         job.stop()
     return result
+
+
+def scenario_savepoint(ctx: dict) -> ScenarioResult:
+    s, kafka = ctx["sizes"], ctx["kafka"]
+    result = ScenarioResult("savepoint")
+    records, sent = _events(s.eo_events, seed=ctx["seed"] + 3, tag="savepoint")
+    port = free_port()
+    job, collector = ctx["job"]("savepoint", ["--health-port", str(port)]), None
+    try:
+        job.start()
+        health = _health(port)
+        result.notes["health"] = health
+        result.checks["health endpoint says RUNNING"] = health.get("status") == "RUNNING" and health["http"] == 200
+        collector = Collector(kafka.bootstrap, job.topics["output"], job.topics["dead"])
+        collector.start()
+
+        def stop_and_resume() -> None:
+            code, took = job.stop_gracefully()
+            result.notes["stop_exit_code"], result.notes["stop_with_savepoint_s"] = code, round(took, 2)
+            log_text = job.proc.log_file.read_text(errors="replace")
+            result.checks["stopped with a savepoint"] = code == 0 and "savepoint: " in log_text \
+                and "savepoint: none" not in log_text
+            back_ms = time.time_ns() // 1_000_000
+            job.start(wait=False)
+            deadline = time.monotonic() + 180
+            while (took := collector.first_list_since(back_ms)) is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            result.kill_to_first_list_s.append(round(took, 2) if took is not None else float("inf"))
+
+        producer = _producer(kafka.bootstrap)
+        _pace(records, producer, job.topics["input"], s.rate, {len(records) // 2: stop_and_resume})
+        producer.close()
+        _await_answers(collector, sent, timeout_s=300)
+        job.rss()
+        _fill(result, collector, sent, job)
+        result.checks["no duplicates across a savepoint"] = result.duplicates == 0
+        result.notes["resumed_from"] = next((line.split("latest checkpoint ", 1)[1] for line in
+                                             job.proc.log_file.read_text(errors="replace").splitlines()
+                                             if "restoring from the latest checkpoint" in line), None)
+        result.rss_mb = {"peak": job.rss_peak}
+    finally:
+        if collector is not None:
+            collector.stop()
+        job.stop()
+    return result
+
+
+def _health(port: int) -> dict:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:  # noqa: S310
+            return {**json.loads(resp.read()), "http": resp.status}
+    except urllib.error.HTTPError as err:
+        return {**json.loads(err.read() or b"{}"), "http": err.code}
+    except OSError as err:
+        return {"status": f"unreachable: {err}", "http": None}
 
 
 def scenario_poison(ctx: dict) -> ScenarioResult:
@@ -482,7 +560,7 @@ def scenario_poison(ctx: dict) -> ScenarioResult:
         while len(collector.snapshot()[1]) < len(positions) and time.monotonic() < deadline:
             time.sleep(0.5)
         job.rss()
-        _fill(result, collector, sent, job)
+        _fill(result, collector, sent, job, dead_answers=False)
         wrong, seen = [], set()
         for doc in collector.snapshot()[1]:
             pos = (doc["source"]["partition"], doc["source"]["offset"])
@@ -553,6 +631,7 @@ SCENARIOS = {
     "kill9-cold": scenario_kill9_cold,
     "kill9-exactly-once": scenario_kill9_exactly_once,
     "broker": scenario_broker,
+    "savepoint": scenario_savepoint,
     "poison": scenario_poison,
     "users": scenario_users,
 }
@@ -629,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=None, help="broker data, checkpoints and logs (default: .streamrec/faults)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # the broker scenario makes every client complain
     work = Path(args.work) if args.work else runtime_dir() / "faults"
     base = QUICK if args.quick else FULL
     sizes = Sizes(**{k: (max(1, round(v * args.scale)) if k.endswith(("events", "poison", "users")) else v)

@@ -86,16 +86,19 @@ def wait_until_serving(
     *,
     timeout_s: float = 180.0,
     probe_user: str = PROBE_USER,
+    client_config: dict | None = None,
 ) -> float:
     """Send probe events until a list for the probe user comes out; returns seconds since start.
 
     The probe is a valid event of a reserved user id: it proves the whole path (source, state, model,
-    sink) works. Consumers that count lists should skip ``probe_user``.
+    sink) works. Consumers that count lists should skip ``probe_user``. ``client_config``: kafka-python
+    security settings (a SASL_SSL broker: :meth:`deploy.local_kafka.LocalKafka.client_config`).
     """
     from kafka import KafkaProducer
 
-    consumer = assigned_consumer(bootstrap, [output_topic], from_beginning=False)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    client_config = client_config or {}
+    consumer = assigned_consumer(bootstrap, [output_topic], from_beginning=False, **client_config)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_config)
     deadline = time.monotonic() + timeout_s
     next_probe = 0.0
     n = 0

@@ -57,8 +57,14 @@ class LocalKafka(ManagedProcess):
         heap: str = "512m",
         wipe: bool = True,
         classpath: str | None = None,
+        sasl_ssl: tuple[str, str] | None = None,
     ) -> None:
+        """``sasl_ssl=(user, password)``: the client listener speaks SASL_SSL with SCRAM-SHA-512 only (a CA and
+        a certificate for 127.0.0.1 are generated with the JDK's keytool; clients trust :attr:`ca_file`), and
+        that user exists; the broker itself logs in as a generated admin."""
         super().__init__()
+        self.sasl_ssl = sasl_ssl
+        self._admin_password = uuid.uuid4().hex
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.controller_port = free_port()
@@ -67,9 +73,84 @@ class LocalKafka(ManagedProcess):
         self.classpath = classpath or kafka_broker_classpath()
 
     @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate (PEM) clients trust when the broker speaks TLS."""
+        return self.tls_dir / "ca.pem"
+
+    def client_config(self) -> dict[str, object]:
+        """kafka-python settings of the configured client user (empty for PLAINTEXT)."""
+        if self.sasl_ssl is None:
+            return {}
+        user, password = self.sasl_ssl
+        return {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": user,
+                "sasl_plain_password": password, "ssl_cafile": str(self.ca_file)}
+
+    def _make_certificates(self) -> None:
+        """A throw-away CA and a broker certificate (SAN IP 127.0.0.1), with the JDK's keytool."""
+        import shutil as _shutil
+
+        keytool = str(Path(java_executable()).with_name("keytool"))
+        if not Path(keytool).exists():
+            keytool = _shutil.which("keytool") or "keytool"
+        self.tls_dir.mkdir(parents=True, exist_ok=True)
+        store_pass = self._admin_password
+        ca, broker = self.tls_dir / "ca.p12", self.tls_dir / "broker.p12"
+        common = ["-storetype", "PKCS12", "-storepass", store_pass, "-keypass", store_pass, "-noprompt"]
+        steps = [
+            ["-genkeypair", "-alias", "ca", "-dname", "CN=streamrec test CA", "-ext", "bc:c", "-keyalg", "RSA",
+             "-keysize", "2048", "-validity", "30", "-keystore", str(ca)],
+            ["-exportcert", "-rfc", "-alias", "ca", "-keystore", str(ca), "-file", str(self.ca_file)],
+            ["-genkeypair", "-alias", "broker", "-dname", "CN=127.0.0.1", "-keyalg", "RSA", "-keysize", "2048",
+             "-validity", "30", "-keystore", str(broker)],
+            ["-certreq", "-alias", "broker", "-keystore", str(broker), "-file", str(self.tls_dir / "broker.csr")],
+            ["-gencert", "-rfc", "-alias", "ca", "-keystore", str(ca), "-infile", str(self.tls_dir / "broker.csr"),
+             "-outfile", str(self.tls_dir / "broker.pem"), "-ext", "san=ip:127.0.0.1", "-validity", "30"],
+            ["-importcert", "-alias", "ca", "-file", str(self.ca_file), "-keystore", str(broker)],
+            ["-importcert", "-alias", "broker", "-file", str(self.tls_dir / "broker.pem"), "-keystore", str(broker)],
+        ]
+        for step in steps:
+            done = subprocess.run([keytool, *step, *common], capture_output=True, text=True, timeout=60,  # noqa: S603
+                                  check=False)
+            if done.returncode != 0:
+                msg = f"keytool {step[0]} failed: {done.stderr.strip() or done.stdout.strip()}"
+                raise BrokerError(msg)
+
+    @property
     def bootstrap(self) -> str:
         """``host:port`` for clients."""
         return f"127.0.0.1:{self.port}"
+
+    def _security_properties(self) -> list[str]:
+        if self.sasl_ssl is None:
+            return [
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            ]
+        store = self.tls_dir / "broker.p12"
+        return [
+            f"listeners=SASL_SSL://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=SASL_SSL://127.0.0.1:{self.port}",
+            "inter.broker.listener.name=SASL_SSL",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="admin" password="{self._admin_password}";',
+            "ssl.keystore.type=PKCS12",
+            f"ssl.keystore.location={store}",
+            f"ssl.keystore.password={self._admin_password}",
+            f"ssl.key.password={self._admin_password}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.ca_file}",
+            "ssl.client.auth=none",
+        ]
 
     def _properties(self) -> str:
         return "\n".join(
@@ -77,11 +158,8 @@ class LocalKafka(ManagedProcess):
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                *self._security_properties(),
                 "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
                 f"log.dirs={self.data_dir / 'data'}",
                 "num.partitions=1",
                 "auto.create.topics.enable=false",
@@ -120,13 +198,21 @@ class LocalKafka(ManagedProcess):
         (self.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
         props.write_text(self._properties(), "utf-8")
+        if self.sasl_ssl is not None and not self.ca_file.exists():
+            self._make_certificates()
+            props.write_text(self._properties(), "utf-8")
         if not (self.data_dir / "data" / "meta.properties").exists():
+            scram = []
+            if self.sasl_ssl is not None:  # SCRAM users exist from the start (KRaft: set at format time)
+                user, password = self.sasl_ssl
+                scram = ["--add-scram", f"SCRAM-SHA-512=[name=admin,password={self._admin_password}]",
+                         "--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
             cluster_id = "-"
             while cluster_id.startswith("-"):  # as Kafka's Uuid.randomUuid: "-..." would parse as an option
                 cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             fmt = subprocess.run(
                 self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--standalone",
-                           log_name="format"),
+                           *scram, log_name="format"),
                 capture_output=True,
                 text=True,
                 timeout=120,
@@ -202,7 +288,7 @@ class LocalKafka(ManagedProcess):
         """A new admin client (caller closes it)."""
         from kafka.admin import KafkaAdminClient
 
-        return KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
+        return KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000, **self.client_config())
 
     def create_topics(self, topics: dict[str, int], timeout_s: float = 30.0) -> None:
         """Create topics ``{name: partitions}`` that do not exist yet, and wait for their leaders."""
@@ -217,7 +303,7 @@ class LocalKafka(ManagedProcess):
                 admin.create_topics(new)
         finally:
             admin.close()
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, **self.client_config())
         try:
             deadline = time.monotonic() + timeout_s
             for name, parts in topics.items():

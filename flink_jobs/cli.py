@@ -69,6 +69,7 @@ def _config(args: argparse.Namespace) -> int:
 
     from operators.abuse import AbuseConfig
     from operators.config import JobConfig
+    from operators.kafka_auth import KafkaAuthConfig
     from operators.rerank import describe_defaults
 
     if not args.print_defaults:
@@ -85,6 +86,8 @@ def _config(args: argparse.Namespace) -> int:
     print(describe_defaults())
     print("\n# abuse filter (streamrec run: --abuse KEY=VALUE, repeatable)")
     print(describe_defaults(AbuseConfig, "abuse"))
+    print("\n# Kafka security (streamrec run: --kafka KEY=VALUE; STREAMREC_KAFKA_<KNOB>; [kafka] in --config)")
+    print(describe_defaults(KafkaAuthConfig, "kafka"))
     return 0
 
 

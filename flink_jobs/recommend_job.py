@@ -26,11 +26,13 @@ if __package__ in (None, ""):  # `flink run -py flink_jobs/recommend_job.py`: ma
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flink_jobs.environment import python_executable, worker_pythonpath  # noqa: E402
+from flink_jobs.lifecycle import watch_job  # noqa: E402
 from operators.abuse import AbuseConfig  # noqa: E402
 from operators.bundle import load_bundle  # noqa: E402
 from operators.config import JobConfig  # noqa: E402
 from operators.errors import ConfigError, StreamrecError  # noqa: E402
 from operators.item_rules import load_item_rules  # noqa: E402
+from operators.kafka_auth import KafkaAuthConfig  # noqa: E402
 from operators.rerank import RerankConfig, layered_knobs, load_config_file  # noqa: E402
 from operators.serving import user_id_key  # noqa: E402
 
@@ -70,6 +72,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="hot standby: start, build the job, then wait until the job holding --checkpoint-dir "
                         "stops or dies, and take over from its latest checkpoint (about 5 s instead of a cold "
                         "start's 12 s on 2 cores)")
+    p.add_argument("--health-port", type=int, default=None,
+                   help="serve GET /health on 127.0.0.1:PORT (200 while the job runs, 503 while it starts, "
+                        "restarts or stops; JSON with the status and restart count)")
     p.add_argument("--connector-jar", default=None, help="flink-sql-connector-kafka jar (default: make jars)")
     p.add_argument("--job-name", default=d["job_name"].default)
     p.add_argument("--micro-batch", type=int, default=d["micro_batch"].default,
@@ -93,8 +98,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         "variable named by --user-id-secret-env)")
     p.add_argument("--user-id-secret-env", default=d["user_id_secret_env"].default)
     p.add_argument("--config", default=None, metavar="FILE.toml",
-                   help="[rerank] and [abuse] knobs; environment STREAMREC_RERANK_<KNOB> / STREAMREC_ABUSE_<KNOB> "
+                   help="[rerank], [abuse] and [kafka] knobs; environment STREAMREC_<SECTION>_<KNOB> "
                         "and --rerank/--abuse override it")
+    p.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE",
+                   help="Kafka security knob, repeatable: security_protocol, sasl_mechanism, username, "
+                        "ssl_ca_file (the password only from STREAMREC_KAFKA_PASSWORD or the config file)")
     p.add_argument("--rerank", action="append", default=[], metavar="KEY=VALUE",
                    help="re-ranking knob, repeatable (e.g. --rerank diversity_lambda=0.3); every knob with its "
                         "default: `streamrec config --print-defaults`")
@@ -136,13 +144,81 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
     )
 
 
+def kafka_auth_from_args(args: argparse.Namespace) -> KafkaAuthConfig:
+    """``[kafka]`` of the config file <- ``STREAMREC_KAFKA_<KNOB>`` <- ``--kafka KEY=VALUE`` (no password)."""
+    if any(pair.partition("=")[0].strip() == "password" for pair in args.kafka):
+        msg = ("--kafka password=... would show the password to every user of this machine (ps); set "
+               "STREAMREC_KAFKA_PASSWORD or [kafka] password in the config file instead")
+        raise ConfigError(msg)
+    return layered_knobs(KafkaAuthConfig, "kafka", load_config_file(args.config), dict(os.environ), args.kafka)
+
+
+def check_kafka_login(bootstrap: str, auth: KafkaAuthConfig, timeout_s: float = 20.0) -> None:
+    """With SASL or TLS, log in once before any JVM starts: a wrong password or CA fails here, in about a
+    second, with what to fix (inside Flink it would be a restart loop of authentication errors).
+
+    kafka-python only logs why a login failed (then times out "unable to bootstrap"), so its log records are
+    watched for the cause while the client connects in a thread.
+    """
+    if auth.security_protocol == "PLAINTEXT":
+        return
+    import threading
+
+    from kafka import KafkaAdminClient
+
+    causes: list[str] = []
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()  # decisive causes only (not the "socket disconnected" that follows)
+            if "AuthenticationFailed" in text or "certificate verify failed" in text or "UnsupportedSasl" in text:
+                causes.append(text)
+
+    outcome: dict[str, object] = {}
+
+    def connect() -> None:
+        try:
+            KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                             **auth.python_client_config()).close()
+            outcome["ok"] = True
+        except Exception as exc:  # noqa: BLE001 - reported below with the logged cause
+            outcome["error"] = exc
+
+    kafka_log = logging.getLogger("kafka")
+    watch, level = Watch(level=logging.ERROR), kafka_log.level
+    kafka_log.addHandler(watch)
+    kafka_log.setLevel(logging.ERROR if level in (logging.NOTSET,) or level > logging.ERROR else level)
+    kafka_log.propagate, propagate = False, kafka_log.propagate  # the cause is reported once, below
+    try:
+        thread = threading.Thread(target=connect, name="kafka-login-check", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + timeout_s + 5
+        while thread.is_alive() and not causes and time.monotonic() < deadline:
+            thread.join(0.05)
+    finally:
+        kafka_log.removeHandler(watch)
+        kafka_log.setLevel(level)
+        kafka_log.propagate = propagate
+    if outcome.get("ok"):
+        log.info("Kafka login ok: %s", auth.describe())
+        return
+    cause = causes[0] if causes else repr(outcome.get("error", "no answer"))
+    hint = ("check the user name and the password (STREAMREC_KAFKA_PASSWORD)" if "Authentication" in cause
+            else "check bootstrap servers, security_protocol and ssl_ca_file")
+    msg = f"cannot log in to Kafka at {bootstrap} ({auth.describe()}): {cause.split(': ', 1)[-1][:300]}; {hint}"
+    raise ConfigError(msg)
+
+
 def latest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint under ``checkpoint_dir`` (``<job id>/chk-<n>/_metadata``, written last by
-    Flink, so a checkpoint cut short by a crash is never picked), or None."""
-    done = [meta.parent for meta in Path(checkpoint_dir).glob("*/chk-*/_metadata") if meta.is_file()]
+    """The newest complete checkpoint or savepoint under ``checkpoint_dir`` (``<job id>/chk-<n>/_metadata``;
+    ``savepoints/savepoint-*/_metadata`` from a graceful stop); ``_metadata`` is written last, so one cut short
+    by a crash is never picked. None when there is none."""
+    root = Path(checkpoint_dir)
+    done = [meta.parent for pattern in ("*/chk-*/_metadata", "savepoints/savepoint-*/_metadata")
+            for meta in root.glob(pattern) if meta.is_file()]
     if not done:
         return None
-    return max(done, key=lambda chk: ((chk / "_metadata").stat().st_mtime_ns, int(chk.name.removeprefix("chk-"))))
+    return max(done, key=lambda d: ((d / "_metadata").stat().st_mtime_ns, d.name))
 
 
 def resolve_restore(restore_from: str | None, checkpoint_dir: str | Path) -> str | None:
@@ -193,17 +269,17 @@ def acquire_job_lock(checkpoint_dir: str | Path, *, wait: bool) -> None:
     _held_locks.append(fh)
 
 
-def execute(env, job_name: str, restore_from: str | None):  # noqa: ANN001, ANN201 - pyflink objects
-    """``env.execute(job_name)``, restoring ``restore_from`` when given. The restore path goes into the
-    environment's configuration at this moment (the executor reads it when it turns the stream graph into a
-    job graph), so a standby that built its job long before restores the checkpoint that is latest when it
-    takes over."""
+def execute_async(env, job_name: str, restore_from: str | None):  # noqa: ANN001, ANN201 - pyflink objects
+    """``env.execute_async(job_name)`` (a ``JobClient``), restoring ``restore_from`` when given. The restore
+    path goes into the environment's configuration at this moment (the executor reads it when it turns the
+    stream graph into a job graph), so a standby that built its job long before restores the checkpoint
+    that is latest when it takes over."""
     if restore_from is not None:
         from pyflink.common import Configuration
 
         conf = Configuration(j_configuration=env._j_stream_execution_environment.getConfiguration())
         conf.set_string("execution.state-recovery.path", restore_from)
-    return env.execute(job_name)
+    return env.execute_async(job_name)
 
 
 def _parse_conf(pairs: list[str]) -> dict[str, str]:
@@ -221,12 +297,14 @@ def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _kafka_options(cfg: JobConfig, topic: str, extra: dict[str, str]) -> str:
+def _kafka_options(cfg: JobConfig, topic: str, extra: dict[str, str], auth: KafkaAuthConfig | None) -> str:
     options = {"connector": "kafka", "topic": topic, "properties.bootstrap.servers": cfg.bootstrap_servers, **extra}
+    if auth is not None and auth.security_protocol != "PLAINTEXT":
+        options.update({f"properties.{k}": v for k, v in auth.connector_properties().items()})
     return ",\n  ".join(f"{_sql_str(k)} = {_sql_str(v)}" for k, v in options.items())
 
 
-def source_ddl(cfg: JobConfig) -> str:
+def source_ddl(cfg: JobConfig, auth: KafkaAuthConfig | None = None) -> str:
     """Record key (the user id) and raw payload bytes, plus the Kafka coordinates dead letters need."""
     startup = {
         "scan.startup.mode": cfg.startup_mode,
@@ -247,7 +325,7 @@ def source_ddl(cfg: JobConfig) -> str:
   `offset` BIGINT METADATA VIRTUAL,
   `kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL
 ) WITH (
-  {_kafka_options(cfg, cfg.input_topic, startup)}
+  {_kafka_options(cfg, cfg.input_topic, startup, auth)}
 )"""
 
 
@@ -266,7 +344,7 @@ FROM streamrec_events"""
 dead-lettered by the core)."""
 
 
-def sink_ddl(cfg: JobConfig, table: str, topic: str) -> str:
+def sink_ddl(cfg: JobConfig, table: str, topic: str, auth: KafkaAuthConfig | None = None) -> str:
     """Keyed JSON records (key ``k`` as raw UTF-8, value ``v``: JSON bytes as they are)."""
     sink = {
         "key.format": "raw",
@@ -284,7 +362,7 @@ def sink_ddl(cfg: JobConfig, table: str, topic: str) -> str:
   `k` STRING,
   `v` BYTES
 ) WITH (
-  {_kafka_options(cfg, topic, sink)}
+  {_kafka_options(cfg, topic, sink, auth)}
 )"""
 
 
@@ -320,8 +398,12 @@ def flink_configuration(cfg: JobConfig, connector_jar: Path, restore_from: str |
     return settings
 
 
-def build_job(cfg: JobConfig, connector_jar: Path, restore_from: str | None = None, function=None):  # noqa: ANN001, ANN201
+def build_job(cfg: JobConfig, connector_jar: Path, restore_from: str | None = None, function=None,  # noqa: ANN001, ANN201
+              auth: KafkaAuthConfig | None = None):
     """Create the environment and the topology; returns the ``StreamExecutionEnvironment``.
+
+    ``auth`` (Kafka security, with the password) goes into the connectors' table options only, never into
+    ``cfg``, which is pickled into the keyed function.
 
     ``function`` replaces the keyed function (benchmarks run an identity function through the same wiring).
     """
@@ -344,11 +426,11 @@ def build_job(cfg: JobConfig, connector_jar: Path, restore_from: str | None = No
     env.set_buffer_timeout(cfg.buffer_timeout_ms)
     t_env = StreamTableEnvironment.create(env)
     t_env.get_config().set("table.local-time-zone", "UTC")
-    t_env.execute_sql(source_ddl(cfg))
-    t_env.execute_sql(sink_ddl(cfg, "streamrec_recommendations", cfg.output_topic))
-    t_env.execute_sql(sink_ddl(cfg, "streamrec_dead_letter", cfg.dead_letter_topic))
+    t_env.execute_sql(source_ddl(cfg, auth))
+    t_env.execute_sql(sink_ddl(cfg, "streamrec_recommendations", cfg.output_topic, auth))
+    t_env.execute_sql(sink_ddl(cfg, "streamrec_dead_letter", cfg.dead_letter_topic, auth))
     if cfg.quarantine_topic:
-        t_env.execute_sql(sink_ddl(cfg, "streamrec_quarantine", cfg.quarantine_topic))
+        t_env.execute_sql(sink_ddl(cfg, "streamrec_quarantine", cfg.quarantine_topic, auth))
 
     # Key by field 0 on the Java side (pyflink's own key_by would add a Python operator per event).
     rows = t_env.to_data_stream(t_env.sql_query(KEYED_EVENTS_SQL))
@@ -411,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         from deploy.paths import flink_connector_jar, java_home
 
         cfg = config_from_args(args)
+        auth = kafka_auth_from_args(args)
         bundle = load_bundle(cfg.bundle_path)
         user_id_key(cfg)  # fails fast when pseudonymisation is on without its secret
         if cfg.item_rules_path and Path(cfg.item_rules_path).exists():
@@ -423,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.log_dir).mkdir(parents=True, exist_ok=True)
             os.environ["FLINK_LOG_DIR"] = str(Path(args.log_dir).resolve())
         check_worker_environment()
+        check_kafka_login(cfg.bootstrap_servers, auth)
         if args.standby and args.restore_from not in (None, "latest"):
             msg = "--standby takes over from the latest checkpoint; drop --restore-from (or pass `latest`)"
             raise ConfigError(msg)
@@ -432,17 +516,23 @@ def main(argv: list[str] | None = None) -> int:
     except StreamrecError as err:
         print(f"streamrec: error: {err}", file=sys.stderr)
         return 2
-    log.info("%s job %s: model %s (%d items, %s), %s -> %s (dead letters: %s)",
+    log.info("%s job %s: model %s (%d items, %s), %s -> %s (dead letters: %s), Kafka %s",
              "standing by to take over" if args.standby else "starting", cfg.job_name, bundle.version,
              bundle.n_items, "recurrent" if bundle.recurrent else "stateless", cfg.input_topic, cfg.output_topic,
-             cfg.dead_letter_topic)
-    env = build_job(cfg, jar)
+             cfg.dead_letter_topic, auth.describe())
+    env = build_job(cfg, jar, auth=auth)
     if args.standby:
         acquire_job_lock(cfg.checkpoint_dir, wait=True)
         log.info("taking over job %s", cfg.job_name)
         restore_from = resolve_restore("latest", cfg.checkpoint_dir)
     try:
-        execute(env, cfg.job_name, restore_from)
+        client = execute_async(env, cfg.job_name, restore_from)
+        outcome, savepoint = watch_job(client, checkpoint_dir=cfg.checkpoint_dir, health_port=args.health_port)
+        if outcome == "failed":
+            client.get_job_execution_result().result()  # raises the cause
+        if outcome == "stopped":
+            print(f"streamrec: job {cfg.job_name} stopped; savepoint: {savepoint or 'none (cancelled)'}; resume "
+                  "with --restore-from latest", file=sys.stderr)
     except Exception as exc:  # py4j wraps the JobExecutionException; say what failed and exit non-zero
         print(f"streamrec: error: job {cfg.job_name} failed after {cfg.max_restarts} restart attempts: "
               f"{_root_cause(exc)}", file=sys.stderr)

@@ -188,17 +188,30 @@ def parse_knobs(model: type[BaseModel], section: str, pairs: list[str] | dict[st
     try:
         return model.model_validate({**(base or model()).model_dump(), **values})
     except ValidationError as exc:
-        problems = "; ".join(f"{section}.{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}"
-                             for e in exc.errors())
+        problems = "; ".join(
+            f"{section}.{'.'.join(str(p) for p in e['loc'])}={_shown(model, e)}: {e['msg']}" if e.get("loc")
+            else f"[{section}]: {e['msg']}"  # a rule over several knobs: the input is all of them, secrets too
+            for e in exc.errors())
         msg = f"{problems}. See `streamrec config --print-defaults` for every knob, its default and meaning."
         raise ConfigError(msg) from None
 
 
-CONFIG_SECTIONS = ("rerank", "abuse")
+def _shown(model: type[BaseModel], error: dict) -> str:
+    """The rejected value for an error message; a secret field's value is never shown."""
+    from pydantic import SecretStr
+
+    field = model.model_fields.get(str(error["loc"][0]))
+    if (field is not None and "SecretStr" in str(field.annotation)) or isinstance(error.get("input"), SecretStr):
+        return "'**********'"
+    return repr(error.get("input"))
+
+
+CONFIG_SECTIONS = ("rerank", "abuse", "kafka")
 
 
 def load_config_file(path: str | None) -> dict[str, dict[str, object]]:
-    """A TOML config file (``--config``): sections ``[rerank]`` and ``[abuse]``; unknown sections fail."""
+    """A TOML config file (``--config``): sections ``[rerank]``, ``[abuse]`` and ``[kafka]``; unknown sections
+    fail."""
     import tomllib
 
     from operators.errors import ConfigError
@@ -247,5 +260,5 @@ def describe_defaults(model: type[BaseModel] = RerankConfig, section: str = "rer
     for name, info in model.model_fields.items():
         default = info.default
         shown = str(default).lower() if isinstance(default, bool) else repr(default)
-        lines += [f"# {info.description}", f"{name} = {shown}"]
+        lines += [f"# {info.description}", f"# {name} = (unset)" if default is None else f"{name} = {shown}"]
     return "\n".join(lines)

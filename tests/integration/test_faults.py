@@ -1,0 +1,33 @@
+"""A small subset of `streamrec faults`, through the console script: kill -9 of the job with a hot standby
+taking over, and poison records between canary events."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from deploy.paths import streamrec_executable
+
+pytestmark = pytest.mark.integration
+
+
+def test_kill9_with_standby_and_poison_records(trained_bundle, tmp_path):
+    out = tmp_path / "faults.json"
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [streamrec_executable(), "faults", "--quick", "--scale", "0.15", "--only", "kill9", "--only", "poison",
+         "--bundle", str(trained_bundle), "--work", str(tmp_path / "work"), "--out", str(out)],
+        capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path,
+    )
+    assert out.exists(), result.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    rows = {row["name"]: row for row in doc["scenarios"]}
+    kill, poison = rows["kill9"], rows["poison"]
+    assert kill["checks"] == {"every event answered": True, "every user's history continues": True,
+                              "no task restart": True, "lists flowed again after every kill": True}, kill
+    assert kill["missing"] == 0 and len(kill["kill_to_first_list_s"]) == 3
+    assert kill["events"] == 1500 and kill["lists"] >= 1500
+    assert poison["ok"] and poison["notes"]["malformed"] > 100 and not poison["notes"]["wrong_code"], poison
+    assert result.returncode == 0 and doc["ok"], result.stdout[-3000:]
+    assert (tmp_path / "faults.md").read_text().startswith("| scenario |")
