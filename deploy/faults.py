@@ -135,6 +135,8 @@ class Collector(threading.Thread):
         self.output, self.dead = output, dead
         self.lists: list[dict] = []
         self.dead_letters: list[dict] = []
+        self.emits: list[int] = []
+        """``emit_ts`` of every list, probes included (what "lists flow again" is measured on)."""
         self.lock = threading.Lock()
         self.halt = threading.Event()
 
@@ -149,6 +151,9 @@ class Collector(threading.Thread):
             for records in polled.values():
                 for record in records:
                     doc = json.loads(record.value)
+                    with self.lock:
+                        if record.topic == self.output:
+                            self.emits.append(int(doc["emit_ts"]))
                     if str(doc.get("event_id", "")).startswith(PROBE_USER) or doc.get("user_id") == PROBE_USER:
                         continue
                     with self.lock:
@@ -159,8 +164,27 @@ class Collector(threading.Thread):
         """Seconds from ``since_ms`` to the first list emitted after ``after_ms`` (default: ``since_ms``)."""
         after_ms = since_ms if after_ms is None else after_ms
         with self.lock:
-            emitted = [doc["emit_ts"] for doc in self.lists[-5000:] if doc["emit_ts"] > after_ms]
+            emitted = [ts for ts in self.emits[-5000:] if ts > after_ms]
         return (min(emitted) - since_ms) / 1000 if emitted else None
+
+    def wait_first_list(self, bootstrap: str, topic: str, since_ms: int, after_ms: int | None = None,
+                        timeout_s: float = 180, alive: Any = None) -> float:
+        """Seconds from ``since_ms`` to the first list emitted after ``after_ms``; sends a probe event every
+        second meanwhile, so that the answer does not depend on whether the stream still flows."""
+        producer = _producer(bootstrap)
+        deadline, n = time.monotonic() + timeout_s, 0
+        try:
+            while (took := self.first_list_since(since_ms, after_ms)) is None and time.monotonic() < deadline:
+                if alive is not None and not alive():
+                    return float("inf")
+                probe = {"user_id": PROBE_USER, "item_id": "__probe__", "event_type": "view",
+                         "ts": int(time.time() * 1000), "event_id": f"{PROBE_USER}-fault-{since_ms}-{n}"}
+                producer.send(topic, key=PROBE_USER.encode(), value=json.dumps(probe).encode())
+                n += 1
+                time.sleep(1.0)
+        finally:
+            producer.close(timeout=5)
+        return round(took, 2) if took is not None else float("inf")
 
     def snapshot(self) -> tuple[list[dict], list[dict]]:
         with self.lock:
@@ -181,17 +205,27 @@ def _producer(bootstrap: str):  # noqa: ANN202 - kafka-python has no type hints
 
 def _pace(records: list[tuple[bytes, bytes]], producer, topic: str, rate: float,  # noqa: ANN001
           hooks: dict[int, Any] | None = None) -> None:
-    """Send ``records`` at ``rate`` per second; ``hooks[i]()`` runs before record ``i`` is sent."""
+    """Send ``records`` at ``rate`` per second. ``hooks[i]`` (a fault) starts in a thread when record ``i`` is
+    due, and the stream goes on meanwhile, as a real one would; faults run one after another."""
     hooks = hooks or {}
+    serial = threading.Lock()
+    threads: list[threading.Thread] = []
+
+    def run(hook: Any) -> None:
+        with serial:
+            hook()
+
     start = time.monotonic()
     for i, (key, value) in enumerate(records):
         if i in hooks:
-            hooks[i]()
-            start = time.monotonic() - i / rate  # the stream does not pause for the fault
+            threads.append(threading.Thread(target=run, args=(hooks[i],), daemon=True))
+            threads[-1].start()
         delay = start + i / rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
         producer.send(topic, key=key, value=value)
+    for thread in threads:
+        thread.join()
     producer.flush()
 
 
@@ -393,12 +427,8 @@ def _scenario_kill(ctx: dict, name: str, n: int, kills: int, exactly_once: bool,
             dead_ms = time.time_ns() // 1_000_000  # every list emitted after this comes from the restarted job
             if not standby:
                 job.start(wait=False)  # the supervisor restarts it at once, from the latest checkpoint
-            deadline = time.monotonic() + 180
-            while (took := collector.first_list_since(kill_ms, dead_ms)) is None and time.monotonic() < deadline:
-                if not job.alive():
-                    break
-                time.sleep(0.1)
-            result.kill_to_first_list_s.append(round(took, 2) if took is not None else float("inf"))
+            result.kill_to_first_list_s.append(collector.wait_first_list(
+                ctx["kafka"].bootstrap, job.topics["input"], kill_ms, dead_ms, alive=job.alive))
             if standby:
                 job.start_spare()  # the supervisor's next spare
 
@@ -454,11 +484,9 @@ def scenario_broker(ctx: dict) -> ScenarioResult:
             kafka.restart()
             ready_ms = time.time_ns() // 1_000_000
             result.notes["broker_restart_s"] = round(time.monotonic() - t_restart, 2)
-            deadline = time.monotonic() + 180
-            while (took := collector.first_list_since(ready_ms)) is None and time.monotonic() < deadline:
-                time.sleep(0.1)
             # from the broker answering again (its downtime and start-up are the scenario's, not the job's)
-            result.kill_to_first_list_s.append(round(took, 2) if took is not None else float("inf"))
+            result.kill_to_first_list_s.append(collector.wait_first_list(kafka.bootstrap, job.topics["input"],
+                                                                         ready_ms))
 
         producer = _producer(kafka.bootstrap)
         _pace(records, producer, job.topics["input"], s.rate, {len(records) // 2: outage})
@@ -498,10 +526,8 @@ def scenario_savepoint(ctx: dict) -> ScenarioResult:
                 and "savepoint: none" not in log_text
             back_ms = time.time_ns() // 1_000_000
             job.start(wait=False)
-            deadline = time.monotonic() + 180
-            while (took := collector.first_list_since(back_ms)) is None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            result.kill_to_first_list_s.append(round(took, 2) if took is not None else float("inf"))
+            result.kill_to_first_list_s.append(collector.wait_first_list(kafka.bootstrap, job.topics["input"],
+                                                                         back_ms, alive=job.alive))
 
         producer = _producer(kafka.bootstrap)
         _pace(records, producer, job.topics["input"], s.rate, {len(records) // 2: stop_and_resume})

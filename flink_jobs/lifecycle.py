@@ -108,13 +108,28 @@ def watch_job(client: Any, *, checkpoint_dir: str, health_port: int | None = Non
             server.shutdown()
 
 
+def _stop_call(client: Any, directory: str) -> Any:
+    """``JobClient.stopWithSavepoint`` as Flink 2.0 declares it (pyflink 2.0's wrapper still passes two
+    arguments, which no Java method takes): canonical format, portable across state backends and versions."""
+    from pyflink.common.completable_future import CompletableFuture
+    from pyflink.java_gateway import get_gateway
+
+    fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+    return CompletableFuture(client._j_job_client.stopWithSavepoint(False, directory, fmt), str)
+
+
 def _stop_with_savepoint(client: Any, checkpoint_dir: str, health: _Health) -> str | None:
     target = savepoint_dir(checkpoint_dir)
     target.mkdir(parents=True, exist_ok=True)
     health.update(status="STOPPING")
     log.info("stopping with a savepoint under %s", target)
     t0 = time.monotonic()
-    future = client.stop_with_savepoint(False, target.as_uri())
+    try:
+        future = _stop_call(client, target.as_uri())
+    except Exception as exc:  # py4j: say it, and do not leave the job running
+        log.error("stop with savepoint could not start (%s): cancelling (resume from the latest checkpoint)", exc)
+        client.cancel()
+        return None
     deadline = t0 + SAVEPOINT_TIMEOUT_S
     while not future.done() and time.monotonic() < deadline:
         time.sleep(0.1)
