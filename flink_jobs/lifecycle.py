@@ -89,7 +89,10 @@ def watch_job(client: Any, *, checkpoint_dir: str, health_port: int | None = Non
         while True:
             if stop.is_set():
                 return "stopped", _stop_with_savepoint(client, checkpoint_dir, health)
-            name = str(client.get_job_status().result()).rsplit(".", 1)[-1]
+            try:
+                name = str(client.get_job_status().result()).rsplit(".", 1)[-1]
+            except Exception:  # a local job that failed for good takes its MiniCluster with it: the cause is
+                return "failed", None  # in the execution result, which the caller raises
             if name != status_name:
                 if name == "RESTARTING":
                     restarts += 1

@@ -167,12 +167,20 @@ def check_kafka_login(bootstrap: str, auth: KafkaAuthConfig, timeout_s: float = 
     from kafka import KafkaAdminClient
 
     causes: list[str] = []
+    proof_sent = [False]
 
     class Watch(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            text = record.getMessage()  # decisive causes only (not the "socket disconnected" that follows)
+            text = record.getMessage()  # decisive causes stop the wait (not the "socket disconnected" after them)
             if "AuthenticationFailed" in text or "certificate verify failed" in text or "UnsupportedSasl" in text:
                 causes.append(text)
+            elif "Sending request" in text and "SaslAuthenticateRequest" in text and "auth_bytes=b'c=" in text:
+                proof_sent[0] = True  # SCRAM's final message: the client's proof of the password
+            elif "SaslAuthenticateResponse" in text:
+                proof_sent[0] = False
+            elif proof_sent[0] and "disconnected" in text:  # the broker may close instead of answering
+                causes.append("the broker rejected the credentials (invalid credentials: it closed the connection "
+                              f"after the {auth.sasl_mechanism} password proof)")
 
     outcome: dict[str, object] = {}
 
@@ -185,9 +193,9 @@ def check_kafka_login(bootstrap: str, auth: KafkaAuthConfig, timeout_s: float = 
             outcome["error"] = exc
 
     kafka_log = logging.getLogger("kafka")
-    watch, level = Watch(level=logging.ERROR), kafka_log.level
+    watch, level = Watch(level=logging.DEBUG), kafka_log.level  # the handshake is only visible at DEBUG
     kafka_log.addHandler(watch)
-    kafka_log.setLevel(logging.ERROR if level in (logging.NOTSET,) or level > logging.ERROR else level)
+    kafka_log.setLevel(logging.DEBUG)
     kafka_log.propagate, propagate = False, kafka_log.propagate  # the cause is reported once, below
     try:
         thread = threading.Thread(target=connect, name="kafka-login-check", daemon=True)
@@ -203,9 +211,11 @@ def check_kafka_login(bootstrap: str, auth: KafkaAuthConfig, timeout_s: float = 
         log.info("Kafka login ok: %s", auth.describe())
         return
     cause = causes[0] if causes else repr(outcome.get("error", "no answer"))
-    hint = ("check the user name and the password (STREAMREC_KAFKA_PASSWORD)" if "Authentication" in cause
+    cause = cause if cause.startswith("the broker") else cause.split(": ", 1)[-1]
+    hint = ("check the user name and the password (STREAMREC_KAFKA_PASSWORD)"
+            if "Authentication" in cause or "credentials" in cause
             else "check bootstrap servers, security_protocol and ssl_ca_file")
-    msg = f"cannot log in to Kafka at {bootstrap} ({auth.describe()}): {cause.split(': ', 1)[-1][:300]}; {hint}"
+    msg = f"cannot log in to Kafka at {bootstrap} ({auth.describe()}): {cause[:300]}; {hint}"
     raise ConfigError(msg)
 
 
