@@ -480,6 +480,14 @@ def check_worker_environment() -> None:
         raise ConfigError(msg)
 
 
+def _attached(env) -> bool:  # noqa: ANN001 - pyflink object
+    """Whether the client waits for the job (``execution.attached``; ``flink run -d`` sets it false)."""
+    from pyflink.common import Configuration
+
+    conf = Configuration(j_configuration=env._j_stream_execution_environment.getConfiguration())
+    return conf.get_string("execution.attached", "true").lower() != "false"
+
+
 def _root_cause(exc: BaseException) -> str:
     """The innermost Java cause of a failed ``execute()``, in one line."""
     text = str(exc)
@@ -537,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
         restore_from = resolve_restore("latest", cfg.checkpoint_dir)
     try:
         client = execute_async(env, cfg.job_name, restore_from)
+        if not _attached(env):  # `flink run -d -py ...`: submitted; the cluster runs it, nobody here watches
+            print(f"streamrec: submitted job {cfg.job_name} ({client.get_job_id()})", file=sys.stderr)
+            return 0
         outcome, savepoint = watch_job(client, checkpoint_dir=cfg.checkpoint_dir, health_port=args.health_port)
         if outcome == "failed":
             client.get_job_execution_result().result()  # raises the cause
