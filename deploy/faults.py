@@ -364,8 +364,48 @@ def _await_answers(collector: Collector, sent: dict[str, str], timeout_s: float)
     time.sleep(3.0)
 
 
+def reference_lists(bundle: str, input_topic: str, records: list[tuple[bytes, bytes]]) -> dict[str, dict]:
+    """What an uninterrupted job serves: the same serving core (the job's defaults, no Flink, no Kafka, no
+    faults) over the same records in the same order; the last list of every user."""
+    from operators.config import JobConfig
+    from operators.offline import MemoryStateStore, OfflineRecord, serve_offline
+    from operators.serving import LIST, ServingCore
+
+    cfg = JobConfig(bootstrap_servers="-", bundle_path=bundle, checkpoint_dir="-", input_topic=input_topic,
+                    history_len=HISTORY_LEN, onnx_providers=("CPUExecutionProvider",))
+    core = ServingCore.from_config(cfg)
+    last: dict[str, dict] = {}
+    feed = (OfflineRecord(key.decode(), value, offset=i) for i, (key, value) in enumerate(records))
+    for record, out, _ in serve_offline(core, feed, MemoryStateStore(), now_ms=time.time_ns() // 1_000_000):
+        if out.kind == LIST:
+            last[record.key] = json.loads(out.value)
+    return last
+
+
+def compare_with_reference(reference: dict[str, dict], lists: list[dict]) -> list[str]:
+    """Users whose last list (every copy of it) differs from the uninterrupted run's: items, order, scores
+    (1e-4), strategy, history length. Equal last lists mean equal state: the window, the model's recurrent
+    state and the shown-list history all feed them."""
+    by_event: dict[str, list[dict]] = defaultdict(list)
+    for doc in lists:
+        by_event[doc["event_id"]].append(doc)
+    differ = []
+    for user, want in reference.items():
+        copies = by_event.get(want["event_id"], [])
+        expected = ([i["item_id"] for i in want["items"]], want["strategy"], want["history_len"])
+        if not copies or any(not _same_list(got, want, expected) for got in copies):
+            differ.append(user)
+    return differ
+
+
+def _same_list(got: dict, want: dict, expected: tuple) -> bool:
+    if ([i["item_id"] for i in got["items"]], got["strategy"], got["history_len"]) != expected:
+        return False
+    return all(abs(a["score"] - b["score"]) <= 1e-4 for a, b in zip(got["items"], want["items"], strict=True))
+
+
 def _fill(result: ScenarioResult, collector: Collector, sent: dict[str, str], job: Job, *,
-          dead_answers: bool = True) -> Audit:
+          dead_answers: bool = True, reference: dict[str, dict] | None = None) -> Audit:
     """Audit the topics into ``result``; ``dead_answers=False`` when dead letters are copies of sent events
     gone bad (the poison scenario), not answers to them."""
     lists, dead = collector.snapshot()
@@ -382,6 +422,12 @@ def _fill(result: ScenarioResult, collector: Collector, sent: dict[str, str], jo
         result.notes["missing_sample"] = found.missing[:10]
     if found.history_mismatch:
         result.notes["history_mismatch_sample"] = found.history_mismatch[:10]
+    if reference is not None:
+        differ = compare_with_reference(reference, lists)
+        result.checks["per-user state as in an uninterrupted run"] = not differ
+        result.notes["users_compared"] = len(reference)
+        if differ:
+            result.notes["state_differs_sample"] = differ[:10]
     return found
 
 
@@ -437,7 +483,7 @@ def _scenario_kill(ctx: dict, name: str, n: int, kills: int, exactly_once: bool,
         producer.close()
         _await_answers(collector, sent, timeout_s=300)
         job.rss()
-        _fill(result, collector, sent, job)
+        _fill(result, collector, sent, job, reference=reference_lists(ctx["bundle"], job.topics["input"], records))
         if exactly_once:
             result.checks["exactly once (read_committed)"] = result.duplicates == 0
         result.checks["lists flowed again after every kill"] = all(t != float("inf") for t in
@@ -493,7 +539,7 @@ def scenario_broker(ctx: dict) -> ScenarioResult:
         producer.close()
         _await_answers(collector, sent, timeout_s=300)
         job.rss()
-        _fill(result, collector, sent, job)
+        _fill(result, collector, sent, job, reference=reference_lists(ctx["bundle"], job.topics["input"], records))
         result.checks["job survived the outage"] = job.alive()
         result.notes["broker_down_s"] = s.broker_down_s
         result.rss_mb = {"peak": job.rss_peak}
@@ -534,7 +580,7 @@ def scenario_savepoint(ctx: dict) -> ScenarioResult:
         producer.close()
         _await_answers(collector, sent, timeout_s=300)
         job.rss()
-        _fill(result, collector, sent, job)
+        _fill(result, collector, sent, job, reference=reference_lists(ctx["bundle"], job.topics["input"], records))
         result.checks["no duplicates across a savepoint"] = result.duplicates == 0
         result.notes["resumed_from"] = next((line.split("latest checkpoint ", 1)[1] for line in
                                              job.proc.log_file.read_text(errors="replace").splitlines()
@@ -683,7 +729,7 @@ def run_faults(out: Path, *, quick: bool, only: list[str] | None, bundle: str, w
             kafka.create_topics({topics["input"]: 2, topics["output"]: 2, topics["dead"]: 1})
             return Job(kafka, work / name, topics, bundle, extra)
 
-        ctx = {"kafka": kafka, "sizes": sizes, "seed": seed, "job": make_job}
+        ctx = {"kafka": kafka, "sizes": sizes, "seed": seed, "job": make_job, "bundle": bundle}
         for name in tqdm(names, desc="faults", unit="scenario"):
             t0 = time.monotonic()
             try:

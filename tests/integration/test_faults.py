@@ -25,7 +25,9 @@ def test_kill9_with_standby_and_poison_records(trained_bundle, tmp_path):
     rows = {row["name"]: row for row in doc["scenarios"]}
     kill, poison = rows["kill9"], rows["poison"]
     assert kill["checks"] == {"every event answered": True, "every user's history continues": True,
-                              "no task restart": True, "lists flowed again after every kill": True}, kill
+                              "no task restart": True, "per-user state as in an uninterrupted run": True,
+                              "lists flowed again after every kill": True}, kill
+    assert kill["notes"]["users_compared"] > 50
     assert kill["missing"] == 0 and len(kill["kill_to_first_list_s"]) == 3
     assert kill["events"] == 1500 and kill["lists"] >= 1500
     assert poison["ok"] and poison["notes"]["malformed"] > 100 and not poison["notes"]["wrong_code"], poison

@@ -62,3 +62,20 @@ def test_one_job_per_checkpoint_dir(tmp_path):
         recommend_job._held_locks.clear()
     recommend_job.acquire_job_lock(tmp_path, wait=False)  # released with its holder
     recommend_job._held_locks.pop().close()
+
+
+def test_last_lists_are_compared_with_the_uninterrupted_run():
+    from deploy.faults import compare_with_reference
+
+    def doc(event_id, items, history_len=2, strategy="model"):
+        return {"event_id": event_id, "items": [{"item_id": i, "score": s} for i, s in items],
+                "strategy": strategy, "history_len": history_len}
+
+    reference = {"u1": doc("e2", [("a", 2.0), ("b", 1.0)]), "u2": doc("e3", [("c", 1.0)], 1)}
+    same = [doc("e1", [("x", 1.0)], 1), doc("e2", [("a", 2.0), ("b", 1.00001)]), doc("e3", [("c", 1.0)], 1)]
+    assert compare_with_reference(reference, same) == []
+    reordered = [doc("e2", [("b", 2.0), ("a", 1.0)]), doc("e3", [("c", 1.0)], 1)]
+    assert compare_with_reference(reference, reordered) == ["u1"]
+    one_bad_copy = [*same, doc("e3", [("c", 1.5)], 1)]  # a replayed copy scored from a different state
+    assert compare_with_reference(reference, one_bad_copy) == ["u2"]
+    assert compare_with_reference(reference, same[:2]) == ["u2"]  # no list at all
