@@ -371,8 +371,8 @@ def reference_lists(bundle: str, input_topic: str, records: list[tuple[bytes, by
     from operators.offline import MemoryStateStore, OfflineRecord, serve_offline
     from operators.serving import LIST, ServingCore
 
-    cfg = JobConfig(bootstrap_servers="-", bundle_path=bundle, checkpoint_dir="-", input_topic=input_topic,
-                    history_len=HISTORY_LEN, onnx_providers=("CPUExecutionProvider",))
+    cfg = JobConfig(bootstrap_servers="127.0.0.1:9", bundle_path=bundle, checkpoint_dir="unused",
+                    input_topic=input_topic, history_len=HISTORY_LEN, onnx_providers=("CPUExecutionProvider",))
     core = ServingCore.from_config(cfg)
     last: dict[str, dict] = {}
     feed = (OfflineRecord(key.decode(), value, offset=i) for i, (key, value) in enumerate(records))
