@@ -111,6 +111,13 @@ def watch_job(client: Any, *, checkpoint_dir: str, health_port: int | None = Non
             server.shutdown()
 
 
+def _cancel(client: Any) -> None:
+    try:
+        client.cancel()
+    except Exception as exc:  # the JVM may be going down with this process (its group was signalled)
+        log.warning("cancel failed: %s", exc)
+
+
 def _stop_call(client: Any, directory: str) -> Any:
     """``JobClient.stopWithSavepoint`` as Flink 2.0 declares it (pyflink 2.0's wrapper still passes two
     arguments, which no Java method takes): canonical format, portable across state backends and versions."""
@@ -131,20 +138,20 @@ def _stop_with_savepoint(client: Any, checkpoint_dir: str, health: _Health) -> s
         future = _stop_call(client, target.as_uri())
     except Exception as exc:  # py4j: say it, and do not leave the job running
         log.error("stop with savepoint could not start (%s): cancelling (resume from the latest checkpoint)", exc)
-        client.cancel()
+        _cancel(client)
         return None
     deadline = t0 + SAVEPOINT_TIMEOUT_S
     while not future.done() and time.monotonic() < deadline:
         time.sleep(0.1)
     if not future.done():
         log.error("no savepoint after %d s: cancelling (resume from the latest checkpoint)", SAVEPOINT_TIMEOUT_S)
-        client.cancel()
+        _cancel(client)
         return None
     try:
         path = str(future.result())
     except Exception as exc:  # e.g. a task failed while snapshotting
         log.error("stop with savepoint failed (%s): cancelling (resume from the latest checkpoint)", exc)
-        client.cancel()
+        _cancel(client)
         return None
     log.info("stopped with savepoint %s in %.1f s", path, time.monotonic() - t0)
     return path
