@@ -65,23 +65,30 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from dataclasses import MISSING, fields
-
     from operators.abuse import AbuseConfig
-    from operators.config import JobConfig
     from operators.kafka_auth import KafkaAuthConfig
     from operators.rerank import describe_defaults
 
     if not args.print_defaults:
         print("use `streamrec config --print-defaults`", file=sys.stderr)
         return 2
-    print("# streamrec run options (command-line flags: --name-with-dashes)")
-    for f in fields(JobConfig):
-        if f.name in ("rerank", "abuse", "extra"):
+    from flink_jobs.recommend_job import JOB_SECTION_SKIP, build_arg_parser
+
+    print("# streamrec run options: [job] in --config FILE.toml, STREAMREC_JOB_<KEY>, or --key-with-dashes")
+    print("[job]")
+    for action in build_arg_parser()._actions:
+        if not action.option_strings or action.dest in ("help", *JOB_SECTION_SKIP):
             continue
-        default = "(required)" if f.default is MISSING and f.default_factory is MISSING else (
-            f.default if f.default is not MISSING else f.default_factory())
-        print(f"{f.name} = {default!r}")
+        if action.help:
+            print(f"# {' '.join(action.help.split())}")
+        default = action.default
+        if action.required:
+            print(f"# {action.dest} = ...  (required)")
+        elif default is None:
+            print(f"# {action.dest} = (unset)")
+        else:
+            shown = str(default).lower() if isinstance(default, bool) else repr(default)
+            print(f"{action.dest} = {shown}")
     print("\n# re-ranking (streamrec run / replay: --rerank KEY=VALUE, repeatable)")
     print(describe_defaults())
     print("\n# abuse filter (streamrec run: --abuse KEY=VALUE, repeatable)")

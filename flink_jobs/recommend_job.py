@@ -98,8 +98,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         "variable named by --user-id-secret-env)")
     p.add_argument("--user-id-secret-env", default=d["user_id_secret_env"].default)
     p.add_argument("--config", default=None, metavar="FILE.toml",
-                   help="[rerank], [abuse] and [kafka] knobs; environment STREAMREC_<SECTION>_<KNOB> "
-                        "and --rerank/--abuse override it")
+                   help="[job] (these options, e.g. top_k = 10), [rerank], [abuse] and [kafka]; environment "
+                        "STREAMREC_<SECTION>_<KNOB> overrides the file, the command line overrides both")
     p.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE",
                    help="Kafka security knob, repeatable: security_protocol, sasl_mechanism, username, "
                         "ssl_ca_file (the password only from STREAMREC_KAFKA_PASSWORD or the config file)")
@@ -109,6 +109,46 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Flink configuration, repeatable (e.g. --conf execution.checkpointing.interval=10s)")
     return p
+
+
+JOB_SECTION_SKIP = ("config", "abuse", "rerank", "kafka", "conf", "standby", "health_port", "log_dir")
+"""Options that are not ``[job]`` keys: the other sections' own knobs, and per-process choices."""
+
+
+def parse_job_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The job's options: defaults <- ``[job]`` of ``--config FILE.toml`` <- environment
+    ``STREAMREC_JOB_<OPTION>`` <- the command line. Keys are the long options without dashes, with
+    underscores (``bootstrap_servers``, ``top_k``, ...); an unknown key fails with the list of valid ones."""
+    parser = build_arg_parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    section = dict(load_config_file(known.config).get("job", {}))
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", *JOB_SECTION_SKIP)}
+    unknown = sorted(set(section) - set(actions))
+    if unknown:
+        msg = (f"config file {known.config}: unknown [job] key(s) {unknown}; valid keys: {sorted(actions)} "
+               "(`streamrec config --print-defaults`)")
+        raise ConfigError(msg)
+    for dest in actions:
+        env = os.environ.get(f"STREAMREC_JOB_{dest.upper()}")
+        if env is not None:
+            section[dest] = env
+    for dest, value in section.items():
+        action = actions[dest]
+        if isinstance(action, argparse._StoreTrueAction):
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    msg = f"[job] {dest} = {value!r}: expected true or false"
+                    raise ConfigError(msg)
+                value = value.lower() in ("true", "1", "yes")
+        elif action.type is not None and not isinstance(value, str):
+            value = str(value)  # argparse converts string defaults with the option's type, as on the command line
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        parser.set_defaults(**{dest: value})
+        action.required = False
+    return parser.parse_known_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
@@ -504,7 +544,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("kafka").setLevel(logging.WARNING)
     for name in ("streamrec", "operators", "flink_jobs"):  # pyflink's imports lower the root logger to WARNING
         logging.getLogger(name).setLevel(logging.INFO)
-    args, unknown = build_arg_parser().parse_known_args(argv)
+    try:
+        args, unknown = parse_job_args(argv)
+    except ConfigError as err:
+        print(f"streamrec: error: {err}", file=sys.stderr)
+        return 2
     if unknown:
         log.info("ignoring arguments not meant for streamrec: %s", unknown)
     try:

@@ -206,12 +206,12 @@ def _shown(model: type[BaseModel], error: dict) -> str:
     return repr(error.get("input"))
 
 
-CONFIG_SECTIONS = ("rerank", "abuse", "kafka")
+CONFIG_SECTIONS = ("job", "rerank", "abuse", "kafka")
 
 
 def load_config_file(path: str | None) -> dict[str, dict[str, object]]:
-    """A TOML config file (``--config``): sections ``[rerank]``, ``[abuse]`` and ``[kafka]``; unknown sections
-    fail."""
+    """A TOML config file (``--config``): sections ``[job]``, ``[rerank]``, ``[abuse]`` and ``[kafka]``;
+    unknown sections fail."""
     import tomllib
 
     from operators.errors import ConfigError

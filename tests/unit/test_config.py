@@ -84,3 +84,45 @@ def test_restore_from_latest_picks_the_newest_complete_checkpoint(tmp_path):
     assert resolve_restore(str(tmp_path / ("a" * 32) / "chk-3"), tmp_path) == str(tmp_path / ("a" * 32) / "chk-3")
     with pytest.raises(ConfigError, match="no such checkpoint or savepoint"):
         resolve_restore(str(tmp_path / "nope"), tmp_path)
+
+
+def test_job_options_come_from_the_config_file_then_the_environment_then_the_command_line(tmp_path, monkeypatch):
+    from flink_jobs.recommend_job import parse_job_args
+
+    conf = tmp_path / "job.toml"
+    conf.write_text('[job]\nbootstrap_servers = "127.0.0.1:9092"\nbundle = "b"\ncheckpoint_dir = "ck"\n'
+                    'top_k = 7\nhistory_len = 50\nstate_ttl_hours = 2.5\npseudonymize_users = true\n'
+                    'onnx_providers = ["CPUExecutionProvider"]\n[rerank]\nrepeat_window = 2\n')
+    monkeypatch.setenv("STREAMREC_JOB_HISTORY_LEN", "60")
+    monkeypatch.setenv("STREAMREC_JOB_TOP_K", "8")
+    args, _ = parse_job_args(["--config", str(conf), "--top-k", "9"])
+    assert (args.bootstrap_servers, args.bundle, args.checkpoint_dir) == ("127.0.0.1:9092", "b", "ck")
+    assert (args.top_k, args.history_len, args.state_ttl_hours) == (9, 60, 2.5)  # CLI > env > file
+    assert args.pseudonymize_users is True and args.onnx_providers == "CPUExecutionProvider"
+
+
+def test_an_unknown_job_key_names_the_valid_ones(tmp_path):
+    from flink_jobs.recommend_job import parse_job_args
+
+    conf = tmp_path / "job.toml"
+    conf.write_text('[job]\ntopk = 7\n')
+    with pytest.raises(ConfigError, match=r"unknown \[job\] key\(s\) \['topk'\]; valid keys: .*'top_k'"):
+        parse_job_args(["--config", str(conf)])
+
+
+def test_print_defaults_is_a_config_file(tmp_path):
+    """`streamrec config --print-defaults` prints TOML that the job reads back (once the required keys are set)."""
+    import tomllib
+
+    from flink_jobs.recommend_job import parse_job_args
+
+    out = subprocess.run([sys.executable, "-m", "flink_jobs.cli", "config", "--print-defaults"], capture_output=True,
+                         text=True, check=True).stdout
+    doc = tomllib.loads(out)
+    assert set(doc) == {"job", "rerank", "abuse", "kafka"} and doc["job"]["top_k"] == 20
+    conf = tmp_path / "defaults.toml"
+    conf.write_text(out.replace("# bootstrap_servers = ...  (required)", 'bootstrap_servers = "h:1"')
+                    .replace("# bundle = ...  (required)", 'bundle = "b"')
+                    .replace("# checkpoint_dir = ...  (required)", 'checkpoint_dir = "c"'))
+    args, _ = parse_job_args(["--config", str(conf)])
+    assert args.top_k == 20 and args.bootstrap_servers == "h:1"
