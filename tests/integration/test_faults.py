@@ -1,5 +1,5 @@
 """A small subset of `streamrec faults`, through the console script: kill -9 of the job with a hot standby
-taking over, and poison records between canary events."""
+taking over, stop with a savepoint (SIGTERM) and resume, and poison records between canary events."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from deploy.paths import streamrec_executable
 pytestmark = pytest.mark.integration
 
 
-def test_kill9_with_standby_and_poison_records(trained_bundle, tmp_path):
+def test_kill9_with_standby_savepoint_and_poison_records(trained_bundle, tmp_path):
     out = tmp_path / "faults.json"
     result = subprocess.run(  # noqa: S603 - fixed argv
-        [streamrec_executable(), "faults", "--quick", "--scale", "0.15", "--only", "kill9", "--only", "poison",
+        [streamrec_executable(), "faults", "--quick", "--scale", "0.15", "--only", "kill9", "--only", "savepoint",
+         "--only", "poison",
          "--bundle", str(trained_bundle), "--work", str(tmp_path / "work"), "--out", str(out)],
         capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path,
     )
@@ -30,6 +31,10 @@ def test_kill9_with_standby_and_poison_records(trained_bundle, tmp_path):
     assert kill["notes"]["users_compared"] > 50
     assert kill["missing"] == 0 and len(kill["kill_to_first_list_s"]) == 3
     assert kill["events"] == 1500 and kill["lists"] >= 1500
+    savepoint = rows["savepoint"]
+    assert savepoint["ok"] and savepoint["duplicates"] == 0 and savepoint["missing"] == 0, savepoint
+    assert savepoint["checks"]["health endpoint says RUNNING"] and savepoint["checks"]["stopped with a savepoint"]
+    assert "/savepoints/savepoint-" in savepoint["notes"]["resumed_from"]
     assert poison["ok"] and poison["notes"]["malformed"] > 100 and not poison["notes"]["wrong_code"], poison
     assert result.returncode == 0 and doc["ok"], result.stdout[-3000:]
     assert (tmp_path / "faults.md").read_text().startswith("| scenario |")
