@@ -120,7 +120,7 @@ def parse_job_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str
     ``STREAMREC_JOB_<OPTION>`` <- the command line. Keys are the long options without dashes, with
     underscores (``bootstrap_servers``, ``top_k``, ...); an unknown key fails with the list of valid ones."""
     parser = build_arg_parser()
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # `--conf K=V` is not `--config`
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
     section = dict(load_config_file(known.config).get("job", {}))

@@ -126,3 +126,11 @@ def test_print_defaults_is_a_config_file(tmp_path):
                     .replace("# checkpoint_dir = ...  (required)", 'checkpoint_dir = "c"'))
     args, _ = parse_job_args(["--config", str(conf)])
     assert args.top_k == 20 and args.bootstrap_servers == "h:1"
+
+
+def test_flink_conf_options_are_not_taken_for_the_config_file():
+    from flink_jobs.recommend_job import parse_job_args
+
+    args, _ = parse_job_args(["--bootstrap-servers", "h:1", "--bundle", "b", "--checkpoint-dir", "c",
+                              "--conf", "python.pythonpath=/nonexistent"])
+    assert args.config is None and args.conf == ["python.pythonpath=/nonexistent"]
