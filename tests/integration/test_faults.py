@@ -27,6 +27,7 @@ def test_kill9_with_standby_savepoint_and_poison_records(trained_bundle, tmp_pat
     kill, poison = rows["kill9"], rows["poison"]
     assert kill["checks"] == {"every event answered": True, "every user's history continues": True,
                               "no task restart": True, "per-user state as in an uninterrupted run": True,
+                              "duplicates only from the last checkpoint interval": True,
                               "lists flowed again after every kill": True}, kill
     assert kill["notes"]["users_compared"] > 50
     assert kill["missing"] == 0 and len(kill["kill_to_first_list_s"]) == 3
