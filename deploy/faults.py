@@ -30,6 +30,8 @@ import signal
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -433,6 +435,39 @@ def _fill(result: ScenarioResult, collector: Collector, sent: dict[str, str], jo
     return found
 
 
+@contextmanager
+def _running(ctx: dict, result: ScenarioResult, extra: list[str], *, read_committed: bool = False,
+             spare: bool = False) -> Iterator[tuple[Job, Collector]]:
+    """The scenario's job (serving; with a hot standby when ``spare``) and a collector reading its topics;
+    both stopped on the way out, and the job's peak RSS recorded."""
+    job, collector = ctx["job"](result.name, extra), None
+    try:
+        job.start()
+        if spare:
+            job.start_spare()
+        collector = Collector(ctx["kafka"].bootstrap, job.topics["output"], job.topics["dead"],
+                              read_committed=read_committed)
+        collector.start()
+        yield job, collector
+        job.rss()
+        result.rss_mb.setdefault("peak", job.rss_peak)
+    finally:
+        if collector is not None:
+            collector.stop()
+        job.stop()
+
+
+def _stream_with_faults(ctx: dict, result: ScenarioResult, job: Job, collector: Collector,
+                        records: list[tuple[bytes, bytes]], sent: dict[str, str], faults: dict[int, Any]) -> None:
+    """Send ``records`` at the scenario rate with ``faults`` injected on the way, wait for every answer, and
+    audit the topics against an uninterrupted run."""
+    producer = _producer(ctx["kafka"].bootstrap)
+    _pace(records, producer, job.topics["input"], ctx["sizes"].rate, faults)
+    producer.close()
+    _await_answers(collector, sent, timeout_s=300)
+    _fill(result, collector, sent, job, reference=reference_lists(ctx["bundle"], job.topics["input"], records))
+
+
 # ---------------------------------------------------------------------------------------------------- scenarios
 @dataclass(frozen=True)
 class Sizes:
@@ -457,16 +492,8 @@ def _scenario_kill(ctx: dict, name: str, n: int, kills: int, exactly_once: bool,
     result = ScenarioResult(name)
     records, sent = _events(n, seed=ctx["seed"], tag=name)
     extra = ["--delivery-guarantee", "exactly-once"] if exactly_once else []
-    job, collector = ctx["job"](name, extra), None
-    try:
-        job.start()
-        if standby:
-            job.start_spare()
-        collector = Collector(ctx["kafka"].bootstrap, job.topics["output"], job.topics["dead"],
-                              read_committed=exactly_once)
-        collector.start()
-        rng = random.Random(ctx["seed"])
-        points = sorted(rng.sample(range(n // 10, n * 9 // 10), kills))
+    points = sorted(random.Random(ctx["seed"]).sample(range(n // 10, n * 9 // 10), kills))
+    with _running(ctx, result, extra, read_committed=exactly_once, spare=standby) as (job, collector):
 
         def crash() -> None:
             kill_ms = time.time_ns() // 1_000_000
@@ -480,27 +507,16 @@ def _scenario_kill(ctx: dict, name: str, n: int, kills: int, exactly_once: bool,
             if standby:
                 job.start_spare()  # the supervisor's next spare
 
-        producer = _producer(ctx["kafka"].bootstrap)
-        _pace(records, producer, job.topics["input"], ctx["sizes"].rate, {p: crash for p in points})
-        producer.close()
-        _await_answers(collector, sent, timeout_s=300)
-        job.rss()
-        _fill(result, collector, sent, job, reference=reference_lists(ctx["bundle"], job.topics["input"], records))
-        if exactly_once:
-            result.checks["exactly once (read_committed)"] = result.duplicates == 0
-        else:  # a restore replays what came after the last completed checkpoint: 2 s of stream (+1 s slack)
-            bound = int(len(points) * ctx["sizes"].rate * (CHECKPOINT_INTERVAL_S + 1))
-            result.checks["duplicates only from the last checkpoint interval"] = result.duplicates <= bound
-            result.notes["duplicates_bound"] = bound
-        result.checks["lists flowed again after every kill"] = all(t != float("inf") for t in
-                                                                   result.kill_to_first_list_s)
-        result.notes["kill_points"] = points
-        result.notes["restart"] = "hot standby (--standby)" if standby else "cold (streamrec run --restore-from latest)"
-        result.rss_mb = {"peak": job.rss_peak}
-    finally:
-        if collector is not None:
-            collector.stop()
-        job.stop()
+        _stream_with_faults(ctx, result, job, collector, records, sent, {p: crash for p in points})
+    if exactly_once:
+        result.checks["exactly once (read_committed)"] = result.duplicates == 0
+    else:  # a restore replays what came after the last completed checkpoint: 2 s of stream (+1 s slack)
+        bound = int(len(points) * ctx["sizes"].rate * (CHECKPOINT_INTERVAL_S + 1))
+        result.checks["duplicates only from the last checkpoint interval"] = result.duplicates <= bound
+        result.notes["duplicates_bound"] = bound
+    result.checks["lists flowed again after every kill"] = all(t != float("inf") for t in result.kill_to_first_list_s)
+    result.notes["kill_points"] = points
+    result.notes["restart"] = "hot standby (--standby)" if standby else "cold (streamrec run --restore-from latest)"
     return result
 
 
@@ -523,11 +539,7 @@ def scenario_broker(ctx: dict) -> ScenarioResult:
     s, kafka = ctx["sizes"], ctx["kafka"]
     result = ScenarioResult("broker")
     records, sent = _events(s.broker_events, seed=ctx["seed"] + 1, tag="broker")
-    job, collector = ctx["job"]("broker", []), None
-    try:
-        job.start()
-        collector = Collector(kafka.bootstrap, job.topics["output"], job.topics["dead"])
-        collector.start()
+    with _running(ctx, result, []) as (job, collector):
 
         def outage() -> None:
             kafka.kill()
@@ -540,19 +552,9 @@ def scenario_broker(ctx: dict) -> ScenarioResult:
             result.kill_to_first_list_s.append(collector.wait_first_list(kafka.bootstrap, job.topics["input"],
                                                                          ready_ms))
 
-        producer = _producer(kafka.bootstrap)
-        _pace(records, producer, job.topics["input"], s.rate, {len(records) // 2: outage})
-        producer.close()
-        _await_answers(collector, sent, timeout_s=300)
-        job.rss()
-        _fill(result, collector, sent, job, reference=reference_lists(ctx["bundle"], job.topics["input"], records))
+        _stream_with_faults(ctx, result, job, collector, records, sent, {len(records) // 2: outage})
         result.checks["job survived the outage"] = job.alive()
-        result.notes["broker_down_s"] = s.broker_down_s
-        result.rss_mb = {"peak": job.rss_peak}
-    finally:
-        if collector is not None:
-            collector.stop()
-        job.stop()
+    result.notes["broker_down_s"] = s.broker_down_s
     return result
 
 
@@ -561,14 +563,10 @@ def scenario_savepoint(ctx: dict) -> ScenarioResult:
     result = ScenarioResult("savepoint")
     records, sent = _events(s.eo_events, seed=ctx["seed"] + 3, tag="savepoint")
     port = free_port()
-    job, collector = ctx["job"]("savepoint", ["--health-port", str(port)]), None
-    try:
-        job.start()
+    with _running(ctx, result, ["--health-port", str(port)]) as (job, collector):
         health = _health(port)
         result.notes["health"] = health
         result.checks["health endpoint says RUNNING"] = health.get("status") == "RUNNING" and health["http"] == 200
-        collector = Collector(kafka.bootstrap, job.topics["output"], job.topics["dead"])
-        collector.start()
 
         def stop_and_resume() -> None:
             code, took = job.stop_gracefully()
@@ -581,21 +579,11 @@ def scenario_savepoint(ctx: dict) -> ScenarioResult:
             result.kill_to_first_list_s.append(collector.wait_first_list(kafka.bootstrap, job.topics["input"],
                                                                          back_ms, alive=job.alive))
 
-        producer = _producer(kafka.bootstrap)
-        _pace(records, producer, job.topics["input"], s.rate, {len(records) // 2: stop_and_resume})
-        producer.close()
-        _await_answers(collector, sent, timeout_s=300)
-        job.rss()
-        _fill(result, collector, sent, job, reference=reference_lists(ctx["bundle"], job.topics["input"], records))
-        result.checks["no duplicates across a savepoint"] = result.duplicates == 0
+        _stream_with_faults(ctx, result, job, collector, records, sent, {len(records) // 2: stop_and_resume})
         result.notes["resumed_from"] = next((line.split("latest checkpoint ", 1)[1] for line in
                                              job.proc.log_file.read_text(errors="replace").splitlines()
                                              if "restoring from the latest checkpoint" in line), None)
-        result.rss_mb = {"peak": job.rss_peak}
-    finally:
-        if collector is not None:
-            collector.stop()
-        job.stop()
+    result.checks["no duplicates across a savepoint"] = result.duplicates == 0
     return result
 
 
@@ -620,11 +608,7 @@ def scenario_poison(ctx: dict) -> ScenarioResult:
     canary_records, _ = _events(s.poison, seed=ctx["seed"] + 2, tag="canary")
     canaries = [json.loads(v) for _, v in canary_records]
     generated = to_records(canaries, malformed_share=0.5, seed=ctx["seed"])
-    job, collector = ctx["job"]("poison", []), None
-    try:
-        job.start()
-        collector = Collector(kafka.bootstrap, job.topics["output"], job.topics["dead"])
-        collector.start()
+    with _running(ctx, result, []) as (job, collector):
         producer = _producer(kafka.bootstrap)
         futures = [(rec, producer.send(job.topics["input"], key=rec.key, value=rec.value)) for rec in generated]
         producer.flush()
@@ -637,7 +621,6 @@ def scenario_poison(ctx: dict) -> ScenarioResult:
         deadline = time.monotonic() + 60
         while len(collector.snapshot()[1]) < len(positions) and time.monotonic() < deadline:
             time.sleep(0.5)
-        job.rss()
         _fill(result, collector, sent, job, dead_answers=False)
         wrong, seen = [], set()
         for doc in collector.snapshot()[1]:
@@ -648,29 +631,20 @@ def scenario_poison(ctx: dict) -> ScenarioResult:
             seen.add(pos)
             if doc["code"] != MALFORMED_KINDS[rec.kind]:
                 wrong.append({"kind": rec.kind, "code": doc["code"], "reason": doc["reason"][:120]})
-        result.notes.update(malformed=len(positions), kinds=len(MALFORMED_KINDS), wrong_code=wrong[:10])
-        result.checks["every malformed record dead-lettered once"] = seen == set(positions)
-        result.checks["each with the code it deserves"] = not wrong
-        result.events = len(generated)
-        result.rss_mb = {"peak": job.rss_peak}
-    finally:
-        if collector is not None:
-            collector.stop()
-        job.stop()
+    result.notes.update(malformed=len(positions), kinds=len(MALFORMED_KINDS), wrong_code=wrong[:10])
+    result.checks["every malformed record dead-lettered once"] = seen == set(positions)
+    result.checks["each with the code it deserves"] = not wrong
+    result.events = len(generated)
     return result
 
 
 def scenario_users(ctx: dict) -> ScenarioResult:
-    s, kafka = ctx["sizes"], ctx["kafka"]
+    s = ctx["sizes"]
     result = ScenarioResult("users")
-    job, collector = ctx["job"]("users", []), None
     base_ts = 1_767_225_600_000
-    try:
-        job.start()
+    with _running(ctx, result, []) as (job, collector):
         rss_start = job.rss()
-        collector = Collector(kafka.bootstrap, job.topics["output"], job.topics["dead"])
-        collector.start()
-        producer = _producer(kafka.bootstrap)
+        producer = _producer(ctx["kafka"].bootstrap)
         sent: dict[str, str] = {}
         rss_curve = []
         step = max(1, s.users // 10)
@@ -688,19 +662,15 @@ def scenario_users(ctx: dict) -> ScenarioResult:
                 rss_curve.append((i + 1, job.rss()))
         producer.close()
         _await_answers(collector, sent, timeout_s=600)
-        time.sleep(max(3.0, 2 * 2.0))  # a checkpoint after the last event
+        time.sleep(2 * CHECKPOINT_INTERVAL_S)  # a checkpoint after the last event, for its size
         rss_end = job.rss()
         _fill(result, collector, sent, job)
         result.rss_mb = {"start": rss_start, "end": rss_end, "peak": job.rss_peak}
-        result.notes["rss_curve_mb"] = rss_curve
-        if result.checkpoint_bytes:
-            result.notes["state_bytes_per_user"] = round(result.checkpoint_bytes / s.users, 1)
-        half = rss_curve[len(rss_curve) // 2][1] if rss_curve else rss_end
-        result.notes["rss_growth_second_half_mb"] = round(rss_end - half, 1)
-    finally:
-        if collector is not None:
-            collector.stop()
-        job.stop()
+    result.notes["rss_curve_mb"] = rss_curve
+    if result.checkpoint_bytes:
+        result.notes["state_bytes_per_user"] = round(result.checkpoint_bytes / s.users, 1)
+    half = rss_curve[len(rss_curve) // 2][1] if rss_curve else rss_end
+    result.notes["rss_growth_second_half_mb"] = round(rss_end - half, 1)
     return result
 
 
