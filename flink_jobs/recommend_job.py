@@ -416,7 +416,7 @@ def sink_ddl(cfg: JobConfig, table: str, topic: str, auth: KafkaAuthConfig | Non
 )"""
 
 
-def flink_configuration(cfg: JobConfig, connector_jar: Path, restore_from: str | None) -> dict[str, str]:
+def flink_configuration(cfg: JobConfig, connector_jar: Path) -> dict[str, str]:
     """Flink settings: thread mode, RocksDB checkpoints, low latency, bounded restarts."""
     settings = {
         "pipeline.name": cfg.job_name,
@@ -442,20 +442,19 @@ def flink_configuration(cfg: JobConfig, connector_jar: Path, restore_from: str |
         "parallelism.default": str(cfg.parallelism),
         "table.local-time-zone": "UTC",
     }
-    if restore_from:
-        settings["execution.state-recovery.path"] = restore_from
     settings.update(cfg.extra)
     return settings
 
 
-def build_job(cfg: JobConfig, connector_jar: Path, restore_from: str | None = None, function=None,  # noqa: ANN001, ANN201
+def build_job(cfg: JobConfig, connector_jar: Path, function=None,  # noqa: ANN001, ANN201
               auth: KafkaAuthConfig | None = None):
     """Create the environment and the topology; returns the ``StreamExecutionEnvironment``.
 
     ``auth`` (Kafka security, with the password) goes into the connectors' table options only, never into
     ``cfg``, which is pickled into the keyed function.
 
-    ``function`` replaces the keyed function (benchmarks run an identity function through the same wiring).
+    A restore is chosen at submission (:func:`execute_async`), not here. ``function`` replaces the keyed
+    function (benchmarks run an identity function through the same wiring).
     """
     # pyflink is imported here so that argument and bundle errors fail before a JVM starts
     from pyflink.common import Configuration, Types
@@ -468,7 +467,7 @@ def build_job(cfg: JobConfig, connector_jar: Path, restore_from: str | None = No
 
     t0 = time.monotonic()
     conf = Configuration()
-    for key, value in flink_configuration(cfg, connector_jar, restore_from).items():
+    for key, value in flink_configuration(cfg, connector_jar).items():
         conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     t_jvm = time.monotonic()
