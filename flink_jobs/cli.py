@@ -66,8 +66,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _config(args: argparse.Namespace) -> int:
     from operators.abuse import AbuseConfig
+    from operators.interests import InterestConfig
     from operators.kafka_auth import KafkaAuthConfig
     from operators.rerank import describe_defaults
+    from operators.trending import TrendingConfig
 
     if not args.print_defaults:
         print("use `streamrec config --print-defaults`", file=sys.stderr)
@@ -91,6 +93,10 @@ def _config(args: argparse.Namespace) -> int:
             print(f"{action.dest} = {shown}")
     print("\n# re-ranking (streamrec run / replay: --rerank KEY=VALUE, repeatable)")
     print(describe_defaults())
+    print("\n# user interests by item category (streamrec run / replay: --interests KEY=VALUE; needs --catalog)")
+    print(describe_defaults(InterestConfig, "interests"))
+    print("\n# in-stream trending items (streamrec run / replay: --trending KEY=VALUE)")
+    print(describe_defaults(TrendingConfig, "trending"))
     print("\n# abuse filter (streamrec run: --abuse KEY=VALUE, repeatable)")
     print(describe_defaults(AbuseConfig, "abuse"))
     print("\n# Kafka security (streamrec run: --kafka KEY=VALUE; STREAMREC_KAFKA_<KNOB>; [kafka] in --config)")

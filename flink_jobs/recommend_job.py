@@ -31,10 +31,12 @@ from operators.abuse import AbuseConfig  # noqa: E402
 from operators.bundle import load_bundle  # noqa: E402
 from operators.config import JobConfig  # noqa: E402
 from operators.errors import ConfigError, StreamrecError  # noqa: E402
+from operators.interests import InterestConfig  # noqa: E402
 from operators.item_rules import load_item_rules  # noqa: E402
 from operators.kafka_auth import KafkaAuthConfig  # noqa: E402
 from operators.rerank import RerankConfig, layered_knobs, load_config_file  # noqa: E402
 from operators.serving import user_id_key  # noqa: E402
+from operators.trending import TrendingConfig  # noqa: E402
 
 __all__ = ["build_arg_parser", "config_from_args", "build_job", "main"]
 
@@ -91,6 +93,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         "within a second of every change (no restart)")
     p.add_argument("--quarantine-topic", default=None,
                    help="topic for events of implausible users (default: the dead-letter topic, code quarantined)")
+    p.add_argument("--catalog", default=None, metavar="PATH",
+                   help="item categories for user interests and the category cap: MovieLens movies.csv (or its "
+                        "directory) or an item_id,categories CSV (`streamrec generate --catalog`)")
+    p.add_argument("--control-topic", default=d["control_topic"].default,
+                   help="compacted topic every subtask reads as a broadcast input (trending boards, item rules; "
+                        "created when missing)")
+    p.add_argument("--interests", action="append", default=[], metavar="KEY=VALUE",
+                   help="user-interest knob, repeatable (see `streamrec config --print-defaults`)")
+    p.add_argument("--trending", action="append", default=[], metavar="KEY=VALUE",
+                   help="trending knob, repeatable (see `streamrec config --print-defaults`)")
     p.add_argument("--abuse", action="append", default=[], metavar="KEY=VALUE",
                    help="abuse-filter knob, repeatable (see `streamrec config --print-defaults`)")
     p.add_argument("--pseudonymize-users", action="store_true",
@@ -111,7 +123,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-JOB_SECTION_SKIP = ("config", "abuse", "rerank", "kafka", "conf", "standby", "health_port", "log_dir")
+JOB_SECTION_SKIP = ("config", "abuse", "rerank", "interests", "trending", "kafka", "conf", "standby", "health_port",
+                    "log_dir")
 """Options that are not ``[job]`` keys: the other sections' own knobs, and per-process choices."""
 
 
@@ -180,6 +193,10 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         pseudonymize_users=args.pseudonymize_users,
         user_id_secret_env=args.user_id_secret_env,
         rerank=layered_knobs(RerankConfig, "rerank", file_doc, dict(os.environ), args.rerank),
+        catalog_path=str(Path(args.catalog).expanduser().resolve()) if args.catalog else None,
+        interests=layered_knobs(InterestConfig, "interests", file_doc, dict(os.environ), args.interests),
+        trending=layered_knobs(TrendingConfig, "trending", file_doc, dict(os.environ), args.trending),
+        control_topic=args.control_topic,
         extra=_parse_conf(args.conf),
     )
 

@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from operators.abuse import AbuseConfig
 from operators.errors import ConfigError
+from operators.interests import InterestConfig
 from operators.rerank import RerankConfig
+from operators.trending import TrendingConfig
 
 __all__ = ["JobConfig"]
 
@@ -66,6 +68,14 @@ class JobConfig:
     """Abuse-filter knobs (:class:`operators.abuse.AbuseConfig`)."""
     rerank: RerankConfig = field(default_factory=RerankConfig)
     """Re-ranking knobs (:class:`operators.rerank.RerankConfig`)."""
+    catalog_path: str | None = None
+    """Item categories (MovieLens ``movies.csv`` or ``item_id,categories`` CSV, :mod:`operators.catalog`)."""
+    interests: InterestConfig = field(default_factory=InterestConfig)
+    """User-interest knobs (:class:`operators.interests.InterestConfig`)."""
+    trending: TrendingConfig = field(default_factory=TrendingConfig)
+    """In-stream popularity knobs (:class:`operators.trending.TrendingConfig`)."""
+    control_topic: str = "streamrec.control"
+    """Compacted topic every subtask reads as a broadcast input: trending boards, item rules."""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -81,12 +91,22 @@ class JobConfig:
             if not value or any(c.isspace() for c in value):
                 msg = f"{name}={value!r} must be a non-empty name without spaces"
                 raise ConfigError(msg)
-        if len({self.input_topic, self.output_topic, self.dead_letter_topic}) != 3:
+        if len({self.input_topic, self.output_topic, self.dead_letter_topic, self.control_topic}) != 4:
             msg = (
-                f"input, output and dead-letter topics must differ, got {self.input_topic!r}, "
-                f"{self.output_topic!r}, {self.dead_letter_topic!r}"
+                f"input, output, dead-letter and control topics must differ, got {self.input_topic!r}, "
+                f"{self.output_topic!r}, {self.dead_letter_topic!r}, {self.control_topic!r}"
             )
             raise ConfigError(msg)
+        if not self.control_topic or any(c.isspace() for c in self.control_topic):
+            msg = f"control_topic={self.control_topic!r} must be a non-empty name without spaces"
+            raise ConfigError(msg)
+        if self.catalog_path is not None:
+            from pathlib import Path
+
+            if not Path(self.catalog_path).exists():
+                msg = (f"catalog_path={self.catalog_path!r} does not exist; pass a MovieLens movies.csv (or its "
+                       "directory) or an item_id,categories CSV (`streamrec generate --catalog`), or leave it out")
+                raise ConfigError(msg)
         _positive("top_k", self.top_k, "Use e.g. --top-k 20.")
         _positive("history_len", self.history_len, "Use e.g. --history-len 200.")
         _positive("state_ttl_ms", self.state_ttl_ms, "Use e.g. --state-ttl-hours 720.")
@@ -104,7 +124,7 @@ class JobConfig:
                    f"{self.history_len} (the user's window is the evidence); lower it or raise --history-len")
             raise ConfigError(msg)
         if self.quarantine_topic is not None and self.quarantine_topic in (
-                self.input_topic, self.output_topic, self.dead_letter_topic):
+                self.input_topic, self.output_topic, self.dead_letter_topic, self.control_topic):
             msg = (f"quarantine_topic={self.quarantine_topic!r} must differ from the input, output and dead-letter "
                    "topics")
             raise ConfigError(msg)
@@ -130,4 +150,6 @@ class JobConfig:
         out = asdict(self)
         out["rerank"] = self.rerank.model_dump()
         out["abuse"] = self.abuse.model_dump()
+        out["interests"] = self.interests.model_dump()
+        out["trending"] = self.trending.model_dump()
         return out

@@ -331,7 +331,8 @@ class RecommendedItem(msgspec.Struct, array_like=False, omit_defaults=True):
     score: float
     reason: dict[str, str | int] | None = None
     """Why it is here (:mod:`operators.rerank`): ``{"because": item_id}`` (the user's recent item most similar
-    to it) or ``{"cold_start": "popular"}``; absent when the re-ranker explains nothing."""
+    to it), with ``"trending": rank`` when the item trends, ``{"trending": rank}`` on a cold-start trending
+    list, or ``{"cold_start": "popular"}``; absent when the re-ranker explains nothing."""
 
 
 class RecommendationRecord(msgspec.Struct):
@@ -343,9 +344,10 @@ class RecommendationRecord(msgspec.Struct):
     trigger_item_id: str
     items: list[RecommendedItem]
     model_version: str
-    strategy: Literal["model", "neighbors", "popular"]
-    """``model``; ``neighbors`` (item-to-item neighbours of the user's first known items, cold start); or
-    ``popular`` when the user has no history the model knows."""
+    strategy: Literal["model", "neighbors", "trending", "popular"]
+    """``model``; ``neighbors`` (item-to-item neighbours of the user's first known items, cold start);
+    ``trending`` (in-stream trending items) or ``popular`` (the bundle's list, while nothing trends) when the
+    user has no history the model knows."""
     history_len: int
     event_ts: int
     source_ts: int | None

@@ -11,6 +11,10 @@ mount on a cluster) reaches them all at the cost of a ``stat`` per second, and a
 
 ``allowed`` (a list) restricts recommendations to those items; ``null`` or absent allows every item. A file
 that cannot be read or parsed keeps the previous rules in force and is logged (and counted), never fatal.
+
+The same rules can also arrive on the job's control topic (``streamrec rules --bootstrap-servers ...``, a
+message ``{"type": "item_rules", "blocked": [...], ...}`` read by every subtask as a broadcast input and kept in
+broadcast state, so a restored job still has them): whichever changed last, file or message, is in force.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ import numpy as np
 
 from operators.errors import ConfigError
 
-__all__ = ["ItemRules", "ItemRulesWatcher", "load_item_rules"]
+__all__ = ["ItemRules", "ItemRulesWatcher", "load_item_rules", "parse_item_rules", "CONTROL_ITEM_RULES"]
+
+CONTROL_ITEM_RULES = "item_rules"
+"""``type`` of an item-rules message on the control topic."""
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,11 @@ def load_item_rules(path: str | Path) -> ItemRules:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         msg = f"item rules {path}: cannot read it as JSON ({exc})"
         raise ConfigError(msg) from None
+    return parse_item_rules(doc, str(path))
+
+
+def parse_item_rules(doc: object, path: str) -> ItemRules:
+    """Rules from a parsed document (``path`` names where it came from in errors)."""
     if not isinstance(doc, dict) or set(doc) - {"blocked", "unavailable", "allowed"}:
         msg = (f"item rules {path}: expected an object with 'blocked', 'unavailable' (lists of item ids) and "
                f"'allowed' (a list or null), got {str(doc)[:120]}")
@@ -117,11 +129,21 @@ class ItemRulesWatcher:
                 self.errors += 1
                 log.error("%s; keeping the previous rules", exc)
                 return False
+        self._set(rules, str(self.path))
+        return True
+
+    def apply_message(self, message: dict) -> None:
+        """Rules from a control-topic message (``type`` item_rules); a bad one raises ConfigError (the caller
+        logs it and keeps the rules in force)."""
+        doc = {k: v for k, v in message.items() if k != "type"}
+        self._set(parse_item_rules(doc, "control message"), "control topic")
+
+    def _set(self, rules: ItemRules, source: str) -> None:
         self.rules = rules
         self.mask = None if rules == ItemRules() else rules.mask(self.vocab)
         self.version += 1
-        log.info("item rules loaded", extra={"fields": {"version": self.version, "blocked": len(rules.blocked),
+        log.info("item rules loaded", extra={"fields": {"source": source, "version": self.version,
+                                                        "blocked": len(rules.blocked),
                                                         "unavailable": len(rules.unavailable),
                                                         "allowed": None if rules.allowed is None
                                                         else len(rules.allowed)}})
-        return True

@@ -48,6 +48,16 @@ class RerankConfig(BaseModel):
     neighbor_cold_start: int = Field(2, ge=0, le=20, description="users with at most this many known items get "
                                                                 "item-to-item neighbours instead of the model "
                                                                 "(0 = the model from the first item)")
+    category_cap: int = Field(0, ge=0, le=100, description="at most this many items of one category in the top K "
+                                                           "(0 = no cap; needs --catalog; an item counts for each "
+                                                           "of its categories)")
+    never_repeat_purchased: bool = Field(True, description="a purchased item is never recommended to that user "
+                                                           "again, also after it left the window")
+    purchased_memory: int = Field(256, ge=0, le=65_535, description="purchases remembered per user for that "
+                                                                    "(bounded state; the oldest go first)")
+    viewed_penalty: float | None = Field(None, ge=0, description="unset: every window item is excluded; a number: "
+                                                                 "items the window holds only views of stay "
+                                                                 "candidates, with this taken off their score")
     explain: bool = Field(True, description="attach a reason to each recommended item")
     explain_recent: int = Field(20, ge=1, le=200, description="recent items considered for 'because'")
 
@@ -109,9 +119,11 @@ class Reranker:
     """Applies :class:`RerankConfig` to one user's candidates; ``embeddings`` (``[V + 1, D]``, L2-normalised,
     row 0 zero) come from the model bundle (None: no diversity, no 'because')."""
 
-    def __init__(self, cfg: RerankConfig, embeddings: np.ndarray | None, top_k: int) -> None:
+    def __init__(self, cfg: RerankConfig, embeddings: np.ndarray | None, top_k: int,
+                 categories: np.ndarray | None = None) -> None:
         self.cfg = cfg
         self.top_k = top_k
+        self.member = None if categories is None or not cfg.category_cap else categories > 0  # bool [V + 1, C]
         self.emb = None if embeddings is None else np.ascontiguousarray(embeddings, dtype=np.float32)
         if cfg.diversity_lambda > 0 and self.emb is None:
             if "diversity_lambda" in cfg.model_fields_set:  # asked for explicitly: refuse to start
@@ -126,25 +138,52 @@ class Reranker:
             self.cfg = cfg.model_copy(update={"diversity_lambda": 0.0})
 
     def rerank(self, items: np.ndarray, scores: np.ndarray, item_hashes: np.ndarray, shown: ShownHistory,
-               recent: np.ndarray) -> Reranked:
+               recent: np.ndarray, bonus: np.ndarray | None = None) -> Reranked:
         """``items``/``scores``: the graph's valid candidates, best first; ``item_hashes``: their
-        :func:`item_hash32`; ``recent``: the user's newest model-known items (catalog indices, oldest first)."""
+        :func:`item_hash32`; ``recent``: the user's newest model-known items (catalog indices, oldest first);
+        ``bonus``: added to each candidate's score (interests, trending, minus the viewed-item penalty)."""
         cfg, k = self.cfg, self.top_k
         adjusted = scores.astype(np.float64)
+        if bonus is not None:
+            adjusted = adjusted + bonus
         if cfg.repeat_window and cfg.repeat_penalty and len(shown):
             adjusted = adjusted - shown.penalties(item_hashes, cfg.repeat_penalty, cfg.repeat_decay)
+        capped = self.member is not None
         if cfg.diversity_lambda > 0 and self.emb is not None and len(items) > 1:
             pool = np.argsort(-adjusted, kind="stable")[: max(k * cfg.diversity_pool, k)]
-            order = self._mmr(items[pool], adjusted[pool], k)
+            order = self._mmr(items[pool], adjusted[pool], len(pool) if capped else k)
             order = pool[order]
         else:
-            order = np.argsort(-adjusted, kind="stable")[:k]
+            order = np.argsort(-adjusted, kind="stable")
+            if not capped:
+                order = order[:k]
+        if capped:
+            order = self._cap(items, order, k)
         because = None
         if cfg.explain and self.emb is not None and recent.size and order.size:
             tail = recent[-cfg.explain_recent :]
             sims = self.emb[items[order]] @ self.emb[tail].T  # [k, R]
             because = tail[np.argmax(sims, axis=1)]
         return Reranked(order, adjusted[order], because)
+
+    def _cap(self, items: np.ndarray, order: np.ndarray, k: int) -> np.ndarray:
+        """The first ``k`` of ``order`` with at most ``category_cap`` items per category; when the cap leaves
+        fewer than ``k``, the best of the skipped fill the list."""
+        cap, member = self.cfg.category_cap, self.member
+        counts = np.zeros(member.shape[1], dtype=np.int32)  # type: ignore[union-attr]
+        picked, skipped = [], []
+        for pos in order.tolist():
+            cats = member[items[pos]]  # type: ignore[index]
+            if (counts[cats] >= cap).any():
+                skipped.append(pos)
+                continue
+            counts[cats] += 1
+            picked.append(pos)
+            if len(picked) == k:
+                break
+        if len(picked) < k:
+            picked += skipped[: k - len(picked)]
+        return np.array(picked, dtype=np.int64)
 
     def _mmr(self, items: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
         """Greedy maximal marginal relevance over ``items`` (already the best pool, best first)."""
@@ -206,12 +245,12 @@ def _shown(model: type[BaseModel], error: dict) -> str:
     return repr(error.get("input"))
 
 
-CONFIG_SECTIONS = ("job", "rerank", "abuse", "kafka")
+CONFIG_SECTIONS = ("job", "rerank", "interests", "trending", "abuse", "kafka")
 
 
 def load_config_file(path: str | None) -> dict[str, dict[str, object]]:
-    """A TOML config file (``--config``): sections ``[job]``, ``[rerank]``, ``[abuse]`` and ``[kafka]``;
-    unknown sections fail."""
+    """A TOML config file (``--config``): sections ``[job]``, ``[rerank]``, ``[interests]``, ``[trending]``,
+    ``[abuse]`` and ``[kafka]``; unknown sections fail."""
     import tomllib
 
     from operators.errors import ConfigError

@@ -28,6 +28,7 @@ import numpy as np
 
 from operators.abuse import AbuseConfig, abuse_reason
 from operators.bundle import load_bundle
+from operators.catalog import CategoryMatrix, load_catalog
 from operators.config import JobConfig
 from operators.errors import ConfigError, EventValidationError, StateLayoutError
 from operators.events import (
@@ -41,10 +42,12 @@ from operators.events import (
     recommendation_record,
 )
 from operators.inference import OnnxModel
-from operators.item_rules import ItemRulesWatcher
+from operators.interests import InterestConfig, Interests, type_code
+from operators.item_rules import CONTROL_ITEM_RULES, ItemRulesWatcher
 from operators.items import ItemIndex, item_key
 from operators.rerank import RerankConfig, Reranker, ShownHistory, item_hash32
-from operators.state import Pending, UserState, decode_state, encode_state, model_tag
+from operators.state import EVENT_CODES, Pending, UserState, decode_state, encode_state, model_tag
+from operators.trending import CONTROL_TRENDING, TrendingConfig, TrendingTable
 from operators.window import ModelInput, advances_model, left_pad_row, model_input
 
 __all__ = ["pseudonym", "user_id_key", "ServingCore", "Output", "Deferred", "LIST", "DEAD_LETTER",
@@ -72,6 +75,9 @@ class Output:
     """:data:`LIST` (to the output topic), :data:`DEAD_LETTER`, :data:`QUARANTINE` or :data:`FORGOTTEN`."""
     key: str
     value: bytes
+    accepted: tuple[str, int, float] | None = None
+    """An event stored for its user: ``(item_id, ts, weight)`` for the in-stream item counts
+    (:mod:`operators.trending`); None for dead letters, quarantined and control events."""
 
 
 @dataclass(slots=True)
@@ -88,6 +94,9 @@ class Deferred:
     exclude: np.ndarray
     recent: np.ndarray
     item: int
+    indices: np.ndarray | None = None
+    reshown: np.ndarray | None = None
+    accepted: tuple[str, int, float] | None = None
 
 
 def user_id_key(cfg: JobConfig) -> bytes | None:
@@ -128,6 +137,9 @@ class ServingCore:
         user_id_key: bytes | None = None,
         item_rules: str | None = None,
         abuse: AbuseConfig | None = None,
+        catalog: dict[str, frozenset[str]] | None = None,
+        interests: InterestConfig | None = None,
+        trending: TrendingConfig | None = None,
     ) -> None:
         bundle = model.bundle
         if top_k > bundle.n_candidates:
@@ -158,17 +170,36 @@ class ServingCore:
         self.abuse = abuse or AbuseConfig()
         self.rules = ItemRulesWatcher(item_rules, bundle.item_vocab)
         self.rerank_cfg = rerank or RerankConfig()
+        self.interest_cfg = interests or InterestConfig()
+        self.categories = CategoryMatrix.build(catalog or {}, bundle.item_vocab)
+        if catalog and self.categories is None:
+            log.warning("the catalog names no category for any of the model's %d items: interests and the "
+                        "category cap are off", bundle.n_items)
+        self.interests = (Interests(self.interest_cfg, self.categories)
+                          if self.categories is not None and self.interest_cfg.enabled else None)
+        # event weights for the item counts: the interest weights, negative feedback counting nothing
+        weights = Interests.event_weights(self.interest_cfg)
+        self._count_weight = np.maximum(weights, 0.0).tolist()
+        self.trending_cfg = trending or TrendingConfig()
+        self.trending = (TrendingTable(self.trending_cfg, {i: n for n, i in enumerate(bundle.item_vocab, 1)},
+                                       bundle.n_items)
+                         if self.trending_cfg.enabled else None)
         wants_emb = self.rerank_cfg.diversity_lambda > 0 or self.rerank_cfg.explain
-        self.reranker = Reranker(self.rerank_cfg, bundle.item_embeddings() if wants_emb else None, top_k)
+        self.reranker = Reranker(self.rerank_cfg, bundle.item_embeddings() if wants_emb else None, top_k,
+                                 None if self.categories is None else self.categories.rows)
+        if self.rerank_cfg.category_cap and self.categories is None:
+            log.warning("rerank.category_cap=%d needs a catalog (--catalog): no cap", self.rerank_cfg.category_cap)
         self._neighbors = bundle.item_neighbors() if self.rerank_cfg.neighbor_cold_start else None
         vocab_keys = np.fromiter((item_key(i) for i in bundle.item_vocab), dtype=np.uint64, count=bundle.n_items)
         self._hash32 = np.concatenate(([0], item_hash32(vocab_keys))).astype(np.uint32)  # by catalog index
         self._popular_reasons = [{"cold_start": "popular"}] * self.top_k
+        self._reshow = self.rerank_cfg.viewed_penalty is not None
+        self._purchase_code = EVENT_CODES["purchase"]
         self.timing = [0] * (len(TIMING_FIELDS) + 1)  # events, then ns per field
         self._rerank_ns = 0  # part of "model" (ranking), reported on its own
         self.counts = {"lists": 0, "cold_start": 0, "dead_letter": 0, "rebuilds": 0, "steps": 0, "errors": 0,
                        "batches": 0, "state_resets": 0, "forgotten": 0,
-                       "quarantined": 0}
+                       "quarantined": 0, "trending_updates": 0, "control_errors": 0}
 
     @classmethod
     def from_config(cls, cfg: JobConfig, bundle_path: str | None = None) -> ServingCore:
@@ -177,7 +208,27 @@ class ServingCore:
         model = OnnxModel(bundle, providers=cfg.onnx_providers, intra_op_threads=cfg.onnx_threads)
         return cls(model, top_k=cfg.top_k, history_len=cfg.history_len, input_topic=cfg.input_topic,
                    max_event_bytes=cfg.max_event_bytes, max_future_ms=cfg.max_future_ms, rerank=cfg.rerank,
-                   user_id_key=user_id_key(cfg), item_rules=cfg.item_rules_path, abuse=cfg.abuse)
+                   user_id_key=user_id_key(cfg), item_rules=cfg.item_rules_path, abuse=cfg.abuse,
+                   catalog=load_catalog(cfg.catalog_path), interests=cfg.interests, trending=cfg.trending)
+
+    # ------------------------------------------------------------------ control messages
+    def control(self, message: dict) -> None:
+        """A control-topic message (the broadcast input): a trending board (:mod:`operators.trending`) or
+        item rules (:mod:`operators.item_rules`). A malformed one is logged and counted, never fatal."""
+        try:
+            kind = message.get("type")
+            if kind == CONTROL_TRENDING:
+                if self.trending is not None:
+                    self.trending.update(message)
+                    self.counts["trending_updates"] += 1
+            elif kind == CONTROL_ITEM_RULES:
+                self.rules.apply_message(message)
+            else:
+                msg = f"unknown control message type {kind!r}"
+                raise ValueError(msg)
+        except Exception as exc:  # noqa: BLE001 - a bad control message must not stop serving
+            self.counts["control_errors"] += 1
+            log.error("control message refused: %s (%s)", exc, str(message)[:200])
 
     # ------------------------------------------------------------------ one record
     def process(
@@ -216,7 +267,9 @@ class ServingCore:
             state = self._decode(stored)
             # a late event goes to its event-time place in the window; the model takes events as they arrive
             key_of_item = item_key(event.item_id)
-            state.add(key_of_item, event.event_type, event.ts, self.history_len)
+            code = type_code(event.event_type, event.value, self.interest_cfg)
+            newest_before = state.newest
+            state.add(key_of_item, event.event_type, event.ts, self.history_len, code)
             suspicious = abuse_reason(state.keys, state.ts, state.types, self.abuse)
             if suspicious is not None:
                 self.counts["quarantined"] += 1
@@ -224,18 +277,25 @@ class ServingCore:
                 return Output(None, QUARANTINE, source.event_id(),
                               encode_record(dead_letter_record(payload, err, source, now_ms=now_ms)))
             state.pending = Pending(event.event_id, event.item_id, event.ts, source_ts)
+            event_item = self.index.index(key_of_item)
+            if code == self._purchase_code and self.rerank_cfg.never_repeat_purchased:
+                state.remember_purchase(key_of_item, self.rerank_cfg.purchased_memory)
+            if self.interests is not None:
+                state.affinity = self.interests.update_long(state.affinity, newest_before, state.newest, event_item,
+                                                            code, event.ts)
+            accepted = (event.item_id, event.ts, self._count_weight[code]) if self.trending is not None else None
             indices = self.index.lookup(state.keys)
-            item = self._step_item(indices, self.index.index(key_of_item))
-            inp = model_input(indices)
+            item = self._step_item(indices, event_item)
+            inp = self._input(indices, state)
             self._start_fresh(state, inp, item)
             t2 = time.perf_counter_ns()
             if defer and self._steppable(state) and (not inp.cold or item):
                 self._account(t1 - t0, t2 - t1, 0, 0)
                 return Deferred(event.user_id, encode_state(state), state, self._exclude(inp, item),
-                                left_pad_row(inp.sequence, self.recent_len), item)
-            items, scores, reasons, strategy = self.rank(state, item, inp)
+                                left_pad_row(inp.sequence, self.recent_len), item, indices, inp.reshown, accepted)
+            items, scores, reasons, strategy = self.rank(state, item, inp, indices)
             t3 = time.perf_counter_ns()
-            out = self._list(event.user_id, state, items, scores, strategy, now_ms, reasons)
+            out = self._list(event.user_id, state, items, scores, strategy, now_ms, reasons, accepted)
         except Exception as exc:  # a bug or a broken model must not stop every other user's lists
             return self._failed(payload, exc, source, now_ms)
         t4 = time.perf_counter_ns()
@@ -251,6 +311,11 @@ class ServingCore:
             self.counts["state_resets"] += 1
             log.warning("user state unreadable, starting afresh: %s", exc)
             return UserState.empty()
+
+    def _input(self, indices: np.ndarray, state: UserState) -> ModelInput:
+        """The model input and exclusion set of the user's window (:func:`~operators.window.model_input`)."""
+        purchased = None if state.purchased is None else self.index.lookup(state.purchased)
+        return model_input(indices, state.types, purchased, reshow_viewed=self._reshow)
 
     @staticmethod
     def _exclude(inp: ModelInput, item: int) -> np.ndarray:
@@ -277,7 +342,7 @@ class ServingCore:
                 and state.model.size == self.bundle.state_size)
 
     def _list(self, user_id: str, state: UserState, items: list[str], scores: list[float], strategy: str,
-              now_ms: int, reasons: list | None = None) -> Output:
+              now_ms: int, reasons: list | None = None, accepted: tuple[str, int, float] | None = None) -> Output:
         """The list record for ``state.pending`` and the state to store (pending cleared)."""
         pending = state.pending
         assert pending is not None
@@ -293,7 +358,7 @@ class ServingCore:
         self.counts["lists"] += 1
         if strategy != "model":
             self.counts["cold_start"] += 1
-        return Output(encode_state(state), LIST, user_id, value)
+        return Output(encode_state(state), LIST, user_id, value, accepted)
 
     def _account(self, parse: int, state: int, model: int, output: int) -> None:
         timing = self.timing
@@ -350,9 +415,10 @@ class ServingCore:
         outs = []
         for row, d in enumerate(batch):
             d.user.model, d.user.tag = new[row], self.tag
+            indices = d.indices if d.indices is not None else self.index.lookup(d.user.keys)
             ids, values, reasons, strategy = self._finish(scores[row], idx[row], d.user, d.recent[d.recent != 0],
-                                                          d.exclude)
-            outs.append(self._list(d.key, d.user, ids, values, strategy, now_ms, reasons))
+                                                          d.exclude, indices, d.reshown)
+            outs.append(self._list(d.key, d.user, ids, values, strategy, now_ms, reasons, d.accepted))
         rerank = self._rerank_ns - reranked_before  # counted with the model, as in single-event mode
         self.timing[3] += t1 - t0 + rerank
         self.timing[4] += time.perf_counter_ns() - t1 - rerank
@@ -361,7 +427,7 @@ class ServingCore:
     def _alone(self, d: Deferred, now_ms: int) -> Output:
         try:
             items, scores, reasons, strategy = self.rank(d.user, d.item)
-            return self._list(d.key, d.user, items, scores, strategy, now_ms, reasons)
+            return self._list(d.key, d.user, items, scores, strategy, now_ms, reasons, d.accepted)
         except Exception as exc:
             pending = d.user.pending
             d.user.pending = None
@@ -371,7 +437,8 @@ class ServingCore:
 
     def resolve(self, key: str, stored: bytes | None, now_ms: int) -> Output | None:
         """The list of a user's pending event computed from the stored state alone (after a failover lost the
-        batch it was waiting in), or None when nothing is pending (or the state is unreadable)."""
+        batch it was waiting in), or None when nothing is pending (or the state is unreadable). Its event was
+        counted for trending before the failover (or is lost to the counts: they are approximate by design)."""
         state = self._decode(stored)
         if state.pending is None:
             return None
@@ -379,7 +446,7 @@ class ServingCore:
         return self._alone(Deferred(key, b"", state, np.zeros(0, np.int64), np.zeros(0, np.int64), item), now_ms)
 
     # ------------------------------------------------------------------ ranking
-    def rank(self, state: UserState, item: int, inp: ModelInput | None = None
+    def rank(self, state: UserState, item: int, inp: ModelInput | None = None, indices: np.ndarray | None = None
              ) -> tuple[list[str], list[float], list | None, str]:
         """The user's top-K (item ids, scores, reasons) and the strategy; advances or rebuilds ``state.model``
         and records the list in ``state.shown`` (repeat suppression).
@@ -389,13 +456,12 @@ class ServingCore:
         rebuilds the state from the window (in event-time order) only when the state is missing or was written
         by another model.
         """
+        if indices is None:
+            indices = self.index.lookup(state.keys)
         if inp is None:
-            inp = model_input(self.index.lookup(state.keys))
+            inp = self._input(indices, state)
         if inp.cold and not item:
-            popular = self._popular if self.rules.mask is None else self._popular[self.rules.mask[self._popular]]
-            picked = popular[: self.top_k]  # all popular items are known, so none is in a cold window
-            reasons = self._popular_reasons[: len(picked)] if self.rerank_cfg.explain else None
-            return self.vocab[picked].tolist(), self._popular_scores[: len(picked)].tolist(), reasons, "popular"
+            return self._cold(inp)
         exclude = self._exclude(inp, item)[None, :]
         if self.bundle.recurrent:
             if self._steppable(state):
@@ -408,19 +474,37 @@ class ServingCore:
             state.model, state.tag = new[0], self.tag
         else:
             scores, items, _ = self.model.run_full(left_pad_row(inp.sequence, self.seq_len)[None, :], exclude)
-        return self._finish(scores[0], items[0], state, inp.sequence, exclude[0])
+        return self._finish(scores[0], items[0], state, inp.sequence, exclude[0], indices, inp.reshown)
+
+    def _cold(self, inp: ModelInput) -> tuple[list[str], list[float], list | None, str]:
+        """A user with no item the model knows: the trending list (``strategy: trending``) while there is one,
+        else the bundle's popular list; item rules apply to both."""
+        mask = self.rules.mask
+        trending = self.trending
+        if trending is not None and self.trending_cfg.cold_start and trending.items.size:
+            picked = trending.cold_list(self.top_k, mask, inp.exclude)
+            if picked.size == self.top_k:
+                reasons = ([{"trending": int(r)} for r in trending.rank[picked].tolist()]
+                           if self.rerank_cfg.explain else None)
+                return (self.vocab[picked].tolist(), self._popular_scores[: len(picked)].tolist(), reasons,
+                        "trending")
+        popular = self._popular if mask is None else self._popular[mask[self._popular]]
+        picked = popular[: self.top_k]  # all popular items are known, so none is in a cold window
+        reasons = self._popular_reasons[: len(picked)] if self.rerank_cfg.explain else None
+        return self.vocab[picked].tolist(), self._popular_scores[: len(picked)].tolist(), reasons, "popular"
 
     def _finish(self, scores: np.ndarray, items: np.ndarray, state: UserState, sequence: np.ndarray,
-                exclude: np.ndarray) -> tuple[list[str], list[float], list | None, str]:
+                exclude: np.ndarray, indices: np.ndarray, reshown: np.ndarray | None
+                ) -> tuple[list[str], list[float], list | None, str]:
         """The model's candidates -> the list and its strategy. A user with at most ``neighbor_cold_start`` known
         items gets item-to-item neighbours instead (the model's state has advanced all the same, so it serves
         from the next events on)."""
         if self._neighbors is not None and sequence.size <= self.rerank_cfg.neighbor_cold_start:
             n_scores, n_items = self._neighbor_candidates(sequence, exclude)
             if n_items.size >= self.top_k:  # else too few neighbours: the model's list after all
-                ids, values, reasons = self._top(n_scores, n_items, state, sequence)
+                ids, values, reasons = self._top(n_scores, n_items, state, sequence, indices, reshown)
                 return ids, values, reasons, "neighbors"
-        ids, values, reasons = self._top(scores, items, state, sequence)
+        ids, values, reasons = self._top(scores, items, state, sequence, indices, reshown)
         return ids, values, reasons, "model"
 
     def _neighbor_candidates(self, sequence: np.ndarray, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -438,8 +522,26 @@ class ServingCore:
         spread = top.std()
         return ((top - top.mean()) / spread if spread > 0 else top - top.mean()).astype(np.float32), uniq[order]
 
-    def _top(self, scores: np.ndarray, items: np.ndarray, state: UserState, recent: np.ndarray
-             ) -> tuple[list[str], list[float], list | None]:
+    def _bonus(self, items: np.ndarray, state: UserState, indices: np.ndarray, reshown: np.ndarray | None
+               ) -> np.ndarray | None:
+        """What the candidates' scores gain or lose before re-ranking: the user's interests, trending and new
+        items, minus ``viewed_penalty`` for an item the window holds only views of."""
+        bonus = None
+        interests = self.interests
+        if interests is not None:
+            short = interests.short_term(indices, state.ts, state.types, state.newest)
+            bonus = interests.bonus(items, interests.preference(short, state.affinity))
+        trending = self.trending
+        if trending is not None and trending.bonus is not None:
+            extra = trending.bonus[items]
+            bonus = extra if bonus is None else bonus + extra
+        if reshown is not None and reshown.size:
+            penalty = np.isin(items, reshown) * np.float32(-self.rerank_cfg.viewed_penalty)
+            bonus = penalty if bonus is None else bonus + penalty
+        return bonus
+
+    def _top(self, scores: np.ndarray, items: np.ndarray, state: UserState, recent: np.ndarray,
+             indices: np.ndarray, reshown: np.ndarray | None) -> tuple[list[str], list[float], list | None]:
         """One row of graph output (top-C candidates, best first) -> the re-ranked top-K item ids, scores and
         reasons (:mod:`operators.rerank`; masked candidates dropped); the list is recorded in ``state.shown``."""
         valid = scores > _NEG_HALF
@@ -449,13 +551,21 @@ class ServingCore:
             scores, items = scores[valid], items[valid]
         shown = state.shown if state.shown is not None else ShownHistory.empty()
         t0 = time.perf_counter_ns()
-        out = self.reranker.rerank(items, scores, self._hash32[items], shown, recent)
+        bonus = self._bonus(items, state, indices, reshown)
+        out = self.reranker.rerank(items, scores, self._hash32[items], shown, recent, bonus)
         picked = items[out.order]
         if self.rerank_cfg.repeat_window:
             state.shown = shown.push(self._hash32[picked], self.rerank_cfg.repeat_window)
         reasons = None
         if out.because is not None:
             reasons = [{"because": b} for b in self.vocab[out.because].tolist()]
+        if self.rerank_cfg.explain and self.trending is not None and self.trending.items.size:
+            ranks = self.trending.rank[picked].tolist()
+            if any(ranks):
+                reasons = reasons or [{} for _ in ranks]
+                for reason, rank in zip(reasons, ranks, strict=True):
+                    if rank:
+                        reason["trending"] = rank
         self._rerank_ns += time.perf_counter_ns() - t0
         return self.vocab[picked].tolist(), np.round(out.scores, 6).tolist(), reasons
 

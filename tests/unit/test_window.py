@@ -42,8 +42,8 @@ def test_state_round_trips_through_bytes_and_is_small():
         s.add(item_key(f"i{t}"), "view", 1_767_225_600_000 + t * 1000, max_len=200)
     s.model, s.tag = np.arange(320, dtype=np.float32), model_tag("m1")
     data = encode_state(s)
-    # 20-byte header + 13 bytes per event + 4 bytes per model float: under 4 KB at 200 events.
-    assert len(data) == 20 + 13 * 200 + 4 * 320 == 3900
+    # 24-byte header + 13 bytes per event + 4 bytes per model float: under 4 KB at 200 events.
+    assert len(data) == 24 + 13 * 200 + 4 * 320 == 3904
     back = decode_state(data)
     assert back.keys.tolist() == s.keys.tolist()
     assert back.ts.tolist() == s.ts.tolist()
@@ -58,7 +58,7 @@ def test_missing_state_is_empty_and_unknown_layouts_are_refused():
     assert len(decode_state(None)) == 0
     data = bytearray(encode_state(UserState.empty()))
     data[0] = LAYOUT_VERSION + 1
-    with pytest.raises(StateLayoutError, match=r"layout version 3; this job reads versions \(1, 2\)"):
+    with pytest.raises(StateLayoutError, match=r"layout version 4; this job reads versions \(1, 2, 3\)"):
         decode_state(bytes(data))
     with pytest.raises(StateLayoutError, match="shorter than its 20-byte header"):
         decode_state(b"\x01\x00")
@@ -74,18 +74,39 @@ def test_the_shown_history_round_trips_and_version_1_state_still_reads():
         shown = shown.push(item_hash32(keys(*[f"s{n}-{j}" for j in range(10)])), window=3)
     s.shown = shown
     data = encode_state(s)
-    # 3 remembered lists of 10: 5 bytes per shown item; still under 4 KB at 200 events with the model state
-    assert len(data) == 3900 + 5 * 30 == 4050 < 4096
+    # 3 remembered lists of 10: 5 bytes per shown item
+    assert len(data) == 3904 + 5 * 30 == 4054
     back = decode_state(data)
     assert back.shown.hashes.tolist() == shown.hashes.tolist()
     assert back.shown.ages.tolist() == [2] * 10 + [1] * 10 + [0] * 10
     # layout 1 (written by the previous release, e.g. restored from its savepoint): the same bytes but the
     # version, and no shown section; it reads as nothing shown
+    # layouts 1 and 2 had a 20-byte header (no affinity, no purchases): the sections that follow are the same
+    import struct
+
+    v3 = encode_state(s)
+    _, flags, n, m, sh, c, p, tag, newest = struct.unpack_from("<BBHHHHHIq", v3)
+    v2 = struct.pack("<BBHHHIq", 2, flags, n, m, sh, tag, newest) + v3[24:]
+    old = decode_state(v2)
+    assert old.shown.hashes.tolist() == shown.hashes.tolist() and old.affinity is None and old.purchased is None
     s.shown = None
-    v1 = bytearray(encode_state(s))
-    v1[0] = 1
-    old = decode_state(bytes(v1))
+    v3 = encode_state(s)
+    v1 = struct.pack("<BBHHHIq", 1, flags, n, m, 0, tag, newest) + v3[24:]
+    old = decode_state(v1)
     assert old.shown is None and old.keys.tolist() == s.keys.tolist() and old.model.tolist() == s.model.tolist()
+
+
+def test_affinity_and_purchases_round_trip_and_purchases_stay_bounded():
+    s = UserState.empty()
+    s.add(item_key("a"), "purchase", 1_767_225_600_000, max_len=200)
+    for n in range(10):
+        s.remember_purchase(item_key(f"p{n}"), limit=4)
+    s.remember_purchase(item_key("p7"), limit=4)  # a repeat moves to the end, once
+    s.affinity = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+    back = decode_state(encode_state(s))
+    assert back.purchased.tolist() == keys("p6", "p8", "p9", "p7")
+    assert back.affinity.tolist() == [0.5, -1.0, 2.0]
+    assert len(encode_state(s)) == 24 + 13 + 4 * 3 + 8 * 4
 
 
 def test_ages_saturate_instead_of_wrapping():
