@@ -105,11 +105,15 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from model_export.generator import GeneratorConfig, generate_events, write_jsonl
+    from model_export.generator import GeneratorConfig, generate_events, write_catalog, write_jsonl
 
-    events = generate_events(GeneratorConfig(n_users=args.users, n_items=args.items, seed=args.seed))
+    cfg = GeneratorConfig(n_users=args.users, n_items=args.items, seed=args.seed)
+    events = generate_events(cfg)
     write_jsonl(events, args.out)
     print(f"wrote {len(events)} events to {args.out}")
+    if args.catalog:
+        write_catalog(cfg, args.catalog)
+        print(f"wrote the item catalog (taste clusters as categories) to {args.catalog}")
     return 0
 
 
@@ -167,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--users", type=int, default=2_000)
     g.add_argument("--items", type=int, default=1_000)
     g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--catalog", default=None, metavar="FILE.csv",
+                   help="also write the items' categories (item_id,categories) for `streamrec run --catalog`")
     return parser
 
 

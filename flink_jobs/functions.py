@@ -3,7 +3,12 @@
 One Python operator per event: the Kafka record key (the user id) is extracted on the Java side
 (:func:`flink_jobs.recommend_job.build_job`), so the only Python call an event makes is
 :meth:`RecommendFunction.process_element`, which reads the user's packed state once, hands everything to the
-core, writes the state once and emits one record: a list, or a dead letter through a side output.
+core, writes the state once and emits one record: a list, or a dead letter through a side output, plus the
+accepted event for the item counts. The control topic (trending boards, item rules) arrives as the
+function's broadcast input (:meth:`RecommendFunction.process_broadcast_element`).
+
+:class:`TrendingFunction` (keyed by item on the Java side) keeps each item's decayed count in keyed state and
+publishes its subtask's board to the control topic (:mod:`operators.trending`).
 """
 
 from __future__ import annotations
@@ -14,22 +19,28 @@ import time
 
 from pyflink.common import Row, Types
 from pyflink.common.time import Time
-from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.functions import KeyedBroadcastProcessFunction, KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.output_tag import OutputTag
-from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
 from flink_jobs.environment import job_log_dir
 from operators.config import JobConfig
 from operators.serving import DEAD_LETTER, FORGOTTEN, QUARANTINE, Deferred, Output, ServingCore
 from operators.state import has_pending
+from operators.trending import CONTROL_TRENDING, ItemCount, TrendingBoard, bump
 
 __all__ = [
     "INPUT_VALUE_FIELDS",
     "KEYED_RECORD_TYPE_INFO",
     "DEAD_LETTER_TAG",
     "QUARANTINE_TAG",
+    "ACCEPTED_TAG",
+    "ACCEPTED_TYPE_INFO",
+    "CONTROL_STATE",
     "STATE_NAME",
     "RecommendFunction",
+    "TrendingFunction",
+    "subtask_info",
 ]
 
 log = logging.getLogger("streamrec.job")
@@ -40,6 +51,13 @@ would cost one more call into Java)."""
 KEYED_RECORD_TYPE_INFO = Types.ROW_NAMED(["k", "v"], [Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE())])
 DEAD_LETTER_TAG = OutputTag("dead-letter", KEYED_RECORD_TYPE_INFO)
 QUARANTINE_TAG = OutputTag("quarantine", KEYED_RECORD_TYPE_INFO)
+ACCEPTED_VALUE_TYPE_INFO = Types.ROW([Types.STRING(), Types.LONG(), Types.DOUBLE()])
+ACCEPTED_TYPE_INFO = Types.ROW([Types.STRING(), ACCEPTED_VALUE_TYPE_INFO])
+"""Row(item_id, Row(item_id, ts, weight)): an accepted event, keyed by item on the Java side (field 0)."""
+ACCEPTED_TAG = OutputTag("accepted", ACCEPTED_TYPE_INFO)
+CONTROL_STATE = MapStateDescriptor("control", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
+"""Broadcast state: the newest item-rules message (a restored job keeps the rules in force)."""
+ITEM_COUNT_STATE = "item_count_v1"
 STATE_NAME = "user_state_v1"
 """One packed value per user (:mod:`operators.state`; the layout version is inside the bytes, so the state's
 name, and savepoint compatibility, stay the same across layouts)."""
@@ -75,8 +93,19 @@ def _ensure_file_logging() -> None:
     logging.getLogger("operators").propagate = False
 
 
-class RecommendFunction(KeyedProcessFunction):
-    """Keyed by user (the Kafka record key): packed state in, one list or dead letter out."""
+def subtask_info(runtime_context: RuntimeContext) -> tuple[int, int]:
+    """(index of this subtask, parallelism): pyflink 2.0's thread mode lacks the wrappers, the Java runtime
+    context has them."""
+    try:
+        info = runtime_context._runtime_context.getTaskInfo()  # noqa: SLF001 - no public API in thread mode
+        return int(info.getIndexOfThisSubtask()), int(info.getNumberOfParallelSubtasks())
+    except Exception:  # noqa: BLE001 - process mode has the wrappers
+        return runtime_context.get_index_of_this_subtask(), runtime_context.get_number_of_parallel_subtasks()
+
+
+class RecommendFunction(KeyedBroadcastProcessFunction):
+    """Keyed by user (the Kafka record key): packed state in, one list or dead letter out; the control topic
+    as the broadcast input."""
 
     def __init__(self, cfg: JobConfig) -> None:
         self.cfg = cfg
@@ -104,7 +133,8 @@ class RecommendFunction(KeyedProcessFunction):
         for name, metric in (("lists", "lists_emitted"), ("cold_start", "lists_cold_start"),
                              ("dead_letter", "events_dead_lettered"), ("rebuilds", "state_rebuilds"),
                              ("errors", "processing_errors"), ("forgotten", "users_forgotten"),
-                             ("quarantined", "events_quarantined")):
+                             ("quarantined", "events_quarantined"), ("trending_updates", "trending_updates"),
+                             ("control_errors", "control_errors")):
             group.gauge(metric, lambda name=name: counts[name])
         self.timing: dict[str, float] = {}
         for field in ("python_total", "state_read", "state_write", "parse", "model", "rerank", "output"):
@@ -117,6 +147,36 @@ class RecommendFunction(KeyedProcessFunction):
         self.batch_keys: set[str] = set()
         self.done: dict[str, bytes] = {}
         self._batched = False
+        self._control_restored = False
+
+    def process_broadcast_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
+        """A control-topic record: trending board or item rules (kept in broadcast state); never fails."""
+        try:
+            message = json.loads(bytes(value[1]))
+        except (TypeError, ValueError) as exc:
+            self.core.counts["control_errors"] += 1
+            log.error("unreadable control record %r: %s", value[0], exc)
+            return
+        if not isinstance(message, dict):
+            self.core.counts["control_errors"] += 1
+            log.error("control record %r is not a JSON object", value[0])
+            return
+        self.core.control(message)
+        if message.get("type") != CONTROL_TRENDING:  # trending boards come again every second
+            ctx.get_broadcast_state(CONTROL_STATE).put(str(message.get("type")), bytes(value[1]))
+        return
+        yield  # a generator, as pyflink expects
+
+    def _restore_control(self, ctx) -> None:  # noqa: ANN001 - pyflink context
+        """After a restore the control messages before the checkpoint are not read again: take the item rules
+        from broadcast state (once, at the first event)."""
+        self._control_restored = True
+        try:
+            stored = ctx.get_broadcast_state(CONTROL_STATE).get("item_rules")
+        except Exception:  # noqa: BLE001 - no broadcast state yet
+            stored = None
+        if stored:
+            self.core.control(json.loads(bytes(stored)))
 
     def process_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
         """The second line of defence: whatever escapes the core (which turns bad input into dead letters
@@ -130,6 +190,8 @@ class RecommendFunction(KeyedProcessFunction):
 
     def _process_element(self, value, ctx):  # noqa: ANN001, ANN202 - pyflink signature
         t0 = time.perf_counter_ns()
+        if not self._control_restored:
+            self._restore_control(ctx)
         key = value[0]
         batching = self.batch is not None
         if batching and key in self.batch_keys:
@@ -162,6 +224,10 @@ class RecommendFunction(KeyedProcessFunction):
         if t3 - self._reported > REPORT_EVERY_NS:
             self._report()
         if isinstance(out, Deferred):
+            if out.accepted is not None:  # counted now; its list follows with the batch
+                item, ts, weight = out.accepted
+                out.accepted = None
+                yield ACCEPTED_TAG, Row(item, Row(item, ts, weight))
             self.batch.append(out)
             self.batch_keys.add(key)
             ctx.timer_service().register_processing_time_timer(now_ms + self.cfg.micro_batch_wait_ms)
@@ -196,6 +262,9 @@ class RecommendFunction(KeyedProcessFunction):
             yield from self._emit(out)
 
     def _emit(self, out: Output):  # noqa: ANN202 - generator of records
+        if out.accepted is not None:
+            item, ts, weight = out.accepted
+            yield ACCEPTED_TAG, Row(item, Row(item, ts, weight))
         if out.kind == DEAD_LETTER:
             yield DEAD_LETTER_TAG, Row(out.key, out.value)
         elif out.kind == FORGOTTEN:
@@ -215,3 +284,51 @@ class RecommendFunction(KeyedProcessFunction):
                        "state_write": io[3] / n / 1e3, **{k: v for k, v in core.items() if k != "events"}}
         log.info("per-event python time", extra={"fields": {"per_event_us": self.timing, "events": n,
                                                             "counts": dict(self.core.counts)}})
+
+
+class TrendingFunction(KeyedProcessFunction):
+    """Keyed by item: the item's decayed count in keyed state (:func:`operators.trending.bump`), this subtask's
+    board in memory, published to the control topic every ``publish_every_ms`` (processing time)."""
+
+    def __init__(self, cfg: JobConfig) -> None:
+        self.cfg = cfg
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        _ensure_file_logging()
+        tcfg = self.cfg.trending
+        self.half_life_ms = tcfg.half_life_minutes * 60_000
+        self.board = TrendingBoard(tcfg)
+        self.subtask, self.parallelism = subtask_info(runtime_context)
+        ttl_ms = int(max(10 * self.half_life_ms, 86_400_000))  # a count this old has decayed to nothing
+        ttl = (StateTtlConfig.new_builder(Time.milliseconds(ttl_ms))
+               .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+               .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired).build())
+        descriptor = ValueStateDescriptor(ITEM_COUNT_STATE, Types.PICKLED_BYTE_ARRAY())
+        descriptor.enable_time_to_live(ttl)
+        self.state = runtime_context.get_state(descriptor)
+        self.next_publish = 0
+        self.published = 0
+        group = runtime_context.get_metrics_group().add_group("streamrec")
+        group.gauge("trending_boards_published", lambda: self.published)
+        group.gauge("trending_board_items", lambda: len(self.board.items))
+        log.info("trending open", extra={"fields": {"subtask": self.subtask, "of": self.parallelism,
+                                                    "half_life_minutes": tcfg.half_life_minutes}})
+
+    def process_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
+        item, ts, weight = value[0], value[1], value[2]
+        if weight <= 0:
+            return
+        count = bump(ItemCount.unpack(self.state.value()), ts, weight, self.half_life_ms)
+        self.state.update(count.pack())
+        self.board.observe(item, count)
+        now = time.time_ns() // 1_000_000
+        if now >= self.next_publish:  # one timer at a time for the whole subtask
+            self.next_publish = now + self.cfg.trending.publish_every_ms
+            ctx.timer_service().register_processing_time_timer(self.next_publish)
+        return
+        yield  # a generator, as pyflink expects
+
+    def on_timer(self, timestamp, ctx):  # noqa: ANN001, ANN201 - pyflink signature
+        message = self.board.message(self.subtask, self.parallelism)
+        self.published += 1
+        yield Row(f"trending/{self.subtask}", json.dumps(message, separators=(",", ":")).encode())

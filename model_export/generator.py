@@ -22,6 +22,8 @@ __all__ = [
     "GeneratorConfig",
     "GeneratedRecord",
     "generate_events",
+    "item_categories",
+    "write_catalog",
     "split_by_time",
     "to_records",
     "write_jsonl",
@@ -76,14 +78,35 @@ class GeneratorConfig:
             raise ConfigError(msg)
 
 
-def generate_events(cfg: GeneratorConfig) -> list[dict]:
-    """Valid events of the contract, sorted by ``ts`` (users interleaved, as a live stream)."""
-    rng = np.random.default_rng(cfg.seed)
+def _world(cfg: GeneratorConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Item popularity and each item's taste cluster (the first draws of the seeded generator)."""
     popularity = 1.0 / np.arange(1, cfg.n_items + 1) ** cfg.zipf_a
     rng.shuffle(popularity)
     popularity /= popularity.sum()
     cluster_of = rng.integers(0, cfg.n_clusters, size=cfg.n_items)
     cluster_of[: cfg.n_clusters] = np.arange(cfg.n_clusters)  # no empty cluster
+    return popularity, cluster_of
+
+
+def item_categories(cfg: GeneratorConfig) -> dict[str, str]:
+    """Each generated item's category (its taste cluster, ``c<n>``), as :func:`generate_events` draws them."""
+    _, cluster_of = _world(cfg, np.random.default_rng(cfg.seed))
+    return {f"{cfg.item_prefix}{i}": f"c{c}" for i, c in enumerate(cluster_of.tolist())}
+
+
+def write_catalog(cfg: GeneratorConfig, path: str | Path) -> Path:
+    """The catalog CSV (``item_id,categories``, :func:`operators.catalog.load_catalog`) of the generated items."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"{item},{cat}\n" for item, cat in item_categories(cfg).items())
+    path.write_text("item_id,categories\n" + rows, encoding="utf-8")
+    return path
+
+
+def generate_events(cfg: GeneratorConfig) -> list[dict]:
+    """Valid events of the contract, sorted by ``ts`` (users interleaved, as a live stream)."""
+    rng = np.random.default_rng(cfg.seed)
+    popularity, cluster_of = _world(cfg, rng)
     members = [np.flatnonzero(cluster_of == c) for c in range(cfg.n_clusters)]
     position = np.empty(cfg.n_items, dtype=np.int64)
     for series in members:

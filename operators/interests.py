@@ -7,7 +7,8 @@ event time, so the replay and the job agree):
   start); a rating whose value is below ``negative_rating_below`` counts ``-weight_rating`` (negative feedback:
   its categories lose affinity). The window stores that as the type code with :data:`NEGATIVE` set.
 - **Short term**: the weighted categories of the user's window events within the last ``short_term_minutes``
-  of event time (no extra state: the window has the events and their times).
+  of event time, each also weighted ``short_term_decay ** (events after it)``, so the newest few dominate
+  (no extra state: the window has the events and their times).
 - **Long term**: an exponentially decayed affinity per category (half-life ``long_term_half_life_days``),
   kept in the user's state (one float per category, :mod:`operators.state`), updated by every stored event, so
   it remembers what has left the window.
@@ -41,6 +42,8 @@ class InterestConfig(BaseModel):
     enabled: bool = Field(True, description="boost candidates of the user's categories (needs --catalog)")
     short_term_minutes: float = Field(60.0, gt=0, description="the short-term profile: window events of the "
                                                               "last this many minutes of event time")
+    short_term_decay: float = Field(0.7, gt=0, le=1, description="short-term weight of an event = its type's "
+                                                                 "weight * this ** (events after it)")
     long_term_half_life_days: float = Field(30.0, gt=0, description="half-life of the long-term, decayed "
                                                                     "per-category affinity kept in state")
     short_term_boost: float = Field(0.5, ge=0, description="score bonus (z-score units) of a candidate wholly in "
@@ -87,6 +90,7 @@ class Interests:
         self.rows = categories.rows
         self.weights = self.event_weights(cfg)
         self._short_ms = cfg.short_term_minutes * 60_000
+        self._recency = (cfg.short_term_decay ** np.arange(255, -1, -1)).astype(np.float32)  # oldest first
         self._half_life_ms = cfg.long_term_half_life_days * 86_400_000
 
     @staticmethod
@@ -119,10 +123,13 @@ class Interests:
 
     def short_term(self, indices: np.ndarray, ts: np.ndarray, types: np.ndarray, newest: int) -> np.ndarray:
         """Weighted categories of the window's events within ``short_term_minutes`` of the newest."""
-        recent = ts >= newest - self._short_ms
-        if not recent.any():
+        start = int(np.searchsorted(ts, newest - self._short_ms, side="left"))  # ts ascending
+        if start >= len(ts):
             return np.zeros(self.size, dtype=np.float32)
-        return self.weights[types[recent]] @ self.rows[indices[recent]]
+        n = len(ts) - start
+        recency = self._recency[-n:] if n <= len(self._recency) else self.cfg.short_term_decay ** np.arange(
+            n - 1, -1, -1, dtype=np.float32)
+        return (self.weights[types[start:]] * recency) @ self.rows[indices[start:]]
 
     def preference(self, short: np.ndarray, long: np.ndarray | None) -> np.ndarray | None:
         """The per-category bonus vector (None when the user has no profile yet)."""
