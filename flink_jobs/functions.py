@@ -109,6 +109,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
 
     def __init__(self, cfg: JobConfig) -> None:
         self.cfg = cfg
+        self._control_restored = False
 
     def open(self, runtime_context: RuntimeContext) -> None:
         _ensure_file_logging()

@@ -30,11 +30,11 @@ from model_export.replay import (
     ReplayPlan,
     decode_list,
     evaluate,
-    load_categories,
     paired_bootstrap,
     plan_replay,
     write_report,
 )
+from operators.catalog import load_catalog
 from operators.config import JobConfig
 from operators.errors import ConfigError
 from operators.offline import RocksStateStore, serve_offline
@@ -73,6 +73,10 @@ class ReplayConfig:
     max_in_flight: int = 100
     rerank: tuple[str, ...] = ()
     """``KEY=VALUE`` re-ranking knobs for the model (baselines are served unre-ranked, as they were evaluated)."""
+    interests: tuple[str, ...] = ()
+    """``KEY=VALUE`` user-interest knobs for the model (needs a catalog)."""
+    trending: tuple[str, ...] = ()
+    """``KEY=VALUE`` trending knobs for the model."""
 
     def __post_init__(self) -> None:
         if self.speed is not None and self.speed <= 0:
@@ -150,13 +154,33 @@ def _baseline_bundles(cfg: ReplayConfig, plan: ReplayPlan, model: Any, root: Pat
 
 # --------------------------------------------------------------------------- the two paths
 PLAIN_RERANK = ("repeat_window=0", "diversity_lambda=0")
+PLAIN_ARGS = ("--rerank", "repeat_window=0", "--rerank", "diversity_lambda=0", "--interests", "enabled=false",
+              "--trending", "enabled=false")
+"""A baseline's path: served as it ranks (no re-ranking, interests or trending)."""
 
 
 def _job_for(job: JobConfig, name: str) -> JobConfig:
     """The model path is re-ranked as configured; the baselines are served as they rank."""
     from dataclasses import replace
 
-    return job if name == "model" else replace(job, rerank=parse_rerank(list(PLAIN_RERANK)))
+    from operators.interests import InterestConfig
+    from operators.trending import TrendingConfig
+
+    if name == "model":
+        return job
+    return replace(job, rerank=parse_rerank(list(PLAIN_RERANK)), interests=InterestConfig(enabled=False),
+                   trending=TrendingConfig(enabled=False))
+
+
+def _catalog_path(cfg: ReplayConfig) -> str | None:
+    """``--catalog``, else MovieLens's ``movies.csv`` beside the ratings (None when there is none)."""
+    if cfg.catalog:
+        return str(Path(cfg.catalog).resolve())
+    if cfg.fmt == "movielens":
+        root = Path(cfg.data)
+        found = (root if root.is_dir() else root.parent) / "movies.csv"
+        return str(found.resolve()) if found.is_file() else None
+    return None
 
 
 def replay_offline(cfg: ReplayConfig, plan: ReplayPlan, bundle: Path, name: str,
@@ -240,9 +264,17 @@ def replay_streamed(cfg: ReplayConfig, plan: ReplayPlan, bundle: Path, name: str
     kafka.create_topics({source: 4, topics[0]: 4, topics[1]: 1})
     args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(bundle), "--checkpoint-dir",
             str(work / f"ck-{name}"), "--input-topic", source, "--output-topic", topics[0],
-            "--dead-letter-topic", topics[1], "--top-k", str(cfg.top_k), "--group-id", f"replay-{name}"]
-    for pair in (cfg.rerank if name == "model" else PLAIN_RERANK):
-        args += ["--rerank", pair]
+            "--dead-letter-topic", topics[1], "--top-k", str(cfg.top_k), "--group-id", f"replay-{name}",
+            "--control-topic", f"replay.{name}.control"]
+    if name == "model":
+        for option, pairs in (("--rerank", cfg.rerank), ("--interests", cfg.interests), ("--trending", cfg.trending)):
+            for pair in pairs:
+                args += [option, pair]
+        catalog = _catalog_path(cfg)
+        if catalog:
+            args += ["--catalog", catalog]
+    else:
+        args += list(PLAIN_ARGS)
     job = JobProcess(args, work / f"logs-{name}")
     job.start()
     collector = _Collector(kafka.bootstrap, topics)
@@ -299,8 +331,15 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
     print(f"replay: {len(plan.records):,} events, {plan.n_prefill:,} before the cut-off, {plan.n_replayed:,} "
           "replayed", flush=True)
     bundles = prepare_bundles(cfg, plan, work)
+    from operators.interests import InterestConfig
+    from operators.rerank import parse_knobs
+    from operators.trending import TrendingConfig
+
     job = JobConfig(bootstrap_servers="127.0.0.1:9092", bundle_path=str(bundles["model"]), checkpoint_dir="-",
-                    top_k=cfg.top_k, onnx_providers=("CPUExecutionProvider",), rerank=parse_rerank(list(cfg.rerank)))
+                    top_k=cfg.top_k, onnx_providers=("CPUExecutionProvider",), rerank=parse_rerank(list(cfg.rerank)),
+                    catalog_path=_catalog_path(cfg),
+                    interests=parse_knobs(InterestConfig, "interests", list(cfg.interests)),
+                    trending=parse_knobs(TrendingConfig, "trending", list(cfg.trending)))
     lists: dict[str, dict[str, EmittedList]] = {}
     stats: dict[str, dict[str, Any]] = {}
     if cfg.offline:
@@ -315,7 +354,7 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
     from operators.bundle import load_bundle
 
     catalog = list(load_bundle(bundles["model"]).item_vocab)
-    categories = load_categories(cfg.catalog or (Path(cfg.data) if cfg.fmt == "movielens" else None))
+    categories = load_catalog(_catalog_path(cfg))
     results = {name: evaluate(plan, got, k=cfg.top_k, catalog=catalog, categories=categories,
                               rejected=stats[name].pop("rejected", set()))
                for name, got in lists.items()}
@@ -389,6 +428,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--max-in-flight", type=int, default=100)
     p.add_argument("--rerank", action="append", default=[], metavar="KEY=VALUE",
                    help="re-ranking knob of the model's path, repeatable (see `streamrec config --print-defaults`)")
+    p.add_argument("--interests", action="append", default=[], metavar="KEY=VALUE",
+                   help="user-interest knob of the model's path, repeatable (categories from --catalog or movies.csv)")
+    p.add_argument("--trending", action="append", default=[], metavar="KEY=VALUE",
+                   help="trending knob of the model's path, repeatable; the streamed path's trending boards come "
+                        "at processing-time moments, so with trending on its lists differ from --offline's")
     return p
 
 
@@ -399,7 +443,7 @@ def config_from_args(args: argparse.Namespace) -> ReplayConfig:
                         baselines=not args.no_baselines, popular_window_days=args.popular_window_days,
                         epochs=args.epochs, max_seq_len=args.max_seq_len, max_train_seconds=args.max_train_seconds,
                         seed=args.seed, catalog=args.catalog, max_in_flight=args.max_in_flight,
-                        rerank=tuple(args.rerank))
+                        rerank=tuple(args.rerank), interests=tuple(args.interests), trending=tuple(args.trending))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from model_export.data import item_sort_key
 from operators.errors import ConfigError
 from operators.offline import OfflineRecord
 
-__all__ = ["ReplayPlan", "EmittedList", "plan_replay", "evaluate", "paired_bootstrap", "load_categories",
+__all__ = ["ReplayPlan", "EmittedList", "plan_replay", "evaluate", "paired_bootstrap",
            "decode_list", "write_report", "METRIC_KEYS"]
 
 METRIC_KEYS = ("hr@10", "ndcg@10", "mrr@10", "coverage", "ild", "novelty", "repeat_rate", "cold_start_share")
@@ -112,22 +112,6 @@ def plan_replay(df: pd.DataFrame, cutoff: float, *, max_events: int | None = Non
     ]
     return ReplayPlan(records, event_ids, users, items, ts, n_prefill, cutoff_ts,
                       ordered.iloc[:n_prefill].reset_index(drop=True))
-
-
-def load_categories(path: str | Path | None) -> dict[str, frozenset[str]]:
-    """Item categories for intra-list diversity: MovieLens ``movies.csv`` genres (``a|b|c``), or a CSV with
-    ``item_id,categories``; none (an empty map) when there is no such file."""
-    if path is None:
-        return {}
-    path = Path(path)
-    if path.is_dir():
-        path = path / "movies.csv"
-    if not path.is_file():
-        return {}
-    frame = pd.read_csv(path, dtype=str)
-    id_col = "movieId" if "movieId" in frame.columns else "item_id"
-    cat_col = "genres" if "genres" in frame.columns else "categories"
-    return {i: frozenset(str(c).split("|")) for i, c in zip(frame[id_col], frame[cat_col], strict=True)}
 
 
 def _ild(items: list[str], categories: dict[str, frozenset[str]]) -> float | None:

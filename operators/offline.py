@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from operators.serving import Output, ServingCore
+from operators.trending import TrendingLoop
 
 __all__ = ["StateStore", "RocksStateStore", "MemoryStateStore", "OfflineRecord", "serve_offline"]
 
@@ -99,7 +100,10 @@ def serve_offline(core: ServingCore, records: Iterable[OfflineRecord], store: St
                   now_ms: int | None = None) -> Iterator[tuple[OfflineRecord, Output, float]]:
     """Serve ``records`` one by one, in order, as the job's keyed function does (read state, process, write
     state): yields ``(record, output, milliseconds it took)``. ``now_ms`` (default: the wall clock per record)
-    is what the job's processing time would be (only validation's future-timestamp rule reads it)."""
+    is what the job's processing time would be (only validation's future-timestamp rule reads it). With
+    trending on, the accepted events feed a :class:`~operators.trending.TrendingLoop` whose boards reach the core
+    as the control topic's messages reach the job."""
+    loop = TrendingLoop(core.trending_cfg) if core.trending is not None else None
     for record in records:
         t0 = time.perf_counter()
         out = core.process(record.key, record.payload, record.partition, record.offset, record.source_ts,
@@ -108,4 +112,8 @@ def serve_offline(core: ServingCore, records: Iterable[OfflineRecord], store: St
             store.delete(record.key)
         elif out.state is not None:
             store.put(record.key, out.state)
+        if loop is not None and out.accepted is not None:
+            message = loop.observe(out.accepted)
+            if message is not None:
+                core.control(message)
         yield record, out, (time.perf_counter() - t0) * 1000

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["TrendingConfig", "ItemCount", "bump", "TrendingBoard", "TrendingTable", "CONTROL_TRENDING"]
+__all__ = ["TrendingConfig", "ItemCount", "bump", "TrendingBoard", "TrendingTable", "TrendingLoop",
+           "CONTROL_TRENDING"]
 
 CONTROL_TRENDING = "trending"
 """``type`` of a trending message on the control topic."""
@@ -179,3 +180,28 @@ class TrendingTable:
         if len(exclude) and items.size:
             items = items[~np.isin(items, np.asarray(exclude))]
         return items[:k]
+
+
+class TrendingLoop:
+    """The job's loop through Kafka, in-line for the offline replay: accepted events -> item counts -> one board,
+    published every ``publish_every_ms`` of *event* time (the job publishes by processing time, so a streamed
+    replay at full speed sees the boards at other points of the log: its lists differ from the offline ones
+    while trending is on)."""
+
+    def __init__(self, cfg: TrendingConfig) -> None:
+        self.cfg = cfg
+        self.half_life_ms = cfg.half_life_minutes * 60_000
+        self.board = TrendingBoard(cfg, keep=10**9)  # all counts in memory: the board is the keyed state
+        self.next_publish: int | None = None
+
+    def observe(self, accepted: tuple[str, int, float]) -> dict | None:
+        """Count one accepted event; returns the control message when a board is due."""
+        item, ts, weight = accepted
+        if weight > 0:
+            self.board.observe(item, bump(self.board.items.get(item), ts, weight, self.half_life_ms))
+        if self.next_publish is None:
+            self.next_publish = ts + self.cfg.publish_every_ms
+        elif ts >= self.next_publish:
+            self.next_publish = ts + self.cfg.publish_every_ms
+            return self.board.message(0, 1)
+        return None

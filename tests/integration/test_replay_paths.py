@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_export.generator import write_jsonl
+from model_export.generator import write_catalog, write_jsonl
+from tests.conftest import WORLD
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +29,13 @@ def lists(path: Path) -> dict[str, dict]:
 def replays(tmp_path_factory, world_events, trained_bundle):
     root = tmp_path_factory.mktemp("replay")
     log = write_jsonl(world_events, root / "log.jsonl")
-    # relative paths, as users type them (the job process runs in a directory of its own)
+    catalog = write_catalog(WORLD, root / "catalog.csv")  # user interests on: per-user, deterministic
+    # relative paths, as users type them (the job process runs in a directory of its own). Trending boards reach
+    # the streamed job at processing-time moments (the offline loop: every second of event time), so the two
+    # paths can only agree list for list with trending off.
     common = ["replay", "--data", log.name, "--format", "events", "--cutoff", "0.8", "--bundle",
-              os.path.relpath(trained_bundle, root), "--max-events", "2500"]
+              os.path.relpath(trained_bundle, root), "--max-events", "2500", "--catalog", catalog.name,
+              "--trending", "enabled=false", "--rerank", "category_cap=4"]
     out = {}
     for mode, extra in (("offline", ["--offline"]), ("streamed", ["--no-baselines"])):
         proc = subprocess.run([STREAMREC, *common, "--out", mode, *extra], capture_output=True, text=True,
