@@ -36,7 +36,8 @@ def test_trending_feedback_control_rules_and_quarantine_in_the_job(kafka, traine
             str(tmp_path / "ck"), "--input-topic", topics["input"], "--output-topic", topics["output"],
             "--dead-letter-topic", topics["dead"], "--control-topic", topics["control"], "--top-k", "10",
             "--group-id", "it-trending", "--parallelism", "2", "--catalog", str(catalog),
-            "--trending", "min_count=1", "--trending", "publish_every_ms=200", "--trending", "half_life_minutes=1440", "--abuse", "max_events_per_minute=5"]
+            "--trending", "min_count=1", "--trending", "publish_every_ms=200", "--trending", "half_life_minutes=1440",
+            "--abuse", "max_events_per_minute=5"]
     hot = vocab[40:52]
     with JobProcess(args, tmp_path / "logs") as job:
         wait_until_serving(job, kafka.bootstrap, topics["input"], topics["output"], timeout_s=240)
