@@ -92,17 +92,12 @@ class ShownHistory:
                             np.concatenate((ages[keep], np.zeros(len(shown), np.int64))).astype(np.uint8))
 
     def penalties(self, hashes: np.ndarray, penalty: float, decay: float) -> np.ndarray:
-        """``penalty * sum(decay ** age)`` over the lists each of ``hashes`` was shown in (0 if never)."""
-        out = np.zeros(len(hashes), dtype=np.float64)
+        """``penalty * sum(decay ** age)`` over the lists each of ``hashes`` was shown in (0 if never): one
+        equality matrix (candidates x remembered items, a few thousand cells) and one product."""
         if not len(self.hashes) or penalty == 0:
-            return out
+            return np.zeros(len(hashes), dtype=np.float64)
         weight = penalty * np.power(decay, self.ages.astype(np.float64))
-        order = np.argsort(self.hashes, kind="stable")
-        sorted_hashes, sorted_weight = self.hashes[order], weight[order]
-        cum = np.concatenate(([0.0], np.cumsum(sorted_weight)))
-        lo = np.searchsorted(sorted_hashes, hashes, side="left")
-        hi = np.searchsorted(sorted_hashes, hashes, side="right")
-        return cum[hi] - cum[lo]
+        return (hashes[:, None] == self.hashes[None, :]) @ weight
 
 
 @dataclass(frozen=True, slots=True)

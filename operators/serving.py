@@ -529,8 +529,7 @@ class ServingCore:
         bonus = None
         interests = self.interests
         if interests is not None:
-            short = interests.short_term(indices, state.ts, state.types, state.newest)
-            bonus = interests.bonus(items, interests.preference(short, state.affinity))
+            bonus = interests.candidate_bonus(items, indices, state.ts, state.types, state.newest, state.affinity)
         trending = self.trending
         if trending is not None and trending.bonus is not None:
             extra = trending.bonus[items]

@@ -1,14 +1,19 @@
-"""Cost of the re-ranking step alone (:class:`operators.rerank.Reranker`) per event, rule by rule.
+"""Cost of the whole re-ranking step per event, as the job runs it, rule by rule.
 
-The bench bundle's item embeddings, 100 candidates (the graph's top-C), 3 remembered lists of 10, a 200-item
-history; median of ``--iters`` calls per configuration. Writes ``perf/results/rerank.json``.
+The step is :meth:`operators.serving.ServingCore._top`: the graph's top-C candidates -> item rules mask ->
+interest and trending bonus -> repeat suppression, diversity, category cap (:class:`operators.rerank.Reranker`)
+-> the user's shown history -> reasons; what the job's ``rerank_us`` gauge times. The bench bundle (10,000
+items, 100 candidates), the generator's catalog (20 categories), a user with 200 events and 3 remembered lists,
+a trending table of 50 items; median and p99 of ``--iters`` calls per configuration. Writes
+``perf/results/rerank.json``.
 
-    python -m perf.bench_rerank [--bundle DIR] [--candidates 100]
+    python -m perf.bench_rerank [--bundle DIR] [--iters 3000]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -17,57 +22,86 @@ from pathlib import Path
 import numpy as np
 
 from operators.bundle import load_bundle
-from operators.rerank import RerankConfig, Reranker, ShownHistory
+from operators.inference import OnnxModel
+from operators.interests import InterestConfig
+from operators.rerank import RerankConfig
+from operators.serving import ServingCore
+from operators.state import decode_state
+from operators.trending import TrendingBoard, TrendingConfig, bump
 from perf.bench_bundle import bench_bundle
 
 RESULTS = Path(__file__).resolve().parent / "results"
+TS = 1_767_225_600_000
+OFF = {"repeat_window": 0, "diversity_lambda": 0, "explain": False, "neighbor_cold_start": 0}
 
-CONFIGS = {
-    "model order only": {"repeat_window": 0, "diversity_lambda": 0, "explain": False},
-    "repeat suppression": {"diversity_lambda": 0, "explain": False},
-    "explanations": {"repeat_window": 0, "diversity_lambda": 0},
-    "defaults": {},
-    "MMR diversity (lambda 0.3)": {"repeat_window": 0, "diversity_lambda": 0.3, "explain": False},
-    "everything (lambda 0.3)": {"diversity_lambda": 0.3},
+CONFIGS: dict[str, tuple[dict, dict, dict]] = {  # rerank, interests, trending knobs
+    "model order only": (OFF, {"enabled": False}, {"enabled": False}),
+    "repeat suppression": ({**OFF, "repeat_window": 3}, {"enabled": False}, {"enabled": False}),
+    "explanations": ({**OFF, "explain": True}, {"enabled": False}, {"enabled": False}),
+    "interests": (OFF, {}, {"enabled": False}),
+    "trending boost": (OFF, {"enabled": False}, {}),
+    "category cap 3": ({**OFF, "category_cap": 3}, {"enabled": False}, {"enabled": False}),
+    "defaults": ({}, {}, {}),
+    "defaults + category cap 3": ({"category_cap": 3}, {}, {}),
+    "defaults + MMR (lambda 0.3)": ({"diversity_lambda": 0.3}, {}, {}),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--bundle", default=None, help="default: the 10,000-item bench bundle")
-    p.add_argument("--candidates", type=int, default=100)
     p.add_argument("--iters", type=int, default=3000)
     p.add_argument("--out", default=str(RESULTS / "rerank.json"))
     args = p.parse_args(argv)
+    from model_export.generator import GeneratorConfig, item_categories
+
     bundle = load_bundle(args.bundle or bench_bundle(Path(".streamrec/bench/bundles"), 10_000))
-    emb = bundle.item_embeddings()
-    if emb is None:
+    if bundle.item_embeddings() is None:
         msg = f"bundle {bundle.path} has no item embeddings; re-export it"
         raise SystemExit(msg)
+    model = OnnxModel(bundle, providers=["CPUExecutionProvider"])
+    catalog = {i: frozenset({c}) for i, c in item_categories(GeneratorConfig(n_items=bundle.n_items)).items()}
     rng = np.random.default_rng(0)
-    items = rng.choice(np.arange(1, bundle.n_items + 1), args.candidates, replace=False)
-    scores = (np.sort(rng.standard_normal(args.candidates))[::-1] * 2 + 5).astype(np.float32)
-    hashes = rng.integers(0, 2**32, args.candidates).astype(np.uint32)
-    shown = ShownHistory.empty()
-    for _ in range(3):
-        shown = shown.push(hashes[rng.choice(args.candidates, 10, replace=False)], 3)
-    recent = rng.integers(1, bundle.n_items + 1, 200)
+    board = TrendingBoard(TrendingConfig())
+    for n in range(5000):
+        item = bundle.item_vocab[int(rng.zipf(1.3)) % bundle.n_items]
+        board.observe(item, bump(board.items.get(item), TS + n, 1.0, 3_600_000))
     rows = {}
-    for name, knobs in CONFIGS.items():
-        reranker = Reranker(RerankConfig(**knobs), emb, 10)
+    for name, (rerank, interests, trending) in CONFIGS.items():
+        core = ServingCore(model, top_k=10, history_len=200, input_topic="bench", rerank=RerankConfig(**rerank),
+                           catalog=catalog, interests=InterestConfig(**interests),
+                           trending=TrendingConfig(**trending))
+        core.control(board.message(0, 1))
+        stored = None
+        for n in range(203):  # 200 events in the window, 3 lists remembered
+            item = bundle.item_vocab[int(rng.integers(0, bundle.n_items))]
+            payload = json.dumps({"user_id": "u", "item_id": item, "event_type": "click", "ts": TS + n * 1000})
+            stored = core.process("u", payload.encode(), 0, n, TS, stored, TS + 10**9).state
+        state = decode_state(stored)
+        indices = core.index.lookup(state.keys)
+        inp = core._input(indices, state)
+        scores, items, _ = core.model.run_step(state.model[None, :], np.array([0]), np.zeros((1, core.recent_len),
+                                               np.int64), core._exclude(inp, 0)[None, :])
+        scores, items = scores[0], items[0]
+
+        def step(state=state, scores=scores, items=items, indices=indices, inp=inp, core=core) -> list[str]:
+            return core._top(scores, items, copy.copy(state), inp.sequence, indices, inp.reshown)[0]
+
         for _ in range(200):
-            out = reranker.rerank(items, scores, hashes, shown, recent)
-        assert len(out.order) == 10 and len(set(out.order.tolist())) == 10, "re-ranking must return 10 distinct items"
+            picked = step()
+        assert len(picked) == 10 and len(set(picked)) == 10, "re-ranking must return 10 distinct items"
         times = []
         for _ in range(args.iters):
             t0 = time.perf_counter_ns()
-            reranker.rerank(items, scores, hashes, shown, recent)
+            step()
             times.append(time.perf_counter_ns() - t0)
         rows[name] = {"p50_us": float(np.percentile(times, 50) / 1e3), "p99_us": float(np.percentile(times, 99) / 1e3),
-                      "knobs": knobs}
-        print(f"{name:<28} p50 {rows[name]['p50_us']:6.1f} us  p99 {rows[name]['p99_us']:6.1f} us")
+                      "rerank": rerank, "interests": interests, "trending": trending}
+        print(f"{name:<30} p50 {rows[name]['p50_us']:6.1f} us  p99 {rows[name]['p99_us']:6.1f} us")
     result = {"machine": platform.processor() or platform.machine(), "bundle": bundle.version,
-              "candidates": args.candidates, "top_k": 10, "shown_lists": 3, "configs": rows}
+              "candidates": bundle.n_candidates, "top_k": 10, "shown_lists": 3, "history": 200,
+              "categories": len({c for s in catalog.values() for c in s}), "trending_items": 50,
+              "step": "ServingCore._top (what the job's rerank_us gauge times)", "configs": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"written to {args.out}")

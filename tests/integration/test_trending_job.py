@@ -131,7 +131,8 @@ def test_trending_feedback_control_rules_and_quarantine_in_the_job(kafka, traine
         while not blocked_list() and time.monotonic() < deadline:
             pass
         assert blocked, "the blocklist from the control topic did not take effect within 30 s"
-        assert blocked["strategy"] == "trending" and [i["item_id"] for i in blocked["items"]][:9] == items[1:10]
+        after = [i["item_id"] for i in blocked["items"]]
+        assert blocked["strategy"] == "trending" and set(after) <= set(hot) - {items[0]} and len(after) == 10
         producer.close()
         consumer.close()
         assert job.alive(), job.log_tail()
