@@ -12,7 +12,8 @@ event time, so the replay and the job agree):
 - **Long term**: an exponentially decayed affinity per category (half-life ``long_term_half_life_days``),
   kept in the user's state (one float per category, :mod:`operators.state`), updated by every stored event, so
   it remembers what has left the window.
-- **Bonus**: each profile is scaled to unit mass (``sum |affinity|``), the candidate's bonus is
+- **Bonus** (:meth:`Interests.preference_vector`, compiled): each profile is scaled to unit mass
+  (``sum |affinity|``), the candidate's bonus is
   ``short_term_boost * short . rows[item] + long_term_boost * long . rows[item]`` (``rows``: the item's
   categories, weights summing to 1, :class:`operators.catalog.CategoryMatrix`), in the model's score unit
   (z-scores): a user who only watched comedies for the last hour gives every pure comedy ``short_term_boost``.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from operators import kernels
 from operators.catalog import CategoryMatrix
 from operators.events import EVENT_TYPES
 
@@ -32,6 +34,7 @@ __all__ = ["InterestConfig", "Interests", "NEGATIVE", "type_code"]
 NEGATIVE = 0x80
 """Flag on a window entry's type code: negative feedback (a rating below ``negative_rating_below``)."""
 _CODES = {name: code for code, name in enumerate(EVENT_TYPES)}
+_NO_AFFINITY = np.zeros(0, dtype=np.float32)
 
 
 class InterestConfig(BaseModel):
@@ -89,8 +92,8 @@ class Interests:
         self.cats = categories
         self.rows = categories.rows
         self.weights = self.event_weights(cfg)
-        self._short_ms = cfg.short_term_minutes * 60_000
-        self._recency = (cfg.short_term_decay ** np.arange(255, -1, -1)).astype(np.float32)  # oldest first
+        self._short_ms = float(cfg.short_term_minutes * 60_000)
+        kernels.warm_up()
         self._half_life_ms = cfg.long_term_half_life_days * 86_400_000
 
     @staticmethod
@@ -121,38 +124,22 @@ class Interests:
             aff += np.float32(weight) * self.rows[item]
         return aff
 
-    def short_term(self, indices: np.ndarray, ts: np.ndarray, types: np.ndarray, newest: int) -> np.ndarray:
-        """Weighted categories of the window's events within ``short_term_minutes`` of the newest."""
-        start = int(np.searchsorted(ts, newest - self._short_ms, side="left"))  # ts ascending
-        if start >= len(ts):
-            return np.zeros(self.size, dtype=np.float32)
-        n = len(ts) - start
-        recency = self._recency[-n:] if n <= len(self._recency) else self.cfg.short_term_decay ** np.arange(
-            n - 1, -1, -1, dtype=np.float32)
-        return (self.weights[types[start:]] * recency) @ self.rows[indices[start:]]
-
-    def preference(self, short: np.ndarray, long: np.ndarray | None) -> np.ndarray | None:
-        """The per-category bonus vector (None when the user has no profile yet)."""
-        out = None
-        for profile, boost in ((short, self.cfg.short_term_boost), (long, self.cfg.long_term_boost)):
-            if profile is None or not boost:
-                continue
-            mass = float(np.abs(profile).sum())
-            if mass > 1e-9:
-                part = profile * np.float32(boost / mass)
-                out = part if out is None else out + part
-        return out
-
-    def candidate_bonus(self, items: np.ndarray, indices: np.ndarray, ts: np.ndarray, types: np.ndarray,
-                        newest: int, affinity: np.ndarray | None) -> np.ndarray | None:
-        """:meth:`bonus` of :meth:`preference` of :meth:`short_term` and ``affinity`` in one pass (the hot path)."""
-        return self.bonus(items, self.preference(self.short_term(indices, ts, types, newest), affinity))
+    def preference_vector(self, indices: np.ndarray, ts: np.ndarray, types: np.ndarray, newest: int,
+                          affinity: np.ndarray | None) -> np.ndarray | None:
+        """The per-category bonus vector (``float32 [C]``; a candidate gains ``rows[item] . vector``): the
+        short-term profile of the window (catalog ``indices``, event times ``ts``, type codes ``types``, the
+        newest event time) and the long-term ``affinity``, each scaled to its boost per unit of mass; None when
+        the user has neither yet (:func:`operators.kernels.interest_preference`)."""
+        vector, found = kernels.interest_preference(
+            indices, ts, types, newest, self.weights, self.cfg.short_term_decay, self._short_ms, self.rows,
+            _NO_AFFINITY if affinity is None else affinity, self.cfg.short_term_boost, self.cfg.long_term_boost)
+        return vector if found else None
 
     def bonus(self, items: np.ndarray, preference: np.ndarray | None) -> np.ndarray | None:
         """Score bonus of each candidate (catalog indices), or None."""
         if preference is None:
             return None
-        return self.rows[items] @ preference
+        return self.rows.take(items, axis=0) @ preference
 
     def top_category(self, preference: np.ndarray | None) -> str | None:
         """The category the user leans to most (for logs and tests)."""

@@ -25,7 +25,14 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from operators import kernels
+
 log = logging.getLogger(__name__)
+_NO_ROWS = np.zeros((1, 0), dtype=np.float32)
+_NO_F32 = np.zeros(0, dtype=np.float32)
+_NO_F64 = np.zeros(0, dtype=np.float64)
+_NO_I64 = np.zeros(0, dtype=np.int64)
+_NO_U32 = np.zeros(0, dtype=np.uint32)
 
 __all__ = ["RerankConfig", "ShownHistory", "Reranked", "Reranker", "item_hash32", "parse_rerank", "parse_knobs",
            "describe_defaults", "load_config_file", "layered_knobs", "CONFIG_SECTIONS"]
@@ -86,18 +93,14 @@ class ShownHistory:
         are forgotten."""
         if window <= 0:
             return ShownHistory.empty()
-        ages = self.ages.astype(np.int64) + 1
-        keep = ages < window
-        return ShownHistory(np.concatenate((self.hashes[keep], shown.astype(np.uint32))),
-                            np.concatenate((ages[keep], np.zeros(len(shown), np.int64))).astype(np.uint8))
+        return ShownHistory(*kernels.push_shown(self.hashes, self.ages, shown.astype(np.uint32, copy=False), window))
 
     def penalties(self, hashes: np.ndarray, penalty: float, decay: float) -> np.ndarray:
-        """``penalty * sum(decay ** age)`` over the lists each of ``hashes`` was shown in (0 if never): one
-        equality matrix (candidates x remembered items, a few thousand cells) and one product."""
-        if not len(self.hashes) or penalty == 0:
-            return np.zeros(len(hashes), dtype=np.float64)
-        weight = penalty * np.power(decay, self.ages.astype(np.float64))
-        return (hashes[:, None] == self.hashes[None, :]) @ weight
+        """``penalty * sum(decay ** age)`` over the lists each of ``hashes`` was shown in (0 if never)."""
+        weights = penalty * np.power(decay, self.ages.astype(np.float64))
+        zeros = np.zeros(len(hashes), dtype=np.float32)
+        return -kernels.adjust_scores(zeros, np.zeros(len(hashes), np.int64), _NO_ROWS, _NO_F32, _NO_F32, _NO_I64,
+                                      0.0, hashes.astype(np.uint32), self.hashes, weights)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +119,14 @@ class Reranker:
 
     def __init__(self, cfg: RerankConfig, embeddings: np.ndarray | None, top_k: int,
                  categories: np.ndarray | None = None) -> None:
+        """``categories``: the catalog's ``rows`` (:class:`operators.catalog.CategoryMatrix`, ``[V + 1, C]``),
+        for interest bonuses and the per-category cap."""
         self.cfg = cfg
         self.top_k = top_k
+        self.rows = _NO_ROWS if categories is None else np.ascontiguousarray(categories, dtype=np.float32)
         self.member = None if categories is None or not cfg.category_cap else categories > 0  # bool [V + 1, C]
+        self._by_age = cfg.repeat_penalty * np.power(cfg.repeat_decay, np.arange(256, dtype=np.float64))
+        self._viewed_penalty = float(cfg.viewed_penalty or 0.0)
         self.emb = None if embeddings is None else np.ascontiguousarray(embeddings, dtype=np.float32)
         if cfg.diversity_lambda > 0 and self.emb is None:
             if "diversity_lambda" in cfg.model_fields_set:  # asked for explicitly: refuse to start
@@ -131,73 +139,43 @@ class Reranker:
             log.warning("the model bundle has no item embeddings: diversity (the default diversity_lambda=%s) and "
                         "explanations are off; re-export the bundle to get them", cfg.diversity_lambda)
             self.cfg = cfg.model_copy(update={"diversity_lambda": 0.0})
+        kernels.warm_up()
 
     def rerank(self, items: np.ndarray, scores: np.ndarray, item_hashes: np.ndarray, shown: ShownHistory,
-               recent: np.ndarray, bonus: np.ndarray | None = None) -> Reranked:
+               recent: np.ndarray, *, preference: np.ndarray | None = None, trend: np.ndarray | None = None,
+               reshown: np.ndarray | None = None) -> Reranked:
         """``items``/``scores``: the graph's valid candidates, best first; ``item_hashes``: their
-        :func:`item_hash32`; ``recent``: the user's newest model-known items (catalog indices, oldest first);
-        ``bonus``: added to each candidate's score (interests, trending, minus the viewed-item penalty)."""
+        :func:`item_hash32`; ``recent``: the user's newest model-known items (catalog indices, oldest first).
+        Bonuses: ``preference`` (per category, :meth:`operators.interests.Interests.preference_vector`: a
+        candidate gains ``rows[item] . preference``), ``trend`` (by catalog index, :mod:`operators.trending`);
+        ``reshown``: viewed-only items, which lose ``viewed_penalty``."""
         cfg, k = self.cfg, self.top_k
-        adjusted = scores.astype(np.float64)
-        if bonus is not None:
-            adjusted = adjusted + bonus
-        if cfg.repeat_window and cfg.repeat_penalty and len(shown):
-            adjusted = adjusted - shown.penalties(item_hashes, cfg.repeat_penalty, cfg.repeat_decay)
+        repeat = cfg.repeat_window and cfg.repeat_penalty and len(shown)
+        adjusted = kernels.adjust_scores(
+            scores, items, self.rows, _NO_F32 if preference is None or not self.rows.shape[1] else preference,
+            _NO_F32 if trend is None else trend, _NO_I64 if reshown is None else reshown, self._viewed_penalty,
+            item_hashes, shown.hashes if repeat else _NO_U32,
+            self._by_age.take(shown.ages) if repeat else _NO_F64)
         capped = self.member is not None
         if cfg.diversity_lambda > 0 and self.emb is not None and len(items) > 1:
-            pool = np.argsort(-adjusted, kind="stable")[: max(k * cfg.diversity_pool, k)]
-            order = self._mmr(items[pool], adjusted[pool], len(pool) if capped else k)
-            order = pool[order]
+            pool = kernels.top_order(adjusted, max(k * cfg.diversity_pool, k))
+            order = pool[self._mmr(items[pool], adjusted[pool], len(pool) if capped else k)]
+            if capped:
+                order = kernels.capped_order(items, order, self.member, cfg.category_cap, k)
+        elif capped:
+            order = kernels.capped_order(items, kernels.top_order(adjusted, len(items)), self.member,
+                                         cfg.category_cap, k)
         else:
-            order = np.argsort(-adjusted, kind="stable")
-            if not capped:
-                order = order[:k]
-        if capped:
-            order = self._cap(items, order, k)
+            order = kernels.top_order(adjusted, k)
         because = None
         if cfg.explain and self.emb is not None and recent.size and order.size:
-            tail = recent[-cfg.explain_recent :]
-            sims = self.emb[items[order]] @ self.emb[tail].T  # [k, R]
-            because = tail[np.argmax(sims, axis=1)]
-        return Reranked(order, adjusted[order], because)
-
-    def _cap(self, items: np.ndarray, order: np.ndarray, k: int) -> np.ndarray:
-        """The first ``k`` of ``order`` with at most ``category_cap`` items per category; when the cap leaves
-        fewer than ``k``, the best of the skipped fill the list."""
-        cap, member = self.cfg.category_cap, self.member
-        counts = np.zeros(member.shape[1], dtype=np.int32)  # type: ignore[union-attr]
-        picked, skipped = [], []
-        for pos in order.tolist():
-            cats = member[items[pos]]  # type: ignore[index]
-            if (counts[cats] >= cap).any():
-                skipped.append(pos)
-                continue
-            counts[cats] += 1
-            picked.append(pos)
-            if len(picked) == k:
-                break
-        if len(picked) < k:
-            picked += skipped[: k - len(picked)]
-        return np.array(picked, dtype=np.int64)
+            because = kernels.most_similar(self.emb, items.take(order), recent[-cfg.explain_recent :])
+        return Reranked(order, adjusted.take(order), because)
 
     def _mmr(self, items: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
-        """Greedy maximal marginal relevance over ``items`` (already the best pool, best first)."""
-        lam = self.cfg.diversity_lambda
-        lo = scores.min()
-        span = scores.max() - lo
-        gain = (1 - lam) * ((scores - lo) / span if span > 0 else np.ones_like(scores))
-        vecs = self.emb[items]  # type: ignore[index]
-        sim = (vecs @ vecs.T) * lam  # [M, M], scaled once
-        first = int(np.argmax(gain))
-        chosen = [first]
-        penalty = sim[first].copy()
-        gain[first] = -np.inf
-        for _ in range(min(k, len(items)) - 1):
-            pick = int(np.argmax(gain - penalty))
-            chosen.append(pick)
-            gain[pick] = -np.inf
-            np.maximum(penalty, sim[pick], out=penalty)
-        return np.array(chosen, dtype=np.int64)
+        """Greedy maximal marginal relevance over ``items`` (already the best pool, best first):
+        :func:`operators.kernels.mmr_order`."""
+        return kernels.mmr_order(self.emb, items, scores, k, self.cfg.diversity_lambda)
 
 
 def parse_knobs(model: type[BaseModel], section: str, pairs: list[str] | dict[str, object] | None,

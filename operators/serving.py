@@ -522,51 +522,43 @@ class ServingCore:
         spread = top.std()
         return ((top - top.mean()) / spread if spread > 0 else top - top.mean()).astype(np.float32), uniq[order]
 
-    def _bonus(self, items: np.ndarray, state: UserState, indices: np.ndarray, reshown: np.ndarray | None
-               ) -> np.ndarray | None:
-        """What the candidates' scores gain or lose before re-ranking: the user's interests, trending and new
-        items, minus ``viewed_penalty`` for an item the window holds only views of."""
-        bonus = None
-        interests = self.interests
-        if interests is not None:
-            bonus = interests.candidate_bonus(items, indices, state.ts, state.types, state.newest, state.affinity)
-        trending = self.trending
-        if trending is not None and trending.bonus is not None:
-            extra = trending.bonus[items]
-            bonus = extra if bonus is None else bonus + extra
-        if reshown is not None and reshown.size:
-            penalty = np.isin(items, reshown) * np.float32(-self.rerank_cfg.viewed_penalty)
-            bonus = penalty if bonus is None else bonus + penalty
-        return bonus
-
     def _top(self, scores: np.ndarray, items: np.ndarray, state: UserState, recent: np.ndarray,
              indices: np.ndarray, reshown: np.ndarray | None) -> tuple[list[str], list[float], list | None]:
         """One row of graph output (top-C candidates, best first) -> the re-ranked top-K item ids, scores and
         reasons (:mod:`operators.rerank`; masked candidates dropped); the list is recorded in ``state.shown``."""
-        valid = scores > _NEG_HALF
-        if self.rules.mask is not None:  # blocked, unavailable, not allowed (operators.item_rules)
-            valid &= self.rules.mask[items]
-        if not valid.all():
+        t0 = time.perf_counter_ns()
+        mask = self.rules.mask
+        if mask is not None or (scores.size and scores[-1] <= _NEG_HALF):  # best first: the last is the lowest
+            valid = scores > _NEG_HALF
+            if mask is not None:  # blocked, unavailable, not allowed (operators.item_rules)
+                valid &= mask.take(items)
             scores, items = scores[valid], items[valid]
         shown = state.shown if state.shown is not None else ShownHistory.empty()
-        t0 = time.perf_counter_ns()
-        bonus = self._bonus(items, state, indices, reshown)
-        out = self.reranker.rerank(items, scores, self._hash32[items], shown, recent, bonus)
-        picked = items[out.order]
+        # bonuses: the user's interests, trending and new items; the viewed-only items' penalty
+        preference = None
+        if self.interests is not None:
+            preference = self.interests.preference_vector(indices, state.ts, state.types, state.newest,
+                                                          state.affinity)
+        trending = self.trending
+        hashes = self._hash32.take(items)
+        out = self.reranker.rerank(items, scores, hashes, shown, recent, preference=preference,
+                                   trend=None if trending is None else trending.bonus,
+                                   reshown=reshown if reshown is not None and reshown.size else None)
+        picked = items.take(out.order)
         if self.rerank_cfg.repeat_window:
-            state.shown = shown.push(self._hash32[picked], self.rerank_cfg.repeat_window)
+            state.shown = shown.push(hashes.take(out.order), self.rerank_cfg.repeat_window)
         reasons = None
         if out.because is not None:
-            reasons = [{"because": b} for b in self.vocab[out.because].tolist()]
+            reasons = [{"because": b} for b in self.vocab.take(out.because).tolist()]
         if self.rerank_cfg.explain and self.trending is not None and self.trending.items.size:
-            ranks = self.trending.rank[picked].tolist()
+            ranks = self.trending.rank.take(picked).tolist()
             if any(ranks):
                 reasons = reasons or [{} for _ in ranks]
                 for reason, rank in zip(reasons, ranks, strict=True):
                     if rank:
                         reason["trending"] = rank
         self._rerank_ns += time.perf_counter_ns() - t0
-        return self.vocab[picked].tolist(), np.round(out.scores, 6).tolist(), reasons
+        return self.vocab.take(picked).tolist(), [round(x, 6) for x in out.scores.tolist()], reasons
 
     # ------------------------------------------------------------------ accounting
     def take_timing(self) -> dict[str, float]:

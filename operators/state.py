@@ -184,13 +184,14 @@ def decode_state(data: bytes | None) -> UserState:
     keys = np.frombuffer(data, "<u8", n, off)
     ages = np.frombuffer(data, "<u4", n, off + 8 * n)
     types = np.frombuffer(data, np.uint8, n, off + 12 * n)
-    model = np.frombuffer(data, "<f4", m, off + 13 * n) if m else None
+    model = np.frombuffer(data, "<f4", m, off + 13 * n).copy() if m else None
     shown = None
     if s:
         at = off + 13 * n + 4 * m
-        shown = ShownHistory(np.frombuffer(data, "<u4", s, at), np.frombuffer(data, np.uint8, s, at + 4 * s))
+        # copies: a view at an unaligned offset sends numpy down its slow loops
+        shown = ShownHistory(np.frombuffer(data, "<u4", s, at).copy(), np.frombuffer(data, np.uint8, s, at + 4 * s))
     at = off + 13 * n + 4 * m + 5 * s
-    affinity = np.frombuffer(data, "<f4", c, at) if c else None
+    affinity = np.frombuffer(data, "<f4", c, at).copy() if c else None
     purchased = np.frombuffer(data, "<u8", p, at + 4 * c) if p else None
     return UserState(keys, newest - ages.astype(np.int64), types, model, tag, newest, pending, shown, affinity,
                      purchased)

@@ -13,7 +13,6 @@ a trending table of 50 items; median and p99 of ``--iters`` calls per configurat
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import time
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in range(5000):
         item = bundle.item_vocab[int(rng.zipf(1.3)) % bundle.n_items]
         board.observe(item, bump(board.items.get(item), TS + n, 1.0, 3_600_000))
-    rows = {}
+    steps = {}
     for name, (rerank, interests, trending) in CONFIGS.items():
         core = ServingCore(model, top_k=10, history_len=200, input_topic="bench", rerank=RerankConfig(**rerank),
                            catalog=catalog, interests=InterestConfig(**interests),
@@ -82,20 +81,30 @@ def main(argv: list[str] | None = None) -> int:
         inp = core._input(indices, state)
         scores, items, _ = core.model.run_step(state.model[None, :], np.array([0]), np.zeros((1, core.recent_len),
                                                np.int64), core._exclude(inp, 0)[None, :])
-        scores, items = scores[0], items[0]
+        shown = state.shown
 
-        def step(state=state, scores=scores, items=items, indices=indices, inp=inp, core=core) -> list[str]:
-            return core._top(scores, items, copy.copy(state), inp.sequence, indices, inp.reshown)[0]
+        def step(state=state, scores=scores[0], items=items[0], indices=indices, inp=inp, core=core, shown=shown
+                 ) -> list[str]:
+            state.shown = shown  # the step records the list in state.shown: start from the same history
+            return core._top(scores, items, state, inp.sequence, indices, inp.reshown)[0]
 
         for _ in range(200):
             picked = step()
         assert len(picked) == 10 and len(set(picked)) == 10, "re-ranking must return 10 distinct items"
-        times = []
-        for _ in range(args.iters):
-            t0 = time.perf_counter_ns()
-            step()
-            times.append(time.perf_counter_ns() - t0)
-        rows[name] = {"p50_us": float(np.percentile(times, 50) / 1e3), "p99_us": float(np.percentile(times, 99) / 1e3),
+        steps[name] = step
+    # rounds over all configurations in turn, so that a noisy stretch of the machine hits each of them alike
+    times: dict[str, list[int]] = {name: [] for name in steps}
+    rounds = 10
+    for _ in range(rounds):
+        for name, step in steps.items():
+            for _ in range(args.iters // rounds):
+                t0 = time.perf_counter_ns()
+                step()
+                times[name].append(time.perf_counter_ns() - t0)
+    rows = {}
+    for name, (rerank, interests, trending) in CONFIGS.items():
+        rows[name] = {"p50_us": float(np.percentile(times[name], 50) / 1e3),
+                      "p99_us": float(np.percentile(times[name], 99) / 1e3),
                       "rerank": rerank, "interests": interests, "trending": trending}
         print(f"{name:<30} p50 {rows[name]['p50_us']:6.1f} us  p99 {rows[name]['p99_us']:6.1f} us")
     result = {"machine": platform.processor() or platform.machine(), "bundle": bundle.version,

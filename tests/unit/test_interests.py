@@ -75,15 +75,21 @@ def test_short_term_profile_follows_a_switch_of_category_within_a_few_events():
         idx.append(3 + n % 2)
         ts.append(TS + (10 + n) * MIN)
         types.append(1)
-        pref = it.preference(it.short_term(np.array(idx), np.array(ts), np.array(types, np.uint8), ts[-1]), None)
+        pref = it.preference_vector(np.array(idx), np.array(ts), np.array(types, np.uint8), ts[-1], None)
         if n == 0:
             assert it.top_category(pref) == "A"
-    assert it.top_category(pref) == "B"  # within three events
-    # 40 minutes later the A views have left the short-term profile altogether
-    later = it.short_term(np.array(idx), np.array(ts), np.array(types, np.uint8), ts[-1] + 40 * MIN)
-    assert later.tolist() == [0.0, 0.0]
-    bonus = it.bonus(np.array([1, 3, 5]), it.preference(np.array([0.0, 2.0], np.float32), None))
+    assert it.top_category(pref) == "B"  # within two events
+    # 40 minutes later the A views have left the short-term profile altogether: only B is left
+    later = it.preference_vector(np.array(idx), np.array(ts), np.array(types, np.uint8), ts[-1] + 28 * MIN, None)
+    np.testing.assert_allclose(later, [0.0, 0.5])
+    assert it.preference_vector(np.array(idx), np.array(ts), np.array(types, np.uint8), ts[-1] + 60 * MIN,
+                                None) is None
+    bonus = it.bonus(np.array([1, 3, 5]), later)
     np.testing.assert_allclose(bonus, [0.0, 0.5, 0.25])  # a pure B item gets short_term_boost, A|B half
+    # the long-term affinity adds its own boost, scaled to its mass
+    both = it.preference_vector(np.array(idx), np.array(ts), np.array(types, np.uint8), ts[-1] + 28 * MIN,
+                                np.array([3.0, 1.0], np.float32))
+    np.testing.assert_allclose(both, [0.25 * 0.75, 0.5 + 0.25 * 0.25], rtol=1e-6)
 
 
 def test_category_cap_and_bonus_in_the_reranker():
@@ -94,8 +100,9 @@ def test_category_cap_and_bonus_in_the_reranker():
     # a1 (A), then a2 and ab are capped (A full), b1 (B); nothing else fits: the best skipped fills the list
     assert items[out.order].tolist() == [1, 3, 2]
     plain = Reranker(RerankConfig(repeat_window=0, explain=False), None, top_k=2)
+    trend = np.array([0, 0, 0, 3.5, 0, 0], np.float32)  # by catalog index: b1 (3) trends
     out = plain.rerank(items, scores, np.arange(5, dtype=np.uint32), ShownHistory.empty(), np.array([], np.int64),
-                       bonus=np.array([0, 0, 0, 3.5, 0]))
+                       trend=trend)
     assert items[out.order].tolist() == [3, 1] and out.scores.tolist() == [5.5, 5.0]
 
 
