@@ -18,7 +18,14 @@ from deploy.job_process import PROBE_USER, JobProcess, wait_until_serving
 from deploy.kafka_clients import assigned_consumer
 from deploy.local_kafka import LocalKafka
 from deploy.paths import runtime_dir
-from model_export.generator import GeneratorConfig, generate_events, split_by_time, to_records, write_jsonl
+from model_export.generator import (
+    GeneratorConfig,
+    generate_events,
+    split_by_time,
+    to_records,
+    write_catalog,
+    write_jsonl,
+)
 from operators.bundle import load_bundle
 from operators.errors import BundleError
 from operators.stats import latency_summary
@@ -155,7 +162,9 @@ class _Collector(threading.Thread):
             self.model_version = doc["model_version"]
         if self.cfg.print_lists:
             top = ", ".join(f"{i['item_id']}:{i['score']:.2f}" for i in doc["items"][: self.cfg.show])
-            print(f"  {doc['user_id']:>6} <- {doc['event_id']:<10} {doc['strategy']:<7} [{top}] "
+            why = doc["items"][0].get("reason") if doc["items"] else None
+            why = ",".join(f"{k}={v}" for k, v in why.items()) if why else "-"
+            print(f"  {doc['user_id']:>6} <- {doc['event_id']:<10} {doc['strategy']:<8} [{top}] ({why}) "
                   f"{doc['model_version']} {latency:.0f} ms", flush=True)
 
 
@@ -198,12 +207,13 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
               "dead": "streamrec.dead-letter"}
     records = to_records(replay[: cfg.events], malformed_share=cfg.malformed_share)
     run = home / "run" / "demo"
+    catalog = write_catalog(cfg.world, run / "catalog.csv")  # the generator's taste clusters as categories
     with LocalKafka(run / "kafka") as kafka:
         kafka.create_topics({topics["input"]: 4, topics["output"]: 4, topics["dead"]: 1})
         args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(bundle),
                 "--checkpoint-dir", str(run / "checkpoints"), "--input-topic", topics["input"],
                 "--output-topic", topics["output"], "--dead-letter-topic", topics["dead"],
-                "--top-k", str(cfg.top_k), "--group-id", "streamrec-demo"]
+                "--top-k", str(cfg.top_k), "--group-id", "streamrec-demo", "--catalog", str(catalog)]
         with JobProcess(args, run / "logs") as job:
             print("starting the recommendation job on the Flink MiniCluster ...", flush=True)
             startup = wait_until_serving(job, kafka.bootstrap, topics["input"], topics["output"])

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 
 from pyflink.common import Row, Types
@@ -74,15 +76,35 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+_LOGGING_LOCK = threading.Lock()
+
+
+def _dump_stacks_if_asked() -> None:
+    """``STREAMREC_DUMP_STACKS_S=N`` (diagnosing a hang): every N seconds, every Python thread's stack to
+    ``python-stacks.txt`` in the log directory."""
+    seconds = os.environ.get("STREAMREC_DUMP_STACKS_S")
+    if seconds:
+        import faulthandler
+
+        faulthandler.dump_traceback_later(float(seconds), repeat=True,
+                                          file=(job_log_dir() / "python-stacks.txt").open("a"))
+
+
 def _ensure_file_logging() -> None:
     """JSON-lines logs to ``streamrec-job.log`` in Flink's log directory.
 
     In thread mode the task JVM's stderr is a pipe nobody reads: writing to it could block the task,
     so the logger must never fall back to stderr.
     """
+    with _LOGGING_LOCK:  # the subtasks of one worker open at once
+        _add_file_handler()
+
+
+def _add_file_handler() -> None:
     logger = logging.getLogger("streamrec")
     if any(isinstance(h, logging.FileHandler) for h in logger.handlers):
         return
+    _dump_stacks_if_asked()
     handler = logging.FileHandler(job_log_dir() / "streamrec-job.log")
     handler.setFormatter(_JsonFormatter())
     logger.addHandler(handler)

@@ -6,10 +6,7 @@ returns the serving state, which is how state is rebuilt) and the one-event step
 
 from __future__ import annotations
 
-import importlib
 import logging
-import sys
-import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,28 +33,10 @@ DEFAULT_PROVIDERS: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProv
 
 
 def import_onnxruntime():  # noqa: ANN201 - the module
-    """Import onnxruntime, the first time from a fresh Python thread.
+    """Import onnxruntime (in a regular thread the first time: :mod:`operators.imports`)."""
+    from operators.imports import import_in_regular_thread
 
-    Inside Flink's thread mode, task threads run Python on thread states that pemja creates, which
-    ``PyGILState_Ensure`` does not recognise: onnxruntime's module initialisation calls it and deadlocks on the
-    GIL its own thread holds (seen with pyflink 2.0.2 / onnxruntime 1.31). A ``threading.Thread`` has a
-    regular thread state, so the import completes there; later imports reuse the loaded module.
-    """
-    if "onnxruntime" not in sys.modules:
-        errors: list[BaseException] = []
-
-        def target() -> None:
-            try:
-                importlib.import_module("onnxruntime")
-            except BaseException as exc:  # re-raised in the caller's thread
-                errors.append(exc)
-
-        thread = threading.Thread(target=target, name="import-onnxruntime", daemon=True)
-        thread.start()
-        thread.join()
-        if errors:
-            raise errors[0]
-    return sys.modules["onnxruntime"]
+    return import_in_regular_thread("onnxruntime")
 
 
 def _io_error(bundle: ModelBundle, name: str, got: tuple[list[str], list[str]], want: tuple[list, list]) -> BundleError:

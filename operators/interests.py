@@ -12,7 +12,7 @@ event time, so the replay and the job agree):
 - **Long term**: an exponentially decayed affinity per category (half-life ``long_term_half_life_days``),
   kept in the user's state (one float per category, :mod:`operators.state`), updated by every stored event, so
   it remembers what has left the window.
-- **Bonus** (:meth:`Interests.preference_vector`, compiled): each profile is scaled to unit mass
+- **Bonus** (:meth:`Interests.preference_vector`): each profile is scaled to unit mass
   (``sum |affinity|``), the candidate's bonus is
   ``short_term_boost * short . rows[item] + long_term_boost * long . rows[item]`` (``rows``: the item's
   categories, weights summing to 1, :class:`operators.catalog.CategoryMatrix`), in the model's score unit
@@ -25,7 +25,6 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from operators import kernels
 from operators.catalog import CategoryMatrix
 from operators.events import EVENT_TYPES
 
@@ -93,7 +92,7 @@ class Interests:
         self.rows = categories.rows
         self.weights = self.event_weights(cfg)
         self._short_ms = float(cfg.short_term_minutes * 60_000)
-        kernels.warm_up()
+        self._recency = (cfg.short_term_decay ** np.arange(1023, -1, -1)).astype(np.float32)  # oldest first
         self._half_life_ms = cfg.long_term_half_life_days * 86_400_000
 
     @staticmethod
@@ -128,12 +127,26 @@ class Interests:
                           affinity: np.ndarray | None) -> np.ndarray | None:
         """The per-category bonus vector (``float32 [C]``; a candidate gains ``rows[item] . vector``): the
         short-term profile of the window (catalog ``indices``, event times ``ts``, type codes ``types``, the
-        newest event time) and the long-term ``affinity``, each scaled to its boost per unit of mass; None when
-        the user has neither yet (:func:`operators.kernels.interest_preference`)."""
-        vector, found = kernels.interest_preference(
-            indices, ts, types, newest, self.weights, self.cfg.short_term_decay, self._short_ms, self.rows,
-            _NO_AFFINITY if affinity is None else affinity, self.cfg.short_term_boost, self.cfg.long_term_boost)
-        return vector if found else None
+        newest event time; each event weighted ``weight[type] * short_term_decay ** (events after it)``) and the
+        long-term ``affinity``, each scaled to its boost per unit of mass (``sum |profile|``); None when the user
+        has neither yet."""
+        cfg = self.cfg
+        out = None
+        start = int(ts.searchsorted(newest - self._short_ms))  # ts ascending
+        n = len(ts) - start
+        if n > 0 and cfg.short_term_boost:
+            recency = self._recency[-n:] if n <= len(self._recency) else cfg.short_term_decay ** np.arange(
+                n - 1, -1, -1, dtype=np.float32)
+            short = (self.weights.take(types[start:]) * recency) @ self.rows.take(indices[start:], axis=0)
+            mass = float(np.abs(short).sum())
+            if mass > 1e-9:
+                out = short * np.float32(cfg.short_term_boost / mass)
+        if affinity is not None and affinity.size == self.size and cfg.long_term_boost:
+            mass = float(np.abs(affinity).sum())
+            if mass > 1e-9:
+                part = affinity * np.float32(cfg.long_term_boost / mass)
+                out = part if out is None else out + part
+        return out
 
     def bonus(self, items: np.ndarray, preference: np.ndarray | None) -> np.ndarray | None:
         """Score bonus of each candidate (catalog indices), or None."""

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from operators import kernels
-
 log = logging.getLogger(__name__)
 _NO_ROWS = np.zeros((1, 0), dtype=np.float32)
 _NO_F32 = np.zeros(0, dtype=np.float32)
@@ -93,14 +91,24 @@ class ShownHistory:
         are forgotten."""
         if window <= 0:
             return ShownHistory.empty()
-        return ShownHistory(*kernels.push_shown(self.hashes, self.ages, shown.astype(np.uint32, copy=False), window))
+        ages = self.ages + np.uint8(1)  # window <= 32: no overflow
+        keep = ages < window
+        hashes = self.hashes
+        if not keep.all():
+            hashes, ages = hashes[keep], ages[keep]
+        return ShownHistory(np.concatenate((hashes, shown.astype(np.uint32, copy=False))),
+                            np.concatenate((ages, np.zeros(len(shown), np.uint8))))
 
     def penalties(self, hashes: np.ndarray, penalty: float, decay: float) -> np.ndarray:
         """``penalty * sum(decay ** age)`` over the lists each of ``hashes`` was shown in (0 if never)."""
-        weights = penalty * np.power(decay, self.ages.astype(np.float64))
-        zeros = np.zeros(len(hashes), dtype=np.float32)
-        return -kernels.adjust_scores(zeros, np.zeros(len(hashes), np.int64), _NO_ROWS, _NO_F32, _NO_F32, _NO_I64,
-                                      0.0, hashes.astype(np.uint32), self.hashes, weights)
+        if not len(self.hashes) or penalty == 0:
+            return np.zeros(len(hashes), dtype=np.float64)
+        return self.penalties_from(hashes, penalty * np.power(decay, np.arange(256, dtype=np.float64)))
+
+    def penalties_from(self, hashes: np.ndarray, by_age: np.ndarray) -> np.ndarray:
+        """:meth:`penalties` with the per-age penalty precomputed (``by_age[a]``): one equality matrix
+        (candidates x remembered items, a few thousand cells) and one product."""
+        return (hashes[:, None] == self.hashes[None, :]) @ by_age.take(self.ages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +133,7 @@ class Reranker:
         self.top_k = top_k
         self.rows = _NO_ROWS if categories is None else np.ascontiguousarray(categories, dtype=np.float32)
         self.member = None if categories is None or not cfg.category_cap else categories > 0  # bool [V + 1, C]
+        self._cats = None if self.member is None else [tuple(np.flatnonzero(row).tolist()) for row in self.member]
         self._by_age = cfg.repeat_penalty * np.power(cfg.repeat_decay, np.arange(256, dtype=np.float64))
         self._viewed_penalty = float(cfg.viewed_penalty or 0.0)
         self.emb = None if embeddings is None else np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -139,7 +148,6 @@ class Reranker:
             log.warning("the model bundle has no item embeddings: diversity (the default diversity_lambda=%s) and "
                         "explanations are off; re-export the bundle to get them", cfg.diversity_lambda)
             self.cfg = cfg.model_copy(update={"diversity_lambda": 0.0})
-        kernels.warm_up()
 
     def rerank(self, items: np.ndarray, scores: np.ndarray, item_hashes: np.ndarray, shown: ShownHistory,
                recent: np.ndarray, *, preference: np.ndarray | None = None, trend: np.ndarray | None = None,
@@ -150,32 +158,69 @@ class Reranker:
         candidate gains ``rows[item] . preference``), ``trend`` (by catalog index, :mod:`operators.trending`);
         ``reshown``: viewed-only items, which lose ``viewed_penalty``."""
         cfg, k = self.cfg, self.top_k
-        repeat = cfg.repeat_window and cfg.repeat_penalty and len(shown)
-        adjusted = kernels.adjust_scores(
-            scores, items, self.rows, _NO_F32 if preference is None or not self.rows.shape[1] else preference,
-            _NO_F32 if trend is None else trend, _NO_I64 if reshown is None else reshown, self._viewed_penalty,
-            item_hashes, shown.hashes if repeat else _NO_U32,
-            self._by_age.take(shown.ages) if repeat else _NO_F64)
+        adjusted = scores.astype(np.float64)
+        if preference is not None and self.rows.shape[1]:
+            adjusted += self.rows.take(items, axis=0) @ preference
+        if trend is not None:
+            adjusted += trend.take(items)
+        if reshown is not None and reshown.size:
+            adjusted -= (items[:, None] == reshown[None, :]).any(axis=1) * self._viewed_penalty
+        if cfg.repeat_window and cfg.repeat_penalty and len(shown):
+            adjusted -= shown.penalties_from(item_hashes, self._by_age)
         capped = self.member is not None
         if cfg.diversity_lambda > 0 and self.emb is not None and len(items) > 1:
-            pool = kernels.top_order(adjusted, max(k * cfg.diversity_pool, k))
+            pool = np.argsort(-adjusted, kind="stable")[: max(k * cfg.diversity_pool, k)]
             order = pool[self._mmr(items[pool], adjusted[pool], len(pool) if capped else k)]
-            if capped:
-                order = kernels.capped_order(items, order, self.member, cfg.category_cap, k)
-        elif capped:
-            order = kernels.capped_order(items, kernels.top_order(adjusted, len(items)), self.member,
-                                         cfg.category_cap, k)
         else:
-            order = kernels.top_order(adjusted, k)
+            order = np.argsort(-adjusted, kind="stable")
+        order = self._cap(items, order, k) if capped else order[:k]
         because = None
         if cfg.explain and self.emb is not None and recent.size and order.size:
-            because = kernels.most_similar(self.emb, items.take(order), recent[-cfg.explain_recent :])
+            tail = recent[-cfg.explain_recent :]
+            sims = self.emb.take(items.take(order), axis=0) @ self.emb.take(tail, axis=0).T  # [k, R]
+            because = tail.take(sims.argmax(axis=1))
         return Reranked(order, adjusted.take(order), because)
 
+    def _cap(self, items: np.ndarray, order: np.ndarray, k: int) -> np.ndarray:
+        """The first ``k`` of ``order`` with at most ``category_cap`` items per category (an item counts for
+        each of its categories); when the cap leaves fewer than ``k``, the best skipped fill the list. A greedy
+        pass over plain lists: it stops after the ``k``-th pick, a dozen steps or so."""
+        cap, cats = self.cfg.category_cap, self._cats
+        counts: dict[int, int] = {}
+        picked: list[int] = []
+        skipped: list[int] = []
+        for pos, item in zip(order.tolist(), items.take(order).tolist(), strict=True):
+            mine = cats[item]  # type: ignore[index]
+            if any(counts.get(c, 0) >= cap for c in mine):
+                skipped.append(pos)
+                continue
+            for c in mine:
+                counts[c] = counts.get(c, 0) + 1
+            picked.append(pos)
+            if len(picked) == k:
+                break
+        if len(picked) < k:
+            picked += skipped[: k - len(picked)]
+        return np.array(picked, dtype=np.int64)
+
     def _mmr(self, items: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
-        """Greedy maximal marginal relevance over ``items`` (already the best pool, best first):
-        :func:`operators.kernels.mmr_order`."""
-        return kernels.mmr_order(self.emb, items, scores, k, self.cfg.diversity_lambda)
+        """Greedy maximal marginal relevance over ``items`` (already the best pool, best first)."""
+        lam = self.cfg.diversity_lambda
+        lo = scores.min()
+        span = scores.max() - lo
+        gain = (1 - lam) * ((scores - lo) / span if span > 0 else np.ones_like(scores))
+        vecs = self.emb.take(items, axis=0)  # type: ignore[union-attr]
+        sim = (vecs @ vecs.T) * lam  # [M, M], scaled once
+        first = int(np.argmax(gain))
+        chosen = [first]
+        penalty = sim[first].copy()
+        gain[first] = -np.inf
+        for _ in range(min(k, len(items)) - 1):
+            pick = int(np.argmax(gain - penalty))
+            chosen.append(pick)
+            gain[pick] = -np.inf
+            np.maximum(penalty, sim[pick], out=penalty)
+        return np.array(chosen, dtype=np.int64)
 
 
 def parse_knobs(model: type[BaseModel], section: str, pairs: list[str] | dict[str, object] | None,

@@ -558,7 +558,7 @@ class ServingCore:
                     if rank:
                         reason["trending"] = rank
         self._rerank_ns += time.perf_counter_ns() - t0
-        return self.vocab.take(picked).tolist(), [round(x, 6) for x in out.scores.tolist()], reasons
+        return self.vocab.take(picked).tolist(), np.round(out.scores, 6).tolist(), reasons
 
     # ------------------------------------------------------------------ accounting
     def take_timing(self) -> dict[str, float]:

@@ -189,7 +189,8 @@ def decode_state(data: bytes | None) -> UserState:
     if s:
         at = off + 13 * n + 4 * m
         # copies: a view at an unaligned offset sends numpy down its slow loops
-        shown = ShownHistory(np.frombuffer(data, "<u4", s, at).copy(), np.frombuffer(data, np.uint8, s, at + 4 * s))
+        shown = ShownHistory(np.frombuffer(data, "<u4", s, at).copy(),
+                             np.frombuffer(data, np.uint8, s, at + 4 * s).copy())
     at = off + 13 * n + 4 * m + 5 * s
     affinity = np.frombuffer(data, "<f4", c, at).copy() if c else None
     purchased = np.frombuffer(data, "<u8", p, at + 4 * c) if p else None
