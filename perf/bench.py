@@ -197,9 +197,11 @@ def _sustained(r: dict[str, Any]) -> bool:
 
 # --------------------------------------------------------------------------- pipelines
 class _Pipeline:
-    def __init__(self, kind: str, kafka: Any, work: Path, bundle: Path, history: int, micro_batch: int = 32) -> None:
+    def __init__(self, kind: str, kafka: Any, work: Path, bundle: Path, history: int, micro_batch: int = 32,
+                 catalog: Path | None = None) -> None:
         self.kind, self.kafka, self.work, self.bundle, self.history = kind, kafka, work, bundle, history
         self.micro_batch = micro_batch
+        self.catalog = catalog
         self.topics = (f"bench.{kind}.in", f"bench.{kind}.out")
         self.proc: Any = None
         self.stop_event: Any = None
@@ -222,6 +224,8 @@ class _Pipeline:
                 "--history-len", str(self.history), "--group-id", f"bench-{self.kind}"]
         if self.kind == "job-batch":
             args += ["--micro-batch", str(self.micro_batch)]
+        if self.catalog is not None:  # user interests and everything else re-ranking does by default
+            args += ["--catalog", str(self.catalog)]
         job = JobProcess(args, self.work / f"logs-{self.kind}")
         if self.kind == "identity":
             job.command = ["-m", "perf.identity_job"]
@@ -339,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
 
     b = load_bundle(bundle)
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=home / "bench"))
+    catalog = None
+    if not args.bundle:  # the bench bundle's items are the generator's: its taste clusters are their categories
+        from model_export.generator import GeneratorConfig, write_catalog
+
+        catalog = write_catalog(GeneratorConfig(n_items=args.catalog), work / "catalog.csv")
     result: dict[str, Any] = {
         "machine": machine(), "catalog_items": b.n_items, "history_len": args.history, "users": args.users,
         "bundle": b.version, "recurrent": b.recurrent, "seconds": args.seconds, "warmup_s": args.warmup,
@@ -348,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(kinds) * len(rates), desc="bench", unit="run")
     with LocalKafka(work / "kafka") as kafka:
         for kind in kinds:
-            with _Pipeline(kind, kafka, work, bundle, args.history, args.micro_batch) as pipe:
+            with _Pipeline(kind, kafka, work, bundle, args.history, args.micro_batch, catalog) as pipe:
                 if kind.startswith("job"):
                     result[f"{kind}_startup_s"] = pipe.startup_s
                     prefill = args.users * args.history

@@ -30,6 +30,8 @@ def test_defaults_are_valid():
         ({"delivery_guarantee": "twice"}, "choose one of"),
         ({"startup_mode": "yesterday"}, "choose one of"),
         ({"onnx_providers": ()}, "must name at least one provider"),
+        ({"control_topic": "streamrec.events"}, "topics must differ"),
+        ({"catalog_path": "/nonexistent/movies.csv"}, "does not exist; pass a MovieLens movies.csv"),
     ],
 )
 def test_bad_values_fail_with_the_fix(changes, message):
@@ -134,3 +136,21 @@ def test_flink_conf_options_are_not_taken_for_the_config_file():
     args, _ = parse_job_args(["--bootstrap-servers", "h:1", "--bundle", "b", "--checkpoint-dir", "c",
                               "--conf", "python.pythonpath=/nonexistent"])
     assert args.config is None and args.conf == ["python.pythonpath=/nonexistent"]
+
+
+def test_interest_and_trending_knobs_are_layered_and_bad_ones_name_the_key(tmp_path, monkeypatch):
+    from flink_jobs.recommend_job import config_from_args, parse_job_args
+
+    conf = tmp_path / "job.toml"
+    conf.write_text('[job]\nbootstrap_servers = "127.0.0.1:9092"\nbundle = "b"\ncheckpoint_dir = "ck"\n'
+                    '[interests]\nshort_term_minutes = 30\n[trending]\nboost = 0.5\ntop_n = 20\n')
+    monkeypatch.setenv("STREAMREC_TRENDING_TOP_N", "25")
+    args, _ = parse_job_args(["--config", str(conf), "--trending", "boost=0.7"])
+    cfg = config_from_args(args)
+    assert cfg.interests.short_term_minutes == 30 and cfg.trending.top_n == 25 and cfg.trending.boost == 0.7
+    args, _ = parse_job_args(["--config", str(conf), "--interests", "weight_view=5"])
+    with pytest.raises(ConfigError, match=r"weight_view=5.0 is above weight_click=1.0"):
+        config_from_args(args)
+    args, _ = parse_job_args(["--config", str(conf), "--trending", "half_life_minutes=-1"])
+    with pytest.raises(ConfigError, match=r"trending.half_life_minutes=.-1.: Input should be greater than 0"):
+        config_from_args(args)
