@@ -29,7 +29,7 @@ from flink_jobs.environment import job_log_dir
 from operators.config import JobConfig
 from operators.serving import DEAD_LETTER, FORGOTTEN, QUARANTINE, Deferred, Output, ServingCore
 from operators.state import has_pending
-from operators.trending import CONTROL_TRENDING, ItemCount, TrendingBoard, bump
+from operators.trending import CONTROL_TRENDING, ItemCount, LocalCounts, TrendingBoard, bump
 
 __all__ = [
     "INPUT_VALUE_FIELDS",
@@ -171,6 +171,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self.done: dict[str, bytes] = {}
         self._batched = False
         self._control_restored = False
+        self.local_counts = LocalCounts(cfg.trending)
 
     def process_broadcast_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
         """A control-topic record: trending board or item rules (kept in broadcast state); never fails."""
@@ -248,9 +249,8 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             self._report()
         if isinstance(out, Deferred):
             if out.accepted is not None:  # counted now; its list follows with the batch
-                item, ts, weight = out.accepted
-                out.accepted = None
-                yield ACCEPTED_TAG, Row(item, Row(item, ts, weight))
+                accepted, out.accepted = out.accepted, None
+                yield from self._accepted(accepted)
             self.batch.append(out)
             self.batch_keys.add(key)
             ctx.timer_service().register_processing_time_timer(now_ms + self.cfg.micro_batch_wait_ms)
@@ -284,10 +284,14 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             self.done[deferred.key] = out.state  # stored when this user's key is current again
             yield from self._emit(out)
 
+    def _accepted(self, accepted: tuple[str, int, float]):  # noqa: ANN202 - generator of records
+        """Combined per item before they go to the item counts (:class:`operators.trending.LocalCounts`)."""
+        for item, ts, count in self.local_counts.add(*accepted, time.time_ns() // 1_000_000):
+            yield ACCEPTED_TAG, Row(item, Row(item, ts, count))
+
     def _emit(self, out: Output):  # noqa: ANN202 - generator of records
         if out.accepted is not None:
-            item, ts, weight = out.accepted
-            yield ACCEPTED_TAG, Row(item, Row(item, ts, weight))
+            yield from self._accepted(out.accepted)
         if out.kind == DEAD_LETTER:
             yield DEAD_LETTER_TAG, Row(out.key, out.value)
         elif out.kind == FORGOTTEN:

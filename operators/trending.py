@@ -1,8 +1,8 @@
 """In-stream item popularity: decayed counts per item, trending lists, and the bonus they give the candidates.
 
 Pure logic, event time, no pyflink. In the job (:mod:`flink_jobs.recommend_job`) the recommender emits every
-*accepted* event (not dead-lettered, not quarantined: abusers move no counts) as ``(item_id, ts, weight)``;
-those are keyed by item on the Java side into a trending operator whose keyed state per item is a packed
+*accepted* event (not dead-lettered, not quarantined: abusers move no counts) as ``(item_id, ts, weight)``,
+combined per item over 200 ms (:class:`LocalCounts`); those are keyed by item on the Java side into a trending operator whose keyed state per item is a packed
 :class:`ItemCount` (:func:`bump`); each of its subtasks keeps a bounded :class:`TrendingBoard` of its items and
 publishes the board's top ``top_n`` every ``publish_every_ms`` to the control topic; every recommender subtask
 reads the control topic as a broadcast input and merges the boards into one :class:`TrendingTable` (each item
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["TrendingConfig", "ItemCount", "bump", "TrendingBoard", "TrendingTable", "TrendingLoop",
+__all__ = ["TrendingConfig", "ItemCount", "bump", "TrendingBoard", "TrendingTable", "TrendingLoop", "LocalCounts",
            "CONTROL_TRENDING"]
 
 CONTROL_TRENDING = "trending"
@@ -191,7 +191,7 @@ class TrendingLoop:
     def __init__(self, cfg: TrendingConfig) -> None:
         self.cfg = cfg
         self.half_life_ms = cfg.half_life_minutes * 60_000
-        self.board = TrendingBoard(cfg, keep=10**9)  # all counts in memory: the board is the keyed state
+        self.board = TrendingBoard(cfg)  # bounded: an item pruned from it had too small a count to trend
         self.next_publish: int | None = None
 
     def observe(self, accepted: tuple[str, int, float]) -> dict | None:
@@ -205,3 +205,29 @@ class TrendingLoop:
             self.next_publish = ts + self.cfg.publish_every_ms
             return self.board.message(0, 1)
         return None
+
+
+class LocalCounts:
+    """Accepted events combined per item before they leave the recommender (one record per item and flush
+    instead of one per event): decayed sums compose, so ``bump(previous, ts, combined)`` downstream gives the
+    count the single events would have. Flushed when ``every_ms`` of processing time have passed since the last
+    flush (checked at each event) or when ``max_items`` items are waiting. Counts still waiting are lost on a
+    failure (item counts are approximate by design)."""
+
+    def __init__(self, cfg: TrendingConfig, every_ms: int = 200, max_items: int = 1000) -> None:
+        self.half_life_ms = cfg.half_life_minutes * 60_000
+        self.every_ms = every_ms
+        self.max_items = max_items
+        self.items: dict[str, ItemCount] = {}
+        self.flushed_at = 0
+
+    def add(self, item: str, ts: int, weight: float, now_ms: int) -> list[tuple[str, int, float]]:
+        """Count one accepted event; returns the combined ``(item, ts, count)`` records due now (often none)."""
+        if weight > 0:
+            self.items[item] = bump(self.items.get(item), ts, weight, self.half_life_ms)
+        if now_ms - self.flushed_at < self.every_ms and len(self.items) < self.max_items:
+            return []
+        self.flushed_at = now_ms
+        out = [(i, c.ts, c.count) for i, c in self.items.items()]
+        self.items = {}
+        return out

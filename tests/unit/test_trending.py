@@ -29,6 +29,22 @@ def test_counts_decay_with_event_time_and_late_events_do_not_move_them_back():
     assert late.at(TS + 30 * MIN, hl) == pytest.approx(2.5 / 4)
 
 
+def test_local_counts_combine_events_exactly_and_flush_on_time():
+    from operators.trending import LocalCounts
+
+    cfg = TrendingConfig(half_life_minutes=10)
+    hl = 10 * MIN
+    local = LocalCounts(cfg, every_ms=200)
+    assert local.add("a", TS, 1.0, now_ms=1_000) == [(("a", TS, 1.0))]  # the first flush is due at once
+    assert local.add("a", TS + 5 * MIN, 2.0, now_ms=1_050) == []
+    assert local.add("b", TS + 6 * MIN, 1.0, now_ms=1_100) == []
+    out = dict((i, (t, c)) for i, t, c in local.add("a", TS + 10 * MIN, 1.0, now_ms=1_300))
+    single = bump(bump(bump(None, TS, 1.0, hl), TS + 5 * MIN, 2.0, hl), TS + 10 * MIN, 1.0, hl)
+    combined = bump(bump(None, TS, 1.0, hl), out["a"][0], out["a"][1], hl)
+    assert combined.count == pytest.approx(single.count) and combined.ts == single.ts
+    assert out["b"] == (TS + 6 * MIN, 1.0) and local.items == {}
+
+
 def test_board_publishes_its_top_items_and_forgets_faded_ones():
     cfg = TrendingConfig(half_life_minutes=10, min_count=1.0, top_n=2)
     board = TrendingBoard(cfg)
