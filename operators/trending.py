@@ -2,7 +2,8 @@
 
 Pure logic, event time, no pyflink. In the job (:mod:`flink_jobs.recommend_job`) the recommender emits every
 *accepted* event (not dead-lettered, not quarantined: abusers move no counts) as ``(item_id, ts, weight)``,
-combined per item over 200 ms (:class:`LocalCounts`); those are keyed by item on the Java side into a trending operator whose keyed state per item is a packed
+combined per item over 200 ms (:class:`LocalCounts`); those are keyed by item on the Java side into a
+trending operator whose keyed state per item is a packed
 :class:`ItemCount` (:func:`bump`); each of its subtasks keeps a bounded :class:`TrendingBoard` of its items and
 publishes the board's top ``top_n`` every ``publish_every_ms`` to the control topic; every recommender subtask
 reads the control topic as a broadcast input and merges the boards into one :class:`TrendingTable` (each item
