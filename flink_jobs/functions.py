@@ -185,8 +185,10 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             self.core.counts["control_errors"] += 1
             log.error("control record %r is not a JSON object", value[0])
             return
+        refused = self.core.counts["control_errors"]
         self.core.control(message)
-        if message.get("type") != CONTROL_TRENDING:  # trending boards come again every second
+        applied = self.core.counts["control_errors"] == refused
+        if applied and message.get("type") != CONTROL_TRENDING:  # trending boards come again every second
             ctx.get_broadcast_state(CONTROL_STATE).put(str(message.get("type")), bytes(value[1]))
         return
         yield  # a generator, as pyflink expects
