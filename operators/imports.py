@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
-from collections.abc import Callable
 from types import ModuleType
 
 __all__ = ["import_in_regular_thread"]
@@ -24,8 +23,8 @@ _LOCK = threading.Lock()
 _READY: set[str] = set()
 
 
-def import_in_regular_thread(name: str, init: Callable[[ModuleType], None] | None = None) -> ModuleType:
-    """``import name`` (then ``init(module)``) in a fresh regular thread, once per
+def import_in_regular_thread(name: str) -> ModuleType:
+    """``import name`` in a fresh regular thread, once per
     process; later calls return the loaded module at the cost of a set lookup."""
     if name in _READY:
         return sys.modules[name]
@@ -35,9 +34,7 @@ def import_in_regular_thread(name: str, init: Callable[[ModuleType], None] | Non
 
             def target() -> None:
                 try:
-                    module = importlib.import_module(name)
-                    if init is not None:
-                        init(module)
+                    importlib.import_module(name)
                 except BaseException as exc:  # re-raised in the caller's thread
                     errors.append(exc)
 

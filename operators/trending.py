@@ -138,8 +138,6 @@ class TrendingTable:
         self.bonus: np.ndarray | None = None
         self.items = np.zeros(0, dtype=np.int64)
         """The trending list (catalog indices, best first): what users with no history get."""
-        self.scores = np.zeros(0, dtype=np.float64)
-        self.updates = 0
 
     def update(self, message: dict) -> None:
         """Take one control-topic trending message (a board of one trending subtask) and rebuild the table."""
@@ -147,7 +145,6 @@ class TrendingTable:
         self.boards[int(message["subtask"])] = message
         for stale in [s for s in self.boards if s >= of]:  # the trending operator was rescaled down
             del self.boards[stale]
-        self.updates += 1
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -158,19 +155,18 @@ class TrendingTable:
         merged.sort(key=lambda t: (-t[0], t[1]))
         rank = np.zeros(self.n_items + 1, dtype=np.int32)
         bonus = np.zeros(self.n_items + 1, dtype=np.float32)
-        items, scores = [], []
+        items = []
         new_after = newest - cfg.new_item_hours * 3_600_000
-        for count, item, first in merged:
+        for _count, item, first in merged:
             idx = self.index_of.get(item, 0)
             if not idx or len(items) >= cfg.top_n:
                 continue  # unknown to the model: it cannot score or exclude it
             items.append(idx)
-            scores.append(count)
             rank[idx] = len(items)
             bonus[idx] = cfg.boost * (1.0 - (len(items) - 1) / cfg.top_n)
             if cfg.new_item_hours > 0 and first >= new_after:
                 bonus[idx] += cfg.new_item_boost
-        self.rank, self.items, self.scores = rank, np.array(items, dtype=np.int64), np.array(scores)
+        self.rank, self.items = rank, np.array(items, dtype=np.int64)
         self.bonus = bonus if (cfg.boost or cfg.new_item_boost) and items else None
 
     def cold_list(self, k: int, mask: np.ndarray | None, exclude: Sequence[int] = ()) -> np.ndarray:
