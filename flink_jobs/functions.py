@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -64,6 +65,26 @@ STATE_NAME = "user_state_v1"
 """One packed value per user (:mod:`operators.state`; the layout version is inside the bytes, so the state's
 name, and savepoint compatibility, stay the same across layouts)."""
 REPORT_EVERY_NS = 5_000_000_000
+
+
+def _side_output_context():  # noqa: ANN202 - pyflink's internal SideOutputContext, or None
+    """The side-output context of the operator whose ``process_element`` is running (called from inside it).
+
+    PyFlink 2.0's thread mode routes ``(OutputTag, value)`` records to side outputs for everything a
+    ``KeyedBroadcastProcessFunction`` yields from ``process_element`` and ``process_broadcast_element``, but
+    not from ``on_timer``: its ``on_timer_func`` (``pyflink/fn_execution/datastream/embedded/operations.py``,
+    ``extract_process_function``) skips the routing, so a tagged record from a timer fails the task
+    (``'tuple' object has no attribute '_values'``). The routing closure holds the context; it is the
+    caller of our generator, so it is found a few frames up."""
+    frame = sys._getframe(1)
+    for _ in range(8):
+        if frame is None:
+            break
+        context = frame.f_locals.get("side_output_context")
+        if context is not None and hasattr(context, "collect"):
+            return context
+        frame = frame.f_back
+    return None
 
 
 class _JsonFormatter(logging.Formatter):
@@ -172,6 +193,9 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self._batched = False
         self._control_restored = False
         self.local_counts = LocalCounts(cfg.trending)
+        self._counts_timer = 0  # the processing-time timer that flushes waiting counts when events stop (0: none)
+        self._side = None  # pyflink's side-output context, for records from on_timer (see _side_output_context)
+        self._held: list = []  # side-output records from on_timer while that context is unknown
 
     def process_broadcast_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
         """A control-topic record: trending board or item rules (kept in broadcast state); never fails."""
@@ -208,6 +232,13 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         """The second line of defence: whatever escapes the core (which turns bad input into dead letters
         itself) dead-letters this one event, counted and logged, instead of failing the task and with it
         every other user's lists."""
+        if self._side is None:
+            self._side = _side_output_context() or False
+            if not self._side:
+                log.warning("no side-output context found: records from timers wait for the next event")
+        if self._held:
+            held, self._held = self._held, []
+            yield from held
         try:
             yield from self._process_element(value, ctx)
         except Exception as exc:
@@ -260,22 +291,49 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
                 yield from self._flush()
         else:
             yield from self._emit(out)
+        self._counts_timer_for(ctx, now_ms)
+
+    def _counts_timer_for(self, ctx, now_ms: int) -> None:  # noqa: ANN001 - pyflink context
+        """Counts are waiting in :class:`LocalCounts` and no timer will send them: one timer (on whichever key is
+        current) sends them if no event comes first."""
+        if self.local_counts.items and not self._counts_timer:
+            self._counts_timer = now_ms + self.local_counts.every_ms
+            ctx.timer_service().register_processing_time_timer(self._counts_timer)
 
     def on_timer(self, timestamp, ctx):  # noqa: ANN001, ANN201 - pyflink signature
+        """Side outputs from a timer go to pyflink's side-output context directly (pyflink does not route them
+        here: :func:`_side_output_context`)."""
+        for record in self._on_timer(timestamp, ctx):
+            if isinstance(record, tuple):
+                if self._side:
+                    self._side.collect(record[0].tag_id, record[1])
+                else:
+                    self._held.append(record)
+            else:
+                yield record
+
+    def _on_timer(self, timestamp, ctx):  # noqa: ANN001, ANN202 - pyflink signature
         """A deferred event's wait is over: run its batch if it has not run, and store the user's new state.
-        After a failover (nothing in memory) the pending event is scored from the state alone."""
+        After a failover (nothing in memory) the pending event is scored from the state alone. Counts waiting
+        in :class:`LocalCounts` are sent when their time is due."""
         current = ctx.get_current_key()
         key = current if isinstance(current, str) else current[0]
+        now_ms = time.time_ns() // 1_000_000
+        if self._counts_timer and timestamp >= self._counts_timer:
+            self._counts_timer = 0
+            for item, ts, count in self.local_counts.due(now_ms):
+                yield ACCEPTED_TAG, Row(item, Row(item, ts, count))
         if key in self.batch_keys:
             yield from self._flush()
         done = self.done.pop(key, None)
         if done is not None:
             self.state.update(done)
-            return
-        out = self.core.resolve(key, self.state.value(), time.time_ns() // 1_000_000)
-        if out is not None:
-            self.state.update(out.state)
-            yield from self._emit(out)
+        else:
+            out = self.core.resolve(key, self.state.value(), now_ms)
+            if out is not None:
+                self.state.update(out.state)
+                yield from self._emit(out)
+        self._counts_timer_for(ctx, now_ms)
 
     def _flush(self):  # noqa: ANN202 - generator of records
         batch, self.batch, self.batch_keys = self.batch, [], set()

@@ -208,8 +208,9 @@ class LocalCounts:
     """Accepted events combined per item before they leave the recommender (one record per item and flush
     instead of one per event): decayed sums compose, so ``bump(previous, ts, combined)`` downstream gives the
     count the single events would have. Flushed when ``every_ms`` of processing time have passed since the last
-    flush (checked at each event) or when ``max_items`` items are waiting. Counts still waiting are lost on a
-    failure (item counts are approximate by design)."""
+    flush (checked at each event, and by :meth:`due` from a timer, so that a subtask whose events stop still
+    sends what it holds) or when ``max_items`` items are waiting. Counts still waiting are lost on a failure (item
+    counts are approximate by design)."""
 
     def __init__(self, cfg: TrendingConfig, every_ms: int = 200, max_items: int = 1000) -> None:
         self.half_life_ms = cfg.half_life_minutes * 60_000
@@ -224,6 +225,13 @@ class LocalCounts:
             self.items[item] = bump(self.items.get(item), ts, weight, self.half_life_ms)
         if now_ms - self.flushed_at < self.every_ms and len(self.items) < self.max_items:
             return []
+        return self._take(now_ms)
+
+    def due(self, now_ms: int) -> list[tuple[str, int, float]]:
+        """The combined records waiting, when ``every_ms`` have passed since the last flush (else none)."""
+        return self._take(now_ms) if self.items and now_ms - self.flushed_at >= self.every_ms else []
+
+    def _take(self, now_ms: int) -> list[tuple[str, int, float]]:
         self.flushed_at = now_ms
         out = [(i, c.ts, c.count) for i, c in self.items.items()]
         self.items = {}

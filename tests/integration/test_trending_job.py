@@ -106,7 +106,8 @@ def test_trending_feedback_control_rules_and_quarantine_in_the_job(kafka, traine
                 boards.update({r.key.decode(): json.loads(r.value) for r in records})
         control.close()
         counts = {item: count for b in boards.values() for item, count, _ in b["items"]}
-        assert set(hot) <= set(counts) and min(counts[i] for i in hot) > 70  # 20 purchases of weight 4, barely decayed
+        assert set(hot) <= set(counts) and min(counts[i] for i in hot) > 78  # 20 purchases of weight 4, none lost
+        # (a subtask whose events stop still sends its combined counts), decayed < 1 % (half-life a day)
         assert counts.get(vocab[7], 0) < 3
         assert {b["of"] for b in boards.values()} == {2} and len(boards) >= 1
 

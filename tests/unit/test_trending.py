@@ -43,6 +43,9 @@ def test_local_counts_combine_events_exactly_and_flush_on_time():
     combined = bump(bump(None, TS, 1.0, hl), out["a"][0], out["a"][1], hl)
     assert combined.count == pytest.approx(single.count) and combined.ts == single.ts
     assert out["b"] == (TS + 6 * MIN, 1.0) and local.items == {}
+    # events stop: the timer's check sends what waits once every_ms have passed, and nothing twice
+    assert local.add("c", TS, 1.0, now_ms=1_400) == []
+    assert local.due(1_450) == [] and local.due(1_500) == [("c", TS, 1.0)] and local.due(2_000) == []
 
 
 def test_board_publishes_its_top_items_and_forgets_faded_ones():
