@@ -22,8 +22,9 @@ $(VENV_STAMP): pyproject.toml
 
 jars: $(JARS_STAMP)
 
-$(JARS_STAMP): deploy/jvm/pom.xml
+$(JARS_STAMP): deploy/jvm/pom.xml deploy/jvm/reporter/pom.xml $(wildcard deploy/jvm/reporter/src/main/java/org/apache/flink/metrics/prometheus/*.java) | venv
 	mvn -q -B -f deploy/jvm/pom.xml package
+	mvn -q -B -f deploy/jvm/reporter/pom.xml package -Dpyflink.home="$$($(PY) -c 'import os, pyflink; print(os.path.dirname(pyflink.__file__))')"
 	@touch $@
 
 demo: setup

@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="run the recommendation job (see `streamrec run --help`)", add_help=False)
     sub.add_parser("bench", help="latency/throughput benchmark vs a bare Kafka relay and a Flink identity job "
                                  "(see `streamrec bench --help`)", add_help=False)
+    sub.add_parser("cluster", help="a local Flink standalone cluster: up / down / status (see `streamrec cluster "
+                                   "--help`)", add_help=False)
+    sub.add_parser("deploy", help="submit the job to a Flink cluster, detached (see `streamrec deploy --help`)",
+                   add_help=False)
+    sub.add_parser("stop", help="stop a job on a cluster with a savepoint (see `streamrec stop --help`)",
+                   add_help=False)
     sub.add_parser("faults", help="fault-injection suite: kill -9 of the job, broker outage, poison records, "
                                   "many users (see `streamrec faults --help`)", add_help=False)
 
@@ -233,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         from perf.bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv and argv[0] in ("cluster", "deploy", "stop"):
+        from flink_jobs import cluster
+
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return {"cluster": cluster.main_cluster, "deploy": cluster.main_deploy, "stop": cluster.main_stop}[argv[0]](
+            argv[1:])
     if argv and argv[0] == "faults":
         from deploy.faults import main as faults_main
 

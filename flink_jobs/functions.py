@@ -153,6 +153,9 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
     def __init__(self, cfg: JobConfig) -> None:
         self.cfg = cfg
         self._control_restored = False
+        self._counts_timer = 0  # the processing-time timer that flushes waiting counts when events stop (0: none)
+        self._side = None  # pyflink's side-output context, for records from on_timer (see _side_output_context)
+        self._held: list = []  # side-output records from on_timer while that context is unknown
 
     def open(self, runtime_context: RuntimeContext) -> None:
         _ensure_file_logging()
@@ -161,7 +164,8 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         bundle, model = self.core.bundle, self.core.model
         log.info("recommender open", extra={"fields": {
             "model_version": bundle.version, "onnx_provider": model.active_provider, "items": bundle.n_items,
-            "recurrent": bundle.recurrent, "state_floats": bundle.state_size}})
+            "recurrent": bundle.recurrent, "state_floats": bundle.state_size,
+            "code": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}})
         ttl = (
             StateTtlConfig.new_builder(Time.milliseconds(cfg.state_ttl_ms))
             .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
@@ -193,9 +197,6 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self._batched = False
         self._control_restored = False
         self.local_counts = LocalCounts(cfg.trending)
-        self._counts_timer = 0  # the processing-time timer that flushes waiting counts when events stop (0: none)
-        self._side = None  # pyflink's side-output context, for records from on_timer (see _side_output_context)
-        self._held: list = []  # side-output records from on_timer while that context is unknown
 
     def process_broadcast_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
         """A control-topic record: trending board or item rules (kept in broadcast state); never fails."""

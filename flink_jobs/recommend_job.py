@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `flink run -py flink_jobs/recommend_job.py`: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flink_jobs.environment import python_executable, worker_pythonpath  # noqa: E402
+from flink_jobs.environment import python_executable, site_packages, worker_pythonpath  # noqa: E402
 from flink_jobs.lifecycle import watch_job  # noqa: E402
 from operators.abuse import AbuseConfig  # noqa: E402
 from operators.bundle import load_bundle  # noqa: E402
@@ -329,6 +329,10 @@ def resolve_restore(restore_from: str | None, checkpoint_dir: str | Path) -> str
             return None
         log.info("restoring from the latest checkpoint %s", found)
         return str(found)
+    if restore_from.startswith("file:"):  # Flink prints savepoints as file:/path
+        from urllib.parse import urlparse
+
+        restore_from = urlparse(restore_from).path
     path = Path(restore_from).expanduser()
     if "://" not in restore_from and not path.exists():
         msg = (f"--restore-from {restore_from}: no such checkpoint or savepoint; pass a chk-<n> or savepoint "
@@ -507,6 +511,7 @@ def flink_configuration(cfg: JobConfig, connector_jar: Path) -> dict[str, str]:
         "restart-strategy.exponential-delay.reset-backoff-threshold": "1 min",
         "restart-strategy.exponential-delay.attempts-before-reset-backoff": str(cfg.max_restarts),
         "parallelism.default": str(cfg.parallelism),
+        "pipeline.max-parallelism": "128",  # fixed: savepoints restore at any parallelism up to it
         "table.local-time-zone": "UTC",
     }
     settings.update(cfg.extra)
@@ -546,6 +551,11 @@ def build_job(cfg: JobConfig, connector_jar: Path, function=None,  # noqa: ANN00
     for key, value in flink_configuration(cfg, connector_jar).items():
         conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env_conf = Configuration(j_configuration=env._j_stream_execution_environment.getConfiguration())
+    if env_conf.get_string("python.files", ""):
+        # the code was shipped (`flink run -pyfs`, as `streamrec deploy` does): the workers import that copy and
+        # the interpreter's site-packages, never the client's checkout
+        env_conf.set_string("python.pythonpath", site_packages())
     t_jvm = time.monotonic()
     env.set_parallelism(cfg.parallelism)
     env.set_buffer_timeout(cfg.buffer_timeout_ms)
