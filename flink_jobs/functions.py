@@ -17,8 +17,10 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 from pyflink.common import Row, Types
 from pyflink.common.time import Time
@@ -28,7 +30,9 @@ from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueSt
 
 from flink_jobs.environment import job_log_dir
 from operators.config import JobConfig
-from operators.serving import DEAD_LETTER, FORGOTTEN, QUARANTINE, Deferred, Output, ServingCore
+from operators.hotswap import CONTROL_MODEL, CONTROL_SHADOW, ModelLoader, SwapResult, local_path
+from operators.live_metrics import Agreement, RecentValues
+from operators.serving import DEAD_LETTER, FORGOTTEN, LIST, QUARANTINE, Deferred, Output, ServingCore
 from operators.state import has_pending
 from operators.trending import CONTROL_TRENDING, ItemCount, LocalCounts, TrendingBoard, bump
 
@@ -38,6 +42,8 @@ __all__ = [
     "DEAD_LETTER_TAG",
     "QUARANTINE_TAG",
     "ACCEPTED_TAG",
+    "CONTROL_RESULT_TAG",
+    "SHADOW_TAG",
     "ACCEPTED_TYPE_INFO",
     "CONTROL_STATE",
     "STATE_NAME",
@@ -58,6 +64,13 @@ ACCEPTED_VALUE_TYPE_INFO = Types.ROW([Types.STRING(), Types.LONG(), Types.DOUBLE
 ACCEPTED_TYPE_INFO = Types.ROW([Types.STRING(), ACCEPTED_VALUE_TYPE_INFO])
 """Row(item_id, Row(item_id, ts, weight)): an accepted event, keyed by item on the Java side (field 0)."""
 ACCEPTED_TAG = OutputTag("accepted", ACCEPTED_TYPE_INFO)
+CONTROL_RESULT_TAG = OutputTag("control-result", KEYED_RECORD_TYPE_INFO)
+"""Each subtask's verdict on a model or shadow message, to the control-result topic."""
+SHADOW_TAG = OutputTag("shadow", KEYED_RECORD_TYPE_INFO)
+"""The shadow model's lists, to the shadow topic."""
+MODEL_HISTORY = 5
+"""Model messages kept in broadcast state: a restored job re-verifies them, newest first, and serves the first
+that passes (else the bundle it was started with)."""
 CONTROL_STATE = MapStateDescriptor("control", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 """Broadcast state: the newest item-rules message (a restored job keeps the rules in force)."""
 ITEM_COUNT_STATE = "item_count_v1"
@@ -184,6 +197,24 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
                              ("quarantined", "events_quarantined"), ("trending_updates", "trending_updates"),
                              ("control_errors", "control_errors")):
             group.gauge(metric, lambda name=name: counts[name])
+        self.subtask = subtask_info(runtime_context)[0]
+        self.loader = ModelLoader(build=lambda path: ServingCore.from_config(cfg, bundle_path=str(path)),
+                                  smoke=lambda core: core.smoke())
+        self.shadow: ServingCore | None = None
+        self.agreement = Agreement(k=cfg.top_k)
+        self.latency_ms = RecentValues()
+        group.gauge("model_swaps", lambda: counts["model_swaps"])
+        group.gauge("models_refused", lambda: counts["models_refused"])
+        for q in (50, 90, 99):
+            group.gauge(f"latency_p{q}_ms", lambda q=q: round(self.latency_ms.quantile(q / 100), 2))
+            group.gauge(f"model_p{q}_us", lambda q=q: round(self.core.model_us.quantile(q / 100), 1))
+        group.gauge("shadow_overlap_at_k", lambda: round(self.agreement.overlap, 4))
+        group.gauge("serving_next_event_hit_rate", lambda: round(self.agreement.serving_hit_rate, 4))
+        group.gauge("shadow_next_event_hit_rate", lambda: round(self.agreement.shadow_hit_rate, 4))
+        group.gauge("shadow_lists", lambda: self.agreement.compared)
+        self._version_group = group
+        self._versions: set[tuple[str, str]] = set()
+        self._version_gauge("serving", self.core.version)
         self.timing: dict[str, float] = {}
         for field in ("python_total", "state_read", "state_write", "parse", "model", "rerank", "output"):
             group.gauge(f"{field}_us", lambda field=field: int(self.timing.get(field, 0.0)))
@@ -210,6 +241,14 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             self.core.counts["control_errors"] += 1
             log.error("control record %r is not a JSON object", value[0])
             return
+        if message.get("type") in (CONTROL_MODEL, CONTROL_SHADOW):
+            self._request_model(message)
+            history = self._model_history(ctx)
+            history = [m for m in history if m.get("type") != message.get("type")][-(MODEL_HISTORY - 1):] + [message]
+            ctx.get_broadcast_state(CONTROL_STATE).put("models", json.dumps(history).encode())
+            yield from self._swap_results()
+            return
+        yield from self._swap_results()
         refused = self.core.counts["control_errors"]
         self.core.control(message)
         applied = self.core.counts["control_errors"] == refused
@@ -219,8 +258,8 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         yield  # a generator, as pyflink expects
 
     def _restore_control(self, ctx) -> None:  # noqa: ANN001 - pyflink context
-        """After a restore the control messages before the checkpoint are not read again: take the item rules
-        from broadcast state (once, at the first event)."""
+        """After a restore the control messages before the checkpoint are not read again: take the served
+        model (re-verified) and the item rules from broadcast state (once, at the first event)."""
         self._control_restored = True
         try:
             stored = ctx.get_broadcast_state(CONTROL_STATE).get("item_rules")
@@ -228,6 +267,81 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             stored = None
         if stored:
             self.core.control(json.loads(bytes(stored)))
+        history = self._model_history(ctx)
+        for kind in (CONTROL_MODEL, CONTROL_SHADOW):
+            for message in reversed([m for m in history if m.get("type") == kind]):
+                fetched, error = self._fetch(message)
+                result = self.loader.load_now(kind, message, fetched) if error is None else None
+                if result is not None and result.ok:
+                    self._apply(result)
+                    log.info("restored %s model %s", kind, result.version)
+                    break
+
+    @staticmethod
+    def _model_history(ctx) -> list[dict]:  # noqa: ANN001 - pyflink context
+        try:
+            raw = ctx.get_broadcast_state(CONTROL_STATE).get("models")
+        except Exception:  # noqa: BLE001 - no broadcast state yet
+            return []
+        return json.loads(bytes(raw)) if raw else []
+
+    def _fetch(self, message: dict) -> tuple[Path | None, str | None]:
+        """A bundle whose URI is not a local path is copied to local disk through Flink's filesystems (HDFS, S3,
+        ... whatever the cluster has plugins for), here on the task thread (a JNI call); verification runs on
+        the loader thread. Returns (local copy or None, error or None)."""
+        uri = str(message.get("uri", ""))
+        if local_path(uri) is not None or "://" not in uri:
+            return None, None
+        try:
+            from pemja import findClass
+
+            flink_path = findClass("org.apache.flink.core.fs.Path")
+            file_utils = findClass("org.apache.flink.util.FileUtils")
+            target = Path(tempfile.mkdtemp(prefix="streamrec-bundle-"))
+            file_utils.copy(flink_path(uri), flink_path(target.as_uri() + "/bundle"), False)
+            return target / "bundle", None
+        except Exception as exc:  # noqa: BLE001 - refused with the reason
+            return None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+    def _request_model(self, message: dict) -> None:
+        kind = str(message.get("type"))
+        fetched, error = self._fetch(message)
+        log.info("%s message for version %s: verifying off the hot path", kind, message.get("version"))
+        self.loader.request(kind, message, fetched, error)
+
+    def _apply(self, result: SwapResult) -> None:
+        if result.kind == CONTROL_MODEL:
+            result.core.adopt(self.core)
+            self.core = result.core
+            self.core.counts["model_swaps"] += 1
+            self._version_gauge("serving", result.version)
+        else:
+            self.shadow = result.core
+            self._version_gauge("shadow", result.version)
+        result.core = None
+
+    def _swap_results(self):  # noqa: ANN202 - generator of records
+        """Finished verifications (usually none: one attribute read): swap the verified core in, count a refused
+        one; either way each subtask reports on the control-result topic."""
+        for result in self.loader.poll():
+            if result.ok:
+                self._apply(result)
+            else:
+                self.core.counts["models_refused"] += 1
+            doc = result.message(self.subtask, time.time_ns() // 1_000_000)
+            log.info("%s %s %s", result.kind, result.version, "now serving" if result.ok and
+                     result.kind == CONTROL_MODEL else "refused: " + result.reason if not result.ok else "shadowing")
+            yield CONTROL_RESULT_TAG, Row(f"{result.kind}/{self.subtask}", json.dumps(doc).encode())
+
+    def _version_gauge(self, role: str, version: str) -> None:
+        """``streamrec_<role>_model{model_version=...}``: 1 for the version in that role now, 0 for earlier ones."""
+        if (role, version) in self._versions:
+            return
+        self._versions.add((role, version))
+        current = (lambda: self.core.version) if role == "serving" else (
+            lambda: self.shadow.version if self.shadow is not None else "")
+        self._version_group.add_group("model_version", version).gauge(
+            f"{role}_model", lambda: 1 if current() == version else 0)
 
     def process_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
         """The second line of defence: whatever escapes the core (which turns bad input into dead letters
@@ -240,6 +354,8 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         if self._held:
             held, self._held = self._held, []
             yield from held
+        if self.loader.busy:
+            yield from self._swap_results()
         try:
             yield from self._process_element(value, ctx)
         except Exception as exc:
@@ -292,7 +408,29 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
                 yield from self._flush()
         else:
             yield from self._emit(out)
+            if out.kind == LIST:
+                if value[4]:
+                    self.latency_ms.add(time.time_ns() / 1e6 - value[4])
+                if self.shadow is not None:
+                    yield from self._shadow(key, value, stored, now_ms, out)
         self._counts_timer_for(ctx, now_ms)
+
+    def _shadow(self, key: str, value, stored: bytes | None, now_ms: int, served: Output):  # noqa: ANN001, ANN202
+        """The shadow model scores the same event from the same stored state, after the user's list is out; its
+        list goes to the shadow topic, its agreement with the served list to the metrics. Its new state is
+        dropped (so it rebuilds from the window each event: a shadow costs a full-window inference)."""
+        try:
+            out = self.shadow.process(key, value[1], value[2], value[3], value[4], stored, now_ms)
+            if out.kind != LIST:
+                return
+            serving_doc, shadow_doc = json.loads(served.value), json.loads(out.value)
+            self.agreement.observe(key, serving_doc.get("trigger_item_id", ""))
+            self.agreement.lists(key, [i["item_id"] for i in serving_doc["items"]],
+                                 [i["item_id"] for i in shadow_doc["items"]])
+            yield SHADOW_TAG, Row(out.key, out.value)
+        except Exception as exc:  # noqa: BLE001 - the shadow never costs a served list
+            self.core.counts["errors"] += 1
+            log.error("shadow model failed on an event: %s", exc)
 
     def _counts_timer_for(self, ctx, now_ms: int) -> None:  # noqa: ANN001 - pyflink context
         """Counts are waiting in :class:`LocalCounts` and no timer will send them: one timer (on whichever key is

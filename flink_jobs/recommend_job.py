@@ -99,6 +99,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-topic", default=d["control_topic"].default,
                    help="compacted topic every subtask reads as a broadcast input (trending boards, item rules; "
                         "created when missing)")
+    p.add_argument("--control-result-topic", default=d["control_result_topic"].default,
+                   help="each subtask's verdict on a model or shadow message (created when missing)")
+    p.add_argument("--shadow-topic", default=d["shadow_topic"].default,
+                   help="lists of the shadow model (`streamrec model shadow`; created when missing)")
     p.add_argument("--interests", action="append", default=[], metavar="KEY=VALUE",
                    help="user-interest knob, repeatable (see `streamrec config --print-defaults`)")
     p.add_argument("--trending", action="append", default=[], metavar="KEY=VALUE",
@@ -197,6 +201,8 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         interests=layered_knobs(InterestConfig, "interests", file_doc, dict(os.environ), args.interests),
         trending=layered_knobs(TrendingConfig, "trending", file_doc, dict(os.environ), args.trending),
         control_topic=args.control_topic,
+        control_result_topic=args.control_result_topic,
+        shadow_topic=args.shadow_topic,
         extra=_parse_conf(args.conf),
     )
 
@@ -289,19 +295,24 @@ def ensure_control_topic(cfg: JobConfig, auth: KafkaAuthConfig, timeout_s: float
     except Exception as exc:  # noqa: BLE001 - reported with the fix
         msg = f"cannot reach Kafka at {cfg.bootstrap_servers} to check the control topic: {exc!r}"
         raise ConfigError(msg) from None
+    wanted = {cfg.control_topic: ("the control topic", {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+                                  "--control-topic", "1 partition, cleanup.policy=compact"),
+              cfg.control_result_topic: ("the control-result topic", {}, "--control-result-topic", "1 partition"),
+              cfg.shadow_topic: ("the shadow topic", {}, "--shadow-topic", "any partitions")}
     try:
-        if cfg.control_topic in set(admin.list_topics()):
-            return
-        try:
-            admin.create_topics([NewTopic(cfg.control_topic, 1, -1, topic_configs={
-                "cleanup.policy": "compact", "min.compaction.lag.ms": "60000"})])
-            log.info("created the control topic %s (compacted)", cfg.control_topic)
-        except TopicAlreadyExistsError:
-            pass
-        except Exception as exc:  # noqa: BLE001 - reported with the fix
-            msg = (f"the control topic {cfg.control_topic!r} does not exist and cannot be created ({exc!r}); create "
-                   "it (1 partition, cleanup.policy=compact) or name an existing one with --control-topic")
-            raise ConfigError(msg) from None
+        existing = set(admin.list_topics())
+        for topic, (what, configs, option, shape) in wanted.items():
+            if topic in existing:
+                continue
+            try:
+                admin.create_topics([NewTopic(topic, 1, -1, topic_configs=configs)])
+                log.info("created %s %s%s", what, topic, " (compacted)" if configs else "")
+            except TopicAlreadyExistsError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - reported with the fix
+                msg = (f"{what} {topic!r} does not exist and cannot be created ({exc!r}); create it ({shape}) or "
+                       f"name an existing one with {option}")
+                raise ConfigError(msg) from None
     finally:
         admin.close()
 
@@ -538,10 +549,12 @@ def build_job(cfg: JobConfig, connector_jar: Path, function=None,  # noqa: ANN00
     from flink_jobs.functions import (
         ACCEPTED_TAG,
         ACCEPTED_VALUE_TYPE_INFO,
+        CONTROL_RESULT_TAG,
         CONTROL_STATE,
         DEAD_LETTER_TAG,
         KEYED_RECORD_TYPE_INFO,
         QUARANTINE_TAG,
+        SHADOW_TAG,
         RecommendFunction,
         TrendingFunction,
     )
@@ -571,6 +584,8 @@ def build_job(cfg: JobConfig, connector_jar: Path, function=None,  # noqa: ANN00
         t_env.execute_sql(control_source_ddl(cfg, auth))
         if cfg.trending.enabled:
             t_env.execute_sql(sink_ddl(cfg, "streamrec_control", cfg.control_topic, auth))
+        t_env.execute_sql(sink_ddl(cfg, "streamrec_control_results", cfg.control_result_topic, auth))
+        t_env.execute_sql(sink_ddl(cfg, "streamrec_shadow", cfg.shadow_topic, auth))
 
     # Key by field 0 on the Java side (pyflink's own key_by would add a Python operator per event).
     rows = t_env.to_data_stream(t_env.sql_query(KEYED_EVENTS_SQL))
@@ -595,6 +610,10 @@ def build_job(cfg: JobConfig, connector_jar: Path, function=None,  # noqa: ANN00
     statements.add_insert("streamrec_dead_letter", t_env.from_data_stream(lists.get_side_output(DEAD_LETTER_TAG)))
     if cfg.quarantine_topic:
         statements.add_insert("streamrec_quarantine", t_env.from_data_stream(lists.get_side_output(QUARANTINE_TAG)))
+    if control:
+        statements.add_insert("streamrec_control_results",
+                              t_env.from_data_stream(lists.get_side_output(CONTROL_RESULT_TAG)))
+        statements.add_insert("streamrec_shadow", t_env.from_data_stream(lists.get_side_output(SHADOW_TAG)))
     if control and cfg.trending.enabled:
         # accepted events, keyed by item on the Java side, into the item counts; their boards go to the control
         # topic, which every recommender subtask reads back (the loop closes through Kafka: no cycle in the job)

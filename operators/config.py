@@ -75,7 +75,11 @@ class JobConfig:
     trending: TrendingConfig = field(default_factory=TrendingConfig)
     """In-stream popularity knobs (:class:`operators.trending.TrendingConfig`)."""
     control_topic: str = "streamrec.control"
-    """Compacted topic every subtask reads as a broadcast input: trending boards, item rules."""
+    """Compacted topic every subtask reads as a broadcast input: trending boards, item rules, model swaps."""
+    control_result_topic: str = "streamrec.control.results"
+    """Where each subtask reports the outcome of a model or shadow message (:mod:`operators.hotswap`)."""
+    shadow_topic: str = "streamrec.recommendations.shadow"
+    """Lists of the shadow model (``streamrec model shadow``), off the user-visible topic."""
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -91,11 +95,11 @@ class JobConfig:
             if not value or any(c.isspace() for c in value):
                 msg = f"{name}={value!r} must be a non-empty name without spaces"
                 raise ConfigError(msg)
-        if len({self.input_topic, self.output_topic, self.dead_letter_topic, self.control_topic}) != 4:
-            msg = (
-                f"input, output, dead-letter and control topics must differ, got {self.input_topic!r}, "
-                f"{self.output_topic!r}, {self.dead_letter_topic!r}, {self.control_topic!r}"
-            )
+        topics = (self.input_topic, self.output_topic, self.dead_letter_topic, self.control_topic,
+                  self.control_result_topic, self.shadow_topic)
+        if len(set(topics)) != len(topics):
+            msg = ("input, output, dead-letter, control, control-result and shadow topics must differ, got "
+                   + ", ".join(map(repr, topics)))
             raise ConfigError(msg)
         if not self.control_topic or any(c.isspace() for c in self.control_topic):
             msg = f"control_topic={self.control_topic!r} must be a non-empty name without spaces"

@@ -45,6 +45,7 @@ from operators.inference import OnnxModel
 from operators.interests import InterestConfig, Interests, type_code
 from operators.item_rules import CONTROL_ITEM_RULES, ItemRulesWatcher
 from operators.items import ItemIndex, item_key
+from operators.live_metrics import RecentValues
 from operators.rerank import RerankConfig, Reranker, ShownHistory, item_hash32
 from operators.state import EVENT_CODES, Pending, UserState, decode_state, encode_state, model_tag
 from operators.trending import CONTROL_TRENDING, TrendingConfig, TrendingTable
@@ -199,7 +200,10 @@ class ServingCore:
         self._rerank_ns = 0  # part of "model" (ranking), reported on its own
         self.counts = {"lists": 0, "cold_start": 0, "dead_letter": 0, "rebuilds": 0, "steps": 0, "errors": 0,
                        "batches": 0, "state_resets": 0, "forgotten": 0,
-                       "quarantined": 0, "trending_updates": 0, "control_errors": 0}
+                       "quarantined": 0, "trending_updates": 0, "control_errors": 0, "model_swaps": 0,
+                       "models_refused": 0}
+        self.control_log: dict[str, dict] = {}  # the newest control message per kind (and board): see adopt
+        self.model_us = RecentValues()  # model (and re-ranking) time of the last events, for quantile metrics
 
     @classmethod
     def from_config(cls, cfg: JobConfig, bundle_path: str | None = None) -> ServingCore:
@@ -221,14 +225,43 @@ class ServingCore:
                 if self.trending is not None:
                     self.trending.update(message)
                     self.counts["trending_updates"] += 1
+                    self.control_log[f"{kind}/{message.get('subtask')}"] = message
             elif kind == CONTROL_ITEM_RULES:
                 self.rules.apply_message(message)
+                self.control_log[kind] = message
             else:
                 msg = f"unknown control message type {kind!r}"
                 raise ValueError(msg)
         except Exception as exc:  # noqa: BLE001 - a bad control message must not stop serving
             self.counts["control_errors"] += 1
             log.error("control message refused: %s (%s)", exc, str(message)[:200])
+
+    def smoke(self) -> None:
+        """One inference on a made-up history (the most popular item); raises unless the scores are finite
+        (a bundle is verified this way before it serves: :mod:`operators.hotswap`)."""
+        first = int(self._popular[0]) if len(self._popular) else 1
+        seq = np.zeros((1, self.seq_len), dtype=np.int64)
+        seq[0, -1] = first
+        exclude = np.zeros((1, 1), dtype=np.int64)
+        scores, items, state = self.model.run_full(seq, exclude)
+        if not np.isfinite(scores).all() or items.shape[1] < self.top_k:
+            msg = f"smoke inference gave {items.shape[1]} candidates with non-finite or too few scores"
+            raise ValueError(msg)
+        if self.bundle.recurrent:
+            recent = np.zeros((1, self.recent_len), dtype=np.int64)
+            scores, _, _ = self.model.run_step(state, np.array([first], dtype=np.int64), recent, exclude)
+            if not np.isfinite(scores).all():
+                msg = "smoke inference of the step graph gave non-finite scores"
+                raise ValueError(msg)
+
+    def adopt(self, old: ServingCore) -> None:
+        """Take over from the core this one replaces (a model swap): its counters (the metrics read them) and
+        the control messages in force (trending boards, item rules)."""
+        self.counts = old.counts
+        self.timing = old.timing
+        self.model_us = old.model_us
+        for message in old.control_log.values():
+            self.control(message)
 
     # ------------------------------------------------------------------ one record
     def process(
@@ -367,6 +400,7 @@ class ServingCore:
         timing[2] += state
         timing[3] += model
         timing[4] += output
+        self.model_us.add(model / 1e3)
 
     def _dead(self, payload: bytes | None, err: EventValidationError, source: SourcePosition, now_ms: int) -> Output:
         self.counts["dead_letter"] += 1
