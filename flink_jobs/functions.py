@@ -169,6 +169,8 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self._counts_timer = 0  # the processing-time timer that flushes waiting counts when events stop (0: none)
         self._side = None  # pyflink's side-output context, for records from on_timer (see _side_output_context)
         self._held: list = []  # side-output records from on_timer while that context is unknown
+        self.loader: ModelLoader | None = None  # made in open()
+        self.shadow: ServingCore | None = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         _ensure_file_logging()
@@ -354,7 +356,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         if self._held:
             held, self._held = self._held, []
             yield from held
-        if self.loader.busy:
+        if self.loader is not None and self.loader.busy:
             yield from self._swap_results()
         try:
             yield from self._process_element(value, ctx)
