@@ -30,7 +30,7 @@ from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueSt
 
 from flink_jobs.environment import job_log_dir
 from operators.config import JobConfig
-from operators.hotswap import CONTROL_MODEL, CONTROL_SHADOW, ModelLoader, SwapResult, local_path
+from operators.hotswap import CONTROL_MODEL, CONTROL_SHADOW, ModelLoader, SwapResult
 from operators.live_metrics import Agreement, RecentValues
 from operators.serving import DEAD_LETTER, FORGOTTEN, LIST, QUARANTINE, Deferred, Output, ServingCore
 from operators.state import has_pending
@@ -78,6 +78,39 @@ STATE_NAME = "user_state_v1"
 """One packed value per user (:mod:`operators.state`; the layout version is inside the bytes, so the state's
 name, and savepoint compatibility, stay the same across layouts)."""
 REPORT_EVERY_NS = 5_000_000_000
+PUBLISH_EVERY_NS = 1_000_000_000
+METRIC_COUNTS = (("lists", "lists_emitted"), ("cold_start", "lists_cold_start"),
+                 ("dead_letter", "events_dead_lettered"), ("rebuilds", "state_rebuilds"),
+                 ("errors", "processing_errors"), ("forgotten", "users_forgotten"),
+                 ("quarantined", "events_quarantined"), ("trending_updates", "trending_updates"),
+                 ("control_errors", "control_errors"), ("model_swaps", "model_swaps"),
+                 ("models_refused", "models_refused"))
+
+
+class PushedGauges:
+    """Gauges whose values the task thread pushes, as Flink counters moved to each new value.
+
+    PyFlink's own Python gauges are called back from the metric reporter's thread; in thread mode that call
+    waits for the task's Python interpreter, and a Prometheus scrape of the TaskManager hangs (seen with
+    pyflink 2.0.2). A counter is a plain Java object: ``inc`` from the task thread, read from any thread.
+    Values are integers (round to the unit in the metric's name)."""
+
+    def __init__(self, group) -> None:  # noqa: ANN001 - pyflink metric group
+        self.group = group
+        self.counters: dict[tuple, object] = {}
+        self.values: dict[tuple, int] = {}
+
+    def set(self, name: str, value: float, label: tuple[str, str] | None = None) -> None:
+        key = (name, label)
+        counter = self.counters.get(key)
+        if counter is None:
+            group = self.group if label is None else self.group.add_group(*label)
+            counter = self.counters[key] = group.counter(name)
+            self.values[key] = 0
+        delta = round(value) - self.values[key]
+        if delta:
+            counter.inc(delta)
+            self.values[key] += delta
 
 
 def _side_output_context():  # noqa: ANN202 - pyflink's internal SideOutputContext, or None
@@ -191,35 +224,17 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         descriptor = ValueStateDescriptor(STATE_NAME, Types.PICKLED_BYTE_ARRAY())
         descriptor.enable_time_to_live(ttl)
         self.state = runtime_context.get_state(descriptor)
-        group = runtime_context.get_metrics_group().add_group("streamrec")
-        counts = self.core.counts
-        for name, metric in (("lists", "lists_emitted"), ("cold_start", "lists_cold_start"),
-                             ("dead_letter", "events_dead_lettered"), ("rebuilds", "state_rebuilds"),
-                             ("errors", "processing_errors"), ("forgotten", "users_forgotten"),
-                             ("quarantined", "events_quarantined"), ("trending_updates", "trending_updates"),
-                             ("control_errors", "control_errors")):
-            group.gauge(metric, lambda name=name: counts[name])
+        self.metrics = PushedGauges(runtime_context.get_metrics_group().add_group("streamrec"))
         self.subtask = subtask_info(runtime_context)[0]
         self.loader = ModelLoader(build=lambda path: ServingCore.from_config(cfg, bundle_path=str(path)),
                                   smoke=lambda core: core.smoke())
         self.shadow: ServingCore | None = None
         self.agreement = Agreement(k=cfg.top_k)
         self.latency_ms = RecentValues()
-        group.gauge("model_swaps", lambda: counts["model_swaps"])
-        group.gauge("models_refused", lambda: counts["models_refused"])
-        for q in (50, 90, 99):
-            group.gauge(f"latency_p{q}_ms", lambda q=q: round(self.latency_ms.quantile(q / 100), 2))
-            group.gauge(f"model_p{q}_us", lambda q=q: round(self.core.model_us.quantile(q / 100), 1))
-        group.gauge("shadow_overlap_at_k", lambda: round(self.agreement.overlap, 4))
-        group.gauge("serving_next_event_hit_rate", lambda: round(self.agreement.serving_hit_rate, 4))
-        group.gauge("shadow_next_event_hit_rate", lambda: round(self.agreement.shadow_hit_rate, 4))
-        group.gauge("shadow_lists", lambda: self.agreement.compared)
-        self._version_group = group
         self._versions: set[tuple[str, str]] = set()
-        self._version_gauge("serving", self.core.version)
         self.timing: dict[str, float] = {}
-        for field in ("python_total", "state_read", "state_write", "parse", "model", "rerank", "output"):
-            group.gauge(f"{field}_us", lambda field=field: int(self.timing.get(field, 0.0)))
+        self._published = 0
+        self._publish_metrics()
         self._io = [0, 0, 0, 0]  # events, python total, state read, state write (ns)
         self._reported = time.perf_counter_ns()
         # cross-key micro-batching (cfg.micro_batch > 1): deferred events, and finished users' states waiting
@@ -288,11 +303,12 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         return json.loads(bytes(raw)) if raw else []
 
     def _fetch(self, message: dict) -> tuple[Path | None, str | None]:
-        """A bundle whose URI is not a local path is copied to local disk through Flink's filesystems (HDFS, S3,
-        ... whatever the cluster has plugins for), here on the task thread (a JNI call); verification runs on
-        the loader thread. Returns (local copy or None, error or None)."""
+        """A bundle named by a URI (``file://``, ``hdfs://``, ``s3://``: whatever filesystems the cluster has
+        plugins for) is copied to local disk through Flink's filesystems, here on the task thread (a JNI call);
+        a plain path is read as it is. Verification runs on the loader thread. Returns (local copy or None,
+        error or None)."""
         uri = str(message.get("uri", ""))
-        if local_path(uri) is not None or "://" not in uri:
+        if "://" not in uri:
             return None, None
         try:
             from pemja import findClass
@@ -316,10 +332,8 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             result.core.adopt(self.core)
             self.core = result.core
             self.core.counts["model_swaps"] += 1
-            self._version_gauge("serving", result.version)
         else:
             self.shadow = result.core
-            self._version_gauge("shadow", result.version)
         result.core = None
 
     def _swap_results(self):  # noqa: ANN202 - generator of records
@@ -335,15 +349,31 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
                      result.kind == CONTROL_MODEL else "refused: " + result.reason if not result.ok else "shadowing")
             yield CONTROL_RESULT_TAG, Row(f"{result.kind}/{self.subtask}", json.dumps(doc).encode())
 
-    def _version_gauge(self, role: str, version: str) -> None:
-        """``streamrec_<role>_model{model_version=...}``: 1 for the version in that role now, 0 for earlier ones."""
-        if (role, version) in self._versions:
-            return
-        self._versions.add((role, version))
-        current = (lambda: self.core.version) if role == "serving" else (
-            lambda: self.shadow.version if self.shadow is not None else "")
-        self._version_group.add_group("model_version", version).gauge(
-            f"{role}_model", lambda: 1 if current() == version else 0)
+    def _publish_metrics(self) -> None:
+        """Every metric's current value (from the task thread, at most once a second: :class:`PushedGauges`)."""
+        self._published = time.perf_counter_ns()
+        m, counts = self.metrics, self.core.counts
+        for name, metric in METRIC_COUNTS:
+            m.set(metric, counts[name])
+        for q in (50, 90, 99):
+            m.set(f"latency_p{q}_ms", self.latency_ms.quantile(q / 100))
+            m.set(f"model_p{q}_us", self.core.model_us.quantile(q / 100))
+        for field in ("python_total", "state_read", "state_write", "parse", "model", "rerank", "output"):
+            m.set(f"{field}_us", self.timing.get(field, 0.0))
+        a = self.agreement
+        m.set("shadow_lists", a.compared)
+        m.set("shadow_overlap_at_k_pct", 100 * a.overlap)
+        m.set("next_events_judged", a.judged)
+        m.set("serving_next_event_hits", a.serving_hits)
+        m.set("shadow_next_event_hits", a.shadow_hits)
+        m.set("lists_cold_start_pct", 100 * counts["cold_start"] / counts["lists"] if counts["lists"] else 0)
+        # streamrec_<role>_model{model_version="..."}: 1 for the version in that role now, 0 for earlier ones
+        roles = {"serving": self.core.version, "shadow": self.shadow.version if self.shadow is not None else None}
+        for role, version in roles.items():
+            if version is not None:
+                self._versions.add((role, version))
+        for role, version in self._versions:
+            m.set(f"{role}_model", 1 if roles[role] == version else 0, ("model_version", version))
 
     def process_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
         """The second line of defence: whatever escapes the core (which turns bad input into dead letters
@@ -399,6 +429,8 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         io[3] += t3 - t2
         if t3 - self._reported > REPORT_EVERY_NS:
             self._report()
+        if t3 - self._published > PUBLISH_EVERY_NS:
+            self._publish_metrics()
         if isinstance(out, Deferred):
             if out.accepted is not None:  # counted now; its list follows with the batch
                 accepted, out.accepted = out.accepted, None
@@ -536,9 +568,7 @@ class TrendingFunction(KeyedProcessFunction):
         self.state = runtime_context.get_state(descriptor)
         self.next_publish = 0
         self.published = 0
-        group = runtime_context.get_metrics_group().add_group("streamrec")
-        group.gauge("trending_boards_published", lambda: self.published)
-        group.gauge("trending_board_items", lambda: len(self.board.items))
+        self.metrics = PushedGauges(runtime_context.get_metrics_group().add_group("streamrec"))
         log.info("trending open", extra={"fields": {"subtask": self.subtask, "of": self.parallelism,
                                                     "half_life_minutes": tcfg.half_life_minutes}})
 
@@ -559,4 +589,6 @@ class TrendingFunction(KeyedProcessFunction):
     def on_timer(self, timestamp, ctx):  # noqa: ANN001, ANN201 - pyflink signature
         message = self.board.message(self.subtask, self.parallelism)
         self.published += 1
+        self.metrics.set("trending_boards_published", self.published)
+        self.metrics.set("trending_board_items", len(self.board.items))
         yield Row(f"trending/{self.subtask}", json.dumps(message, separators=(",", ":")).encode())
