@@ -5,9 +5,8 @@ Run locally (Flink MiniCluster)::
 
     python -m flink_jobs.recommend_job --bootstrap-servers 127.0.0.1:9092 --bundle DIR --checkpoint-dir DIR
 
-Submit unchanged to a standalone cluster::
-
-    flink run -py flink_jobs/recommend_job.py --bootstrap-servers ... --bundle /abs/DIR --checkpoint-dir /abs/DIR
+Submit to a standalone cluster with ``streamrec deploy --jobmanager HOST:PORT ...`` (:mod:`flink_jobs.cluster`:
+``flink run -d -py`` with the project's code shipped by ``-pyfs``), or on Kubernetes (``deploy/k8s``).
 
 Only known arguments are parsed (Flink may add its own), and no path depends on the working directory.
 """
