@@ -6,11 +6,12 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["ManagedProcess", "stop_process_group"]
+__all__ = ["ManagedProcess", "stop_process_group", "stop_group", "group_alive"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,32 @@ def stop_process_group(proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -
         except ProcessLookupError:
             pass
         return
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` is left."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_group(pgid: int, timeout_s: float = 20.0) -> None:
+    """SIGTERM process group ``pgid``, wait until none of its members is left, then SIGKILL: for groups started
+    by an earlier command (``streamrec cluster up``), whose leader is not this process's child."""
+    for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not group_alive(pgid):
+                return
+            time.sleep(0.2)
 
 
 class ManagedProcess:

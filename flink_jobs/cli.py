@@ -118,14 +118,28 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rules(args: argparse.Namespace) -> int:
-    """Publish item rules to the job's control topic: every subtask applies them within moments, no restart."""
+def _publish_control(args: argparse.Namespace, message: dict) -> None:
+    """Write one control message (keyed by its type: the compacted topic keeps the newest of each) to
+    ``args.control_topic``, through a producer with the ``[kafka]`` security knobs."""
     from kafka import KafkaProducer
 
     from operators.errors import ConfigError
-    from operators.item_rules import CONTROL_ITEM_RULES, load_item_rules, parse_item_rules
     from operators.kafka_auth import KafkaAuthConfig
     from operators.rerank import layered_knobs, load_config_file
+
+    auth = layered_knobs(KafkaAuthConfig, "kafka", load_config_file(args.config), dict(os.environ), args.kafka)
+    try:
+        producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, acks="all", **auth.python_client_config())
+    except Exception as exc:  # noqa: BLE001 - reported with the fix
+        msg = f"cannot reach Kafka at {args.bootstrap_servers}: {exc!r}"
+        raise ConfigError(msg) from None
+    producer.send(args.control_topic, key=message["type"].encode(), value=json.dumps(message).encode()).get(timeout=30)
+    producer.close()
+
+
+def _rules(args: argparse.Namespace) -> int:
+    """Publish item rules to the job's control topic: every subtask applies them within moments, no restart."""
+    from operators.item_rules import CONTROL_ITEM_RULES, load_item_rules, parse_item_rules
 
     if args.file:
         rules = load_item_rules(args.file)
@@ -138,15 +152,7 @@ def _rules(args: argparse.Namespace) -> int:
         doc = {"blocked": ids(args.blocked), "unavailable": ids(args.unavailable),
                "allowed": ids(args.allowed) if args.allowed is not None else None}
         parse_item_rules(doc, "the command line")
-    auth = layered_knobs(KafkaAuthConfig, "kafka", load_config_file(args.config), dict(os.environ), args.kafka)
-    try:
-        producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, acks="all", **auth.python_client_config())
-    except Exception as exc:  # noqa: BLE001 - reported with the fix
-        msg = f"cannot reach Kafka at {args.bootstrap_servers}: {exc!r}"
-        raise ConfigError(msg) from None
-    value = json.dumps({"type": CONTROL_ITEM_RULES, **doc}).encode()
-    producer.send(args.control_topic, key=CONTROL_ITEM_RULES.encode(), value=value).get(timeout=30)
-    producer.close()
+    _publish_control(args, {"type": CONTROL_ITEM_RULES, **doc})
     print(f"published item rules to {args.control_topic}: {len(doc['blocked'])} blocked, "
           f"{len(doc['unavailable'])} unavailable, allowed: "
           f"{'all' if doc['allowed'] is None else len(doc['allowed'])}")
@@ -155,23 +161,11 @@ def _rules(args: argparse.Namespace) -> int:
 
 def _model(args: argparse.Namespace) -> int:
     """Publish a bundle to a running job's control topic: serve it (``publish``) or score beside (``shadow``)."""
-    from kafka import KafkaProducer
-
-    from operators.errors import ConfigError
     from operators.hotswap import CONTROL_MODEL, CONTROL_SHADOW, model_message
-    from operators.kafka_auth import KafkaAuthConfig
-    from operators.rerank import layered_knobs, load_config_file
 
     kind = CONTROL_MODEL if args.action == "publish" else CONTROL_SHADOW
     message = model_message(args.dir, uri=args.uri, kind=kind)  # verifies the bundle here first
-    auth = layered_knobs(KafkaAuthConfig, "kafka", load_config_file(args.config), dict(os.environ), args.kafka)
-    try:
-        producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers, acks="all", **auth.python_client_config())
-    except Exception as exc:  # noqa: BLE001 - reported with the fix
-        msg = f"cannot reach Kafka at {args.bootstrap_servers}: {exc!r}"
-        raise ConfigError(msg) from None
-    producer.send(args.control_topic, key=kind.encode(), value=json.dumps(message).encode()).get(timeout=30)
-    producer.close()
+    _publish_control(args, message)
     print(json.dumps(message))
     print(f"published {kind} bundle {message['version']} to {args.control_topic}; each subtask reports on the "
           "control-result topic", file=sys.stderr)

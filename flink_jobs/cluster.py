@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.local_kafka import free_port
+from deploy.process import stop_group
 from flink_jobs.environment import python_executable, site_packages
 from operators.errors import ConfigError, StreamrecError
 
@@ -155,31 +156,25 @@ def cluster_config(layout: ClusterLayout, *, slots: int, rest_port: int, rpc_por
     }
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rest(url: str, timeout: float = 5.0) -> dict:
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback REST API
         return json.loads(response.read())
 
 
-def _environment(layout: ClusterLayout) -> dict[str, str]:
+def _flink_env(**extra: str) -> dict[str, str]:
+    """The environment the wheel's ``bin/`` scripts run with: this Java and interpreter, no ``PYTHONPATH`` (the
+    workers' path comes from ``python.pythonpath`` and the job's shipped code)."""
     from deploy.paths import java_home
 
-    env = dict(os.environ)
-    env.update({
-        "JAVA_HOME": java_home(), "FLINK_CONF_DIR": str(layout.conf), "FLINK_LOG_DIR": str(layout.log),
-        "FLINK_PLUGINS_DIR": str(layout.plugins), "FLINK_LIB_DIR": str(layout.lib),
-        "FLINK_PID_DIR": str(layout.root / "run"),
-        "PYFLINK_PYTHON": python_executable(),
-    })
-    env.pop("PYTHONPATH", None)  # the workers' path comes from python.pythonpath and the job's shipped code
+    env = dict(os.environ, JAVA_HOME=java_home(), PYFLINK_PYTHON=python_executable(), **extra)
+    env.pop("PYTHONPATH", None)
     return env
+
+
+def _environment(layout: ClusterLayout) -> dict[str, str]:
+    return _flink_env(FLINK_CONF_DIR=str(layout.conf), FLINK_LOG_DIR=str(layout.log),
+                      FLINK_PLUGINS_DIR=str(layout.plugins), FLINK_LIB_DIR=str(layout.lib),
+                      FLINK_PID_DIR=str(layout.root / "run"))
 
 
 def _alive(pid: int, layout: ClusterLayout) -> bool:
@@ -231,7 +226,7 @@ def cluster_up(root: Path, *, taskmanagers: int = 1, slots: int = 2, rest_port: 
         (layout.lib / jar.name).symlink_to(jar)
     for name in ("log4j-console.properties", "logback-console.xml", "log4j-cli.properties", "log4j.properties"):
         shutil.copy2(pyflink_home() / "conf" / name, layout.conf / name)
-    config = cluster_config(layout, slots=slots, rest_port=rest_port, rpc_port=_free_port(),
+    config = cluster_config(layout, slots=slots, rest_port=rest_port, rpc_port=free_port(),
                             metrics_ports=metrics_ports)
     (layout.conf / "config.yaml").write_text(
         "# written by `streamrec cluster up`; edit the command's options, not this file\n"
@@ -267,44 +262,19 @@ def cluster_up(root: Path, *, taskmanagers: int = 1, slots: int = 2, rest_port: 
 
 
 def cluster_down(root: Path, timeout_s: float = 30.0) -> list[str]:
-    """Stop the process groups ``cluster up`` started (SIGTERM, then SIGKILL); returns the names stopped."""
+    """Stop the process groups ``cluster up`` started (TaskManagers first; SIGTERM, then SIGKILL); returns the
+    names stopped."""
     layout = ClusterLayout(root.resolve())
     state = layout.read_state()
     if not state:
         return []
     stopped = []
     for proc in reversed(state["processes"]):
-        if not _alive(proc["pid"], layout):
-            continue
-        try:
-            os.killpg(proc["pgid"], signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        stopped.append(proc["name"])
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(_alive(p["pid"], layout) for p in state["processes"]):
-        time.sleep(0.3)
-    for proc in state["processes"]:
-        try:
-            os.killpg(proc["pgid"], signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    # a process group can outlive its leader (a child of the script): wait until none of its members is left
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_group_alive(p["pgid"]) for p in state["processes"]):
-        time.sleep(0.2)
+        if _alive(proc["pid"], layout):  # not a recycled pid
+            stop_group(proc["pgid"], timeout_s)
+            stopped.append(proc["name"])
     layout.state_file.unlink(missing_ok=True)
     return stopped
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def cluster_status(root: Path) -> dict:
@@ -351,11 +321,9 @@ def ship_code(into: Path) -> Path:
 
 
 def _flink_cli(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
-    from deploy.paths import java_home, runtime_dir
+    from deploy.paths import runtime_dir
 
-    env = dict(os.environ, JAVA_HOME=java_home(), PYFLINK_PYTHON=python_executable(),
-               FLINK_LOG_DIR=str(runtime_dir() / "flink-client-log"))
-    env.pop("PYTHONPATH", None)
+    env = _flink_env(FLINK_LOG_DIR=str(runtime_dir() / "flink-client-log"))
     return subprocess.run(["bash", str(pyflink_home() / "bin" / "flink"), *args], env=env,  # noqa: S603
                           capture_output=True, text=True, timeout=timeout_s, check=False)
 

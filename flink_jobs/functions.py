@@ -228,7 +228,6 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self.subtask = subtask_info(runtime_context)[0]
         self.loader = ModelLoader(build=lambda path: ServingCore.from_config(cfg, bundle_path=str(path)),
                                   smoke=lambda core: core.smoke())
-        self.shadow: ServingCore | None = None
         self.agreement = Agreement(k=cfg.top_k)
         self.latency_ms = RecentValues()
         self._versions: set[tuple[str, str]] = set()
@@ -258,14 +257,13 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             self.core.counts["control_errors"] += 1
             log.error("control record %r is not a JSON object", value[0])
             return
+        yield from self._swap_results()
         if message.get("type") in (CONTROL_MODEL, CONTROL_SHADOW):
             self._request_model(message)
             history = self._model_history(ctx)
             history = [m for m in history if m.get("type") != message.get("type")][-(MODEL_HISTORY - 1):] + [message]
             ctx.get_broadcast_state(CONTROL_STATE).put("models", json.dumps(history).encode())
-            yield from self._swap_results()
             return
-        yield from self._swap_results()
         refused = self.core.counts["control_errors"]
         self.core.control(message)
         applied = self.core.counts["control_errors"] == refused
@@ -345,8 +343,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             else:
                 self.core.counts["models_refused"] += 1
             doc = result.message(self.subtask, time.time_ns() // 1_000_000)
-            log.info("%s %s %s", result.kind, result.version, "now serving" if result.ok and
-                     result.kind == CONTROL_MODEL else "refused: " + result.reason if not result.ok else "shadowing")
+            log.info("%s bundle %s: %s", result.kind, result.version, result.reason)
             yield CONTROL_RESULT_TAG, Row(f"{result.kind}/{self.subtask}", json.dumps(doc).encode())
 
     def _publish_metrics(self) -> None:
@@ -494,8 +491,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         now_ms = time.time_ns() // 1_000_000
         if self._counts_timer and timestamp >= self._counts_timer:
             self._counts_timer = 0
-            for item, ts, count in self.local_counts.due(now_ms):
-                yield ACCEPTED_TAG, Row(item, Row(item, ts, count))
+            yield from self._accepted_rows(self.local_counts.due(now_ms))
         if key in self.batch_keys:
             yield from self._flush()
         done = self.done.pop(key, None)
@@ -519,7 +515,11 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
 
     def _accepted(self, accepted: tuple[str, int, float]):  # noqa: ANN202 - generator of records
         """Combined per item before they go to the item counts (:class:`operators.trending.LocalCounts`)."""
-        for item, ts, count in self.local_counts.add(*accepted, time.time_ns() // 1_000_000):
+        return self._accepted_rows(self.local_counts.add(*accepted, time.time_ns() // 1_000_000))
+
+    @staticmethod
+    def _accepted_rows(records: list[tuple[str, int, float]]):  # noqa: ANN205 - generator of records
+        for item, ts, count in records:
             yield ACCEPTED_TAG, Row(item, Row(item, ts, count))
 
     def _emit(self, out: Output):  # noqa: ANN202 - generator of records

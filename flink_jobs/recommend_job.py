@@ -282,8 +282,9 @@ def check_kafka_login(bootstrap: str, auth: KafkaAuthConfig, timeout_s: float = 
 
 
 def ensure_control_topic(cfg: JobConfig, auth: KafkaAuthConfig, timeout_s: float = 30.0) -> None:
-    """Create the control topic (one partition, compacted: the newest board per trending subtask and the
-    newest item rules survive) when it does not exist; one that exists is used as it is."""
+    """Create the topics of the control loop when they do not exist (one that exists is used as it is): the
+    control topic (one partition, compacted: the newest board per trending subtask, the newest item rules and
+    model messages survive), the control-result topic and the shadow topic."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError

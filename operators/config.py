@@ -90,7 +90,8 @@ class JobConfig:
                 "pass e.g. --bootstrap-servers 127.0.0.1:9092"
             )
             raise ConfigError(msg)
-        for name in ("input_topic", "output_topic", "dead_letter_topic", "group_id"):
+        for name in ("input_topic", "output_topic", "dead_letter_topic", "control_topic", "control_result_topic",
+                     "shadow_topic", "group_id"):
             value = getattr(self, name)
             if not value or any(c.isspace() for c in value):
                 msg = f"{name}={value!r} must be a non-empty name without spaces"
@@ -100,9 +101,6 @@ class JobConfig:
         if len(set(topics)) != len(topics):
             msg = ("input, output, dead-letter, control, control-result and shadow topics must differ, got "
                    + ", ".join(map(repr, topics)))
-            raise ConfigError(msg)
-        if not self.control_topic or any(c.isspace() for c in self.control_topic):
-            msg = f"control_topic={self.control_topic!r} must be a non-empty name without spaces"
             raise ConfigError(msg)
         if self.catalog_path is not None:
             from pathlib import Path
