@@ -91,8 +91,12 @@ class Interests:
         self.cats = categories
         self.rows = categories.rows
         self.weights = self.event_weights(cfg)
-        self._short_ms = float(cfg.short_term_minutes * 60_000)
-        self._recency = (cfg.short_term_decay ** np.arange(1023, -1, -1)).astype(np.float32)  # oldest first
+        self._short_ms = int(cfg.short_term_minutes * 60_000)  # ts are int64: an int searches without a cast
+        # recency weights, oldest first, down to 1e-7 of the newest event's: older events cannot move the profile
+        # (float32 keeps 7 digits), so they are not read (with the default decay 0.7: the newest 46 events)
+        horizon = (1024 if cfg.short_term_decay >= 1 else
+                   min(1024, int(np.ceil(np.log(1e-7) / np.log(cfg.short_term_decay))) + 1))
+        self._recency = (cfg.short_term_decay ** np.arange(horizon - 1, -1, -1)).astype(np.float32)
         self._half_life_ms = cfg.long_term_half_life_days * 86_400_000
 
     @staticmethod
@@ -132,20 +136,24 @@ class Interests:
         has neither yet."""
         cfg = self.cfg
         out = None
-        start = int(ts.searchsorted(newest - self._short_ms))  # ts ascending
+        recency = self._recency
+        # the window's events of the last short_term_minutes (ts ascending), at most the recency horizon
+        start = max(int(ts.searchsorted(newest - self._short_ms)), len(ts) - len(recency))
         n = len(ts) - start
         if n > 0 and cfg.short_term_boost:
-            recency = self._recency[-n:] if n <= len(self._recency) else cfg.short_term_decay ** np.arange(
-                n - 1, -1, -1, dtype=np.float32)
-            short = (self.weights.take(types[start:]) * recency) @ self.rows.take(indices[start:], axis=0)
-            mass = float(np.abs(short).sum())
+            short = (self.weights.take(types[start:]) * recency[-n:]) @ self.rows.take(indices[start:], axis=0)
+            mass = np.abs(short).sum()
             if mass > 1e-9:
-                out = short * np.float32(cfg.short_term_boost / mass)
+                short *= np.float32(cfg.short_term_boost / mass)
+                out = short
         if affinity is not None and affinity.size == self.size and cfg.long_term_boost:
-            mass = float(np.abs(affinity).sum())
+            mass = np.abs(affinity).sum()
             if mass > 1e-9:
                 part = affinity * np.float32(cfg.long_term_boost / mass)
-                out = part if out is None else out + part
+                if out is None:
+                    out = part
+                else:
+                    out += part
         return out
 
     def bonus(self, items: np.ndarray, preference: np.ndarray | None) -> np.ndarray | None:

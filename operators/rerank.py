@@ -31,6 +31,8 @@ _NO_F32 = np.zeros(0, dtype=np.float32)
 _NO_F64 = np.zeros(0, dtype=np.float64)
 _NO_I64 = np.zeros(0, dtype=np.int64)
 _NO_U32 = np.zeros(0, dtype=np.uint32)
+_AGE0 = np.zeros(64, dtype=np.uint8)
+_AGE0.setflags(write=False)
 
 __all__ = ["RerankConfig", "ShownHistory", "Reranked", "Reranker", "item_hash32", "parse_rerank", "parse_knobs",
            "describe_defaults", "load_config_file", "layered_knobs", "CONFIG_SECTIONS"]
@@ -88,34 +90,43 @@ class ShownHistory:
 
     def push(self, shown: np.ndarray, window: int) -> ShownHistory:
         """A new list shown (``shown``: its item hashes): older lists age by one, lists older than ``window``
-        are forgotten."""
+        are forgotten. Lists are appended in order, so the ages never increase along the arrays: only the
+        first (oldest) entry needs a look to know whether anything ages out."""
         if window <= 0:
             return ShownHistory.empty()
-        ages = self.ages + np.uint8(1)  # window <= 32: no overflow
-        keep = ages < window
-        hashes = self.hashes
-        if not keep.all():
-            hashes, ages = hashes[keep], ages[keep]
+        hashes, ages = self.hashes, self.ages
+        if ages.size and ages[0] >= window - 1:  # the oldest lists leave: a prefix (window <= 32: no overflow)
+            cut = int(np.count_nonzero(ages >= window - 1))
+            hashes, ages = hashes[cut:], ages[cut:]
+        n = len(shown)
+        zeros = _AGE0[:n] if n <= len(_AGE0) else np.zeros(n, np.uint8)
         return ShownHistory(np.concatenate((hashes, shown.astype(np.uint32, copy=False))),
-                            np.concatenate((ages, np.zeros(len(shown), np.uint8))))
+                            np.concatenate((ages + np.uint8(1), zeros)))
 
     def penalties(self, hashes: np.ndarray, penalty: float, decay: float) -> np.ndarray:
         """``penalty * sum(decay ** age)`` over the lists each of ``hashes`` was shown in (0 if never)."""
         if not len(self.hashes) or penalty == 0:
-            return np.zeros(len(hashes), dtype=np.float64)
-        return self.penalties_from(hashes, penalty * np.power(decay, np.arange(256, dtype=np.float64)))
+            return np.zeros(len(hashes), dtype=np.float32)
+        return self.penalties_from(hashes, _by_age(penalty, decay))
 
     def penalties_from(self, hashes: np.ndarray, by_age: np.ndarray) -> np.ndarray:
         """:meth:`penalties` with the per-age penalty precomputed (``by_age[a]``): one equality matrix
-        (candidates x remembered items, a few thousand cells) and one product."""
-        return (hashes[:, None] == self.hashes[None, :]) @ by_age.take(self.ages)
+        (candidates x remembered items, a few thousand cells) and one product (float32, as the scores)."""
+        return (hashes[:, None] == self.hashes) @ by_age.take(self.ages)
+
+
+def _by_age(penalty: float, decay: float) -> np.ndarray:
+    """``float32 [256]``: the repeat penalty of an item shown in a list of each age."""
+    return (penalty * np.power(decay, np.arange(256, dtype=np.float64))).astype(np.float32)
 
 
 @dataclass(frozen=True, slots=True)
 class Reranked:
-    """The list: positions into the candidate arrays, final scores, and a reason per item (or None)."""
+    """The list: positions into the candidate arrays, the items there, final scores, and a reason per item."""
 
     order: np.ndarray
+    picked: np.ndarray
+    """``items[order]``: the catalog indices of the list, best first."""
     scores: np.ndarray
     because: np.ndarray | None
     """Per item, the index (into the model's catalog) of the recent item most similar to it."""
@@ -134,7 +145,7 @@ class Reranker:
         self.rows = _NO_ROWS if categories is None else np.ascontiguousarray(categories, dtype=np.float32)
         self.member = None if categories is None or not cfg.category_cap else categories > 0  # bool [V + 1, C]
         self._cats = None if self.member is None else [tuple(np.flatnonzero(row).tolist()) for row in self.member]
-        self._by_age = cfg.repeat_penalty * np.power(cfg.repeat_decay, np.arange(256, dtype=np.float64))
+        self._by_age = _by_age(cfg.repeat_penalty, cfg.repeat_decay)
         self._viewed_penalty = float(cfg.viewed_penalty or 0.0)
         self.emb = None if embeddings is None else np.ascontiguousarray(embeddings, dtype=np.float32)
         if cfg.diversity_lambda > 0 and self.emb is None:
@@ -158,13 +169,17 @@ class Reranker:
         candidate gains ``rows[item] . preference``), ``trend`` (by catalog index, :mod:`operators.trending`);
         ``reshown``: viewed-only items, which lose ``viewed_penalty``."""
         cfg, k = self.cfg, self.top_k
-        adjusted = scores.astype(np.float64)
+        # float32 throughout, as the graph's scores: every rule is a few vectorised calls on ~100 values, and at
+        # that size the number of calls is the cost (perf.bench_rerank)
+        if trend is not None:
+            adjusted = trend.take(items)
+            adjusted += scores
+        else:
+            adjusted = scores.astype(np.float32)  # a copy: the caller's scores stay as they are
         if preference is not None and self.rows.shape[1]:
             adjusted += self.rows.take(items, axis=0) @ preference
-        if trend is not None:
-            adjusted += trend.take(items)
         if reshown is not None and reshown.size:
-            adjusted -= (items[:, None] == reshown[None, :]).any(axis=1) * self._viewed_penalty
+            adjusted -= (items[:, None] == reshown).any(axis=1) * np.float32(self._viewed_penalty)
         if cfg.repeat_window and cfg.repeat_penalty and len(shown):
             adjusted -= shown.penalties_from(item_hashes, self._by_age)
         capped = self.member is not None
@@ -174,12 +189,13 @@ class Reranker:
         else:
             order = np.argsort(-adjusted, kind="stable")
         order = self._cap(items, order, k) if capped else order[:k]
+        picked = items.take(order)
         because = None
         if cfg.explain and self.emb is not None and recent.size and order.size:
             tail = recent[-cfg.explain_recent :]
-            sims = self.emb.take(items.take(order), axis=0) @ self.emb.take(tail, axis=0).T  # [k, R]
+            sims = self.emb.take(picked, axis=0) @ self.emb.take(tail, axis=0).T  # [k, R]
             because = tail.take(sims.argmax(axis=1))
-        return Reranked(order, adjusted.take(order), because)
+        return Reranked(order, picked, adjusted.take(order), because)
 
     def _cap(self, items: np.ndarray, order: np.ndarray, k: int) -> np.ndarray:
         """The first ``k`` of ``order`` with at most ``category_cap`` items per category (an item counts for

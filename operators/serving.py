@@ -578,7 +578,7 @@ class ServingCore:
         out = self.reranker.rerank(items, scores, hashes, shown, recent, preference=preference,
                                    trend=None if trending is None else trending.bonus,
                                    reshown=reshown if reshown is not None and reshown.size else None)
-        picked = items.take(out.order)
+        picked = out.picked
         if self.rerank_cfg.repeat_window:
             state.shown = shown.push(hashes.take(out.order), self.rerank_cfg.repeat_window)
         reasons = None
@@ -592,7 +592,9 @@ class ServingCore:
                     if rank:
                         reason["trending"] = rank
         self._rerank_ns += time.perf_counter_ns() - t0
-        return self.vocab.take(picked).tolist(), np.round(out.scores, 6).tolist(), reasons
+        # scores rounded to 6 decimals in float64 (a rounded float32 would print with float32's noise digits)
+        return (self.vocab.take(picked).tolist(), (np.rint(out.scores.astype(np.float64) * 1e6) / 1e6).tolist(),
+                reasons)
 
     # ------------------------------------------------------------------ accounting
     def take_timing(self) -> dict[str, float]:
