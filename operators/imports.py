@@ -2,9 +2,11 @@
 
 Task threads run Python on thread states that pemja creates, which ``PyGILState_Ensure`` does not recognise:
 an extension whose initialisation calls it deadlocks on the GIL its own thread holds (seen with pyflink 2.0.2 and
-onnxruntime 1.31 at import). The same trap rules out numba on the per-event path: its runtime releases every
-array argument through ``PyGILState_Ensure`` (``pyobject_dtor``), and on a task thread whose GIL-state thread
-state is not the current one (seen in the job at parallelism 2) the first compiled call hangs the task.
+onnxruntime 1.31 at import). The same trap rules out numba's ordinary ``@njit`` functions on the per-event path:
+its runtime releases every array argument through ``PyGILState_Ensure`` (``pyobject_dtor``), and on a task
+thread whose GIL-state thread state is not the current one (seen in the job at parallelism 2) the first compiled
+call hangs the task; :mod:`operators.kernels` therefore compiles a ``cfunc`` over raw buffers, imported (and
+compiled) through this module.
 A ``threading.Thread`` has a regular thread state, so the work completes there; one lock
 makes the other subtasks of the same worker wait until it is done (a module is in ``sys.modules`` before it is
 initialised, and another thread would see it half-made).

@@ -1,6 +1,6 @@
 """A user's short- and long-term interests by item category, and the score bonus they give the candidates.
 
-Pure logic (numpy), run by :class:`operators.serving.ServingCore` on every event, clock-free (everything is
+Pure logic, run by :class:`operators.serving.ServingCore` on every event, clock-free (everything is
 event time, so the replay and the job agree):
 
 - **Event weights.** An interaction counts ``weight_<type>`` (view < click < add_to_cart < purchase, checked at
@@ -91,13 +91,13 @@ class Interests:
         self.cats = categories
         self.rows = categories.rows
         self.weights = self.event_weights(cfg)
-        self._short_ms = int(cfg.short_term_minutes * 60_000)  # ts are int64: an int searches without a cast
-        # recency weights, oldest first, down to 1e-7 of the newest event's: older events cannot move the profile
-        # (float32 keeps 7 digits), so they are not read (with the default decay 0.7: the newest 46 events)
-        horizon = (1024 if cfg.short_term_decay >= 1 else
-                   min(1024, int(np.ceil(np.log(1e-7) / np.log(cfg.short_term_decay))) + 1))
-        self._recency = (cfg.short_term_decay ** np.arange(horizon - 1, -1, -1)).astype(np.float32)
+        self.short_ms = int(cfg.short_term_minutes * 60_000)
+        # the short-term profile reads at most the newest `horizon` window events: older ones weigh less than
+        # 1e-7 of the newest (float32 keeps 7 digits), so they cannot move it (default decay 0.7: 47 events)
+        self.horizon = (1024 if cfg.short_term_decay >= 1 else
+                        min(1024, int(np.ceil(np.log(1e-7) / np.log(cfg.short_term_decay))) + 1))
         self._half_life_ms = cfg.long_term_half_life_days * 86_400_000
+        self._kernel = None
 
     @staticmethod
     def event_weights(cfg: InterestConfig) -> np.ndarray:
@@ -130,37 +130,21 @@ class Interests:
     def preference_vector(self, indices: np.ndarray, ts: np.ndarray, types: np.ndarray, newest: int,
                           affinity: np.ndarray | None) -> np.ndarray | None:
         """The per-category bonus vector (``float32 [C]``; a candidate gains ``rows[item] . vector``): the
-        short-term profile of the window (catalog ``indices``, event times ``ts``, type codes ``types``, the
-        newest event time; each event weighted ``weight[type] * short_term_decay ** (events after it)``) and the
-        long-term ``affinity``, each scaled to its boost per unit of mass (``sum |profile|``); None when the user
-        has neither yet."""
-        cfg = self.cfg
-        out = None
-        recency = self._recency
-        # the window's events of the last short_term_minutes (ts ascending), at most the recency horizon
-        start = max(int(ts.searchsorted(newest - self._short_ms)), len(ts) - len(recency))
-        n = len(ts) - start
-        if n > 0 and cfg.short_term_boost:
-            short = (self.weights.take(types[start:]) * recency[-n:]) @ self.rows.take(indices[start:], axis=0)
-            mass = np.abs(short).sum()
-            if mass > 1e-9:
-                short *= np.float32(cfg.short_term_boost / mass)
-                out = short
-        if affinity is not None and affinity.size == self.size and cfg.long_term_boost:
-            mass = np.abs(affinity).sum()
-            if mass > 1e-9:
-                part = affinity * np.float32(cfg.long_term_boost / mass)
-                if out is None:
-                    out = part
-                else:
-                    out += part
-        return out
+        short-term profile of the window (catalog ``indices``, event times ``ts`` ascending, type codes
+        ``types``, the newest event time; each event of the last ``short_term_minutes`` weighted
+        ``weight[type] * short_term_decay ** (events after it)``) and the long-term ``affinity``, each scaled to
+        its boost per unit of mass (``sum |profile|``); None when the user has neither yet. Computed by the
+        compiled step (:mod:`operators.kernels`), the same code that serves; the serving path computes it
+        inside the re-ranking call (:meth:`operators.rerank.Reranker.rerank` ``profile``)."""
+        if self._kernel is None:
+            from operators.imports import import_in_regular_thread
 
-    def bonus(self, items: np.ndarray, preference: np.ndarray | None) -> np.ndarray | None:
-        """Score bonus of each candidate (catalog indices), or None."""
-        if preference is None:
-            return None
-        return self.rows.take(items, axis=0) @ preference
+            kernels = import_in_regular_thread("operators.kernels")
+            cfg = self.cfg
+            self._kernel = kernels.StepKernel(rows=self.rows, weights=self.weights, decay=cfg.short_term_decay,
+                                              short_ms=self.short_ms, horizon=self.horizon,
+                                              short_boost=cfg.short_term_boost, long_boost=cfg.long_term_boost)
+        return self._kernel.preference(indices, ts, types, newest, affinity)
 
     def top_category(self, preference: np.ndarray | None) -> str | None:
         """The category the user leans to most (for logs and tests)."""

@@ -1,7 +1,9 @@
 """Re-ranking the model's candidates into the list a user sees: repeat suppression, diversity, explanations.
 
-Pure logic (numpy), run by :class:`operators.serving.ServingCore` on the model graph's top-C candidates of every
-event:
+Pure logic, run by :class:`operators.serving.ServingCore` on the model graph's top-C candidates of every event;
+the arithmetic of the rules below and of the interest bonus (:mod:`operators.interests`) is one compiled call
+(:mod:`operators.kernels`, ~25-50 us per event with the defaults), MMR and the category cap order its adjusted
+scores in numpy:
 
 1. **Repeat suppression.** The user's last ``repeat_window`` lists live in state (:class:`ShownHistory`,
    32-bit item hashes and the list's age). An item shown there and not interacted with since (an interacted
@@ -21,18 +23,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+if TYPE_CHECKING:
+    from operators.interests import Interests
+
 log = logging.getLogger(__name__)
 _NO_ROWS = np.zeros((1, 0), dtype=np.float32)
-_NO_F32 = np.zeros(0, dtype=np.float32)
-_NO_F64 = np.zeros(0, dtype=np.float64)
-_NO_I64 = np.zeros(0, dtype=np.int64)
-_NO_U32 = np.zeros(0, dtype=np.uint32)
-_AGE0 = np.zeros(64, dtype=np.uint8)
-_AGE0.setflags(write=False)
 
 __all__ = ["RerankConfig", "ShownHistory", "Reranked", "Reranker", "item_hash32", "parse_rerank", "parse_knobs",
            "describe_defaults", "load_config_file", "layered_knobs", "CONFIG_SECTIONS"]
@@ -90,29 +90,13 @@ class ShownHistory:
 
     def push(self, shown: np.ndarray, window: int) -> ShownHistory:
         """A new list shown (``shown``: its item hashes): older lists age by one, lists older than ``window``
-        are forgotten. Lists are appended in order, so the ages never increase along the arrays: only the
-        first (oldest) entry needs a look to know whether anything ages out."""
+        are forgotten. The serving path does this inside the compiled step (:mod:`operators.kernels`,
+        tested to agree); this builds histories for tests and tools."""
         if window <= 0:
             return ShownHistory.empty()
-        hashes, ages = self.hashes, self.ages
-        if ages.size and ages[0] >= window - 1:  # the oldest lists leave: a prefix (window <= 32: no overflow)
-            cut = int(np.count_nonzero(ages >= window - 1))
-            hashes, ages = hashes[cut:], ages[cut:]
-        n = len(shown)
-        zeros = _AGE0[:n] if n <= len(_AGE0) else np.zeros(n, np.uint8)
-        return ShownHistory(np.concatenate((hashes, shown.astype(np.uint32, copy=False))),
-                            np.concatenate((ages + np.uint8(1), zeros)))
-
-    def penalties(self, hashes: np.ndarray, penalty: float, decay: float) -> np.ndarray:
-        """``penalty * sum(decay ** age)`` over the lists each of ``hashes`` was shown in (0 if never)."""
-        if not len(self.hashes) or penalty == 0:
-            return np.zeros(len(hashes), dtype=np.float32)
-        return self.penalties_from(hashes, _by_age(penalty, decay))
-
-    def penalties_from(self, hashes: np.ndarray, by_age: np.ndarray) -> np.ndarray:
-        """:meth:`penalties` with the per-age penalty precomputed (``by_age[a]``): one equality matrix
-        (candidates x remembered items, a few thousand cells) and one product (float32, as the scores)."""
-        return (hashes[:, None] == self.hashes) @ by_age.take(self.ages)
+        keep = self.ages < window - 1  # window <= 32: no uint8 overflow
+        return ShownHistory(np.concatenate((self.hashes[keep], shown.astype(np.uint32, copy=False))),
+                            np.concatenate((self.ages[keep] + np.uint8(1), np.zeros(len(shown), np.uint8))))
 
 
 def _by_age(penalty: float, decay: float) -> np.ndarray:
@@ -120,33 +104,44 @@ def _by_age(penalty: float, decay: float) -> np.ndarray:
     return (penalty * np.power(decay, np.arange(256, dtype=np.float64))).astype(np.float32)
 
 
+_EMPTY = ShownHistory.empty()
+
+
 @dataclass(frozen=True, slots=True)
 class Reranked:
-    """The list: positions into the candidate arrays, the items there, final scores, and a reason per item."""
+    """The list: positions into the candidate arrays, the items there, final scores, a reason per item, and the
+    user's shown history after it."""
 
     order: np.ndarray
     picked: np.ndarray
     """``items[order]``: the catalog indices of the list, best first."""
-    scores: np.ndarray
+    scores: list[float]
+    """The final (adjusted) scores, rounded to 6 decimals."""
     because: np.ndarray | None
     """Per item, the index (into the model's catalog) of the recent item most similar to it."""
+    shown: ShownHistory | None
+    """The shown history with this list pushed (None when ``repeat_window`` is 0)."""
 
 
 class Reranker:
     """Applies :class:`RerankConfig` to one user's candidates; ``embeddings`` (``[V + 1, D]``, L2-normalised,
-    row 0 zero) come from the model bundle (None: no diversity, no 'because')."""
+    row 0 zero) come from the model bundle (None: no diversity, no 'because'). The arithmetic of every rule is
+    one compiled call (:mod:`operators.kernels`); MMR and the category cap order the adjusted scores here."""
 
     def __init__(self, cfg: RerankConfig, embeddings: np.ndarray | None, top_k: int,
-                 categories: np.ndarray | None = None) -> None:
+                 categories: np.ndarray | None = None, interests: Interests | None = None) -> None:
         """``categories``: the catalog's ``rows`` (:class:`operators.catalog.CategoryMatrix`, ``[V + 1, C]``),
-        for interest bonuses and the per-category cap."""
+        for interest bonuses and the per-category cap; ``interests``: the user-interest rules whose preference
+        the kernel computes from the window (``profile`` of :meth:`rerank`)."""
+        from operators.imports import import_in_regular_thread
+
+        kernels = import_in_regular_thread("operators.kernels")
         self.cfg = cfg
         self.top_k = top_k
         self.rows = _NO_ROWS if categories is None else np.ascontiguousarray(categories, dtype=np.float32)
         self.member = None if categories is None or not cfg.category_cap else categories > 0  # bool [V + 1, C]
         self._cats = None if self.member is None else [tuple(np.flatnonzero(row).tolist()) for row in self.member]
         self._by_age = _by_age(cfg.repeat_penalty, cfg.repeat_decay)
-        self._viewed_penalty = float(cfg.viewed_penalty or 0.0)
         self.emb = None if embeddings is None else np.ascontiguousarray(embeddings, dtype=np.float32)
         if cfg.diversity_lambda > 0 and self.emb is None:
             if "diversity_lambda" in cfg.model_fields_set:  # asked for explicitly: refuse to start
@@ -158,44 +153,46 @@ class Reranker:
                 raise ConfigError(msg)
             log.warning("the model bundle has no item embeddings: diversity (the default diversity_lambda=%s) and "
                         "explanations are off; re-export the bundle to get them", cfg.diversity_lambda)
-            self.cfg = cfg.model_copy(update={"diversity_lambda": 0.0})
+            self.cfg = cfg = cfg.model_copy(update={"diversity_lambda": 0.0})
+        icfg = None if interests is None else interests.cfg
+        self.kernel = kernels.StepKernel(
+            rows=None if categories is None else self.rows, emb=self.emb,
+            weights=None if interests is None else interests.weights, by_age=self._by_age,
+            decay=1.0 if icfg is None else icfg.short_term_decay,
+            short_ms=0 if interests is None else interests.short_ms,
+            horizon=1024 if interests is None else interests.horizon,
+            short_boost=0.0 if icfg is None else icfg.short_term_boost,
+            long_boost=0.0 if icfg is None else icfg.long_term_boost,
+            viewed_penalty=float(cfg.viewed_penalty or 0.0), window=cfg.repeat_window,
+            explain_recent=cfg.explain_recent if cfg.explain else 0)
 
     def rerank(self, items: np.ndarray, scores: np.ndarray, item_hashes: np.ndarray, shown: ShownHistory,
-               recent: np.ndarray, *, preference: np.ndarray | None = None, trend: np.ndarray | None = None,
-               reshown: np.ndarray | None = None) -> Reranked:
+               recent: np.ndarray, *, preference: np.ndarray | None = None, profile: tuple | None = None,
+               trend: np.ndarray | None = None, reshown: np.ndarray | None = None) -> Reranked:
         """``items``/``scores``: the graph's valid candidates, best first; ``item_hashes``: their
         :func:`item_hash32`; ``recent``: the user's newest model-known items (catalog indices, oldest first).
-        Bonuses: ``preference`` (per category, :meth:`operators.interests.Interests.preference_vector`: a
-        candidate gains ``rows[item] . preference``), ``trend`` (by catalog index, :mod:`operators.trending`);
-        ``reshown``: viewed-only items, which lose ``viewed_penalty``."""
-        cfg, k = self.cfg, self.top_k
-        # float32 throughout, as the graph's scores: every rule is a few vectorised calls on ~100 values, and at
-        # that size the number of calls is the cost (perf.bench_rerank)
-        if trend is not None:
-            adjusted = trend.take(items)
-            adjusted += scores
-        else:
-            adjusted = scores.astype(np.float32)  # a copy: the caller's scores stay as they are
-        if preference is not None and self.rows.shape[1]:
-            adjusted += self.rows.take(items, axis=0) @ preference
-        if reshown is not None and reshown.size:
-            adjusted -= (items[:, None] == reshown).any(axis=1) * np.float32(self._viewed_penalty)
-        if cfg.repeat_window and cfg.repeat_penalty and len(shown):
-            adjusted -= shown.penalties_from(item_hashes, self._by_age)
+        Bonuses: the user's interests, either ``profile`` = ``(indices, ts, types, newest, affinity)`` of the
+        window (:class:`operators.interests.Interests` rules, computed in the same call) or a ``preference``
+        vector (per category: a candidate gains ``rows[item] . preference``); ``trend`` (by catalog index,
+        :mod:`operators.trending`); ``reshown``: viewed-only items, which lose ``viewed_penalty``."""
+        cfg, k, kernel = self.cfg, self.top_k, self.kernel
+        remembered = shown if cfg.repeat_window else _EMPTY
+        kernel.load(items, scores, item_hashes, remembered.hashes, remembered.ages, recent, profile=profile,
+                    preference=preference, trend=trend,
+                    reshown=reshown if cfg.viewed_penalty is not None else None)
         capped = self.member is not None
-        if cfg.diversity_lambda > 0 and self.emb is not None and len(items) > 1:
-            pool = np.argsort(-adjusted, kind="stable")[: max(k * cfg.diversity_pool, k)]
-            order = pool[self._mmr(items[pool], adjusted[pool], len(pool) if capped else k)]
+        if (cfg.diversity_lambda > 0 and self.emb is not None and len(items) > 1) or capped:
+            adjusted = kernel.adjusted()
+            if cfg.diversity_lambda > 0 and self.emb is not None and len(items) > 1:
+                pool = np.argsort(-adjusted, kind="stable")[: max(k * cfg.diversity_pool, k)]
+                order = pool[self._mmr(items[pool], adjusted[pool], len(pool) if capped else k)]
+            else:
+                order = np.argsort(-adjusted, kind="stable")
+            kernel.run(k, self._cap(items, order, k) if capped else order[:k])
         else:
-            order = np.argsort(-adjusted, kind="stable")
-        order = self._cap(items, order, k) if capped else order[:k]
-        picked = items.take(order)
-        because = None
-        if cfg.explain and self.emb is not None and recent.size and order.size:
-            tail = recent[-cfg.explain_recent :]
-            sims = self.emb.take(picked, axis=0) @ self.emb.take(tail, axis=0).T  # [k, R]
-            because = tail.take(sims.argmax(axis=1))
-        return Reranked(order, picked, adjusted.take(order), because)
+            kernel.run(k)
+        order, picked, final, because, hashes, ages = kernel.result()
+        return Reranked(order, picked, final, because, ShownHistory(hashes, ages) if cfg.repeat_window else None)
 
     def _cap(self, items: np.ndarray, order: np.ndarray, k: int) -> np.ndarray:
         """The first ``k`` of ``order`` with at most ``category_cap`` items per category (an item counts for

@@ -64,6 +64,7 @@ QUARANTINE = 3
 """An implausible event (:mod:`operators.abuse`): not stored, no list, a record for the quarantine topic."""
 TIMING_FIELDS = ("parse", "state_decode", "model", "output")
 _NEG_HALF = -5e8  # scores below this are masked (excluded or padding)
+_NO_SHOWN = ShownHistory.empty()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +188,7 @@ class ServingCore:
                          if self.trending_cfg.enabled else None)
         wants_emb = self.rerank_cfg.diversity_lambda > 0 or self.rerank_cfg.explain
         self.reranker = Reranker(self.rerank_cfg, bundle.item_embeddings() if wants_emb else None, top_k,
-                                 None if self.categories is None else self.categories.rows)
+                                 None if self.categories is None else self.categories.rows, self.interests)
         if self.rerank_cfg.category_cap and self.categories is None:
             log.warning("rerank.category_cap=%d needs a catalog (--catalog): no cap", self.rerank_cfg.category_cap)
         self._neighbors = bundle.item_neighbors() if self.rerank_cfg.neighbor_cold_start else None
@@ -567,34 +568,30 @@ class ServingCore:
             if mask is not None:  # blocked, unavailable, not allowed (operators.item_rules)
                 valid &= mask.take(items)
             scores, items = scores[valid], items[valid]
-        shown = state.shown if state.shown is not None else ShownHistory.empty()
-        # bonuses: the user's interests, trending and new items; the viewed-only items' penalty
-        preference = None
-        if self.interests is not None:
-            preference = self.interests.preference_vector(indices, state.ts, state.types, state.newest,
-                                                          state.affinity)
+        shown = state.shown if state.shown is not None else _NO_SHOWN
+        # one compiled call (operators.kernels): the user's interests (from the window and the long-term
+        # affinity), trending and new items, the viewed-only penalty, repeat suppression, top-K, reasons
+        profile = (None if self.interests is None else
+                   (indices, state.ts, state.types, state.newest, state.affinity))
         trending = self.trending
-        hashes = self._hash32.take(items)
-        out = self.reranker.rerank(items, scores, hashes, shown, recent, preference=preference,
+        out = self.reranker.rerank(items, scores, self._hash32.take(items), shown, recent, profile=profile,
                                    trend=None if trending is None else trending.bonus,
                                    reshown=reshown if reshown is not None and reshown.size else None)
         picked = out.picked
-        if self.rerank_cfg.repeat_window:
-            state.shown = shown.push(hashes.take(out.order), self.rerank_cfg.repeat_window)
+        if out.shown is not None:
+            state.shown = out.shown
         reasons = None
         if out.because is not None:
             reasons = [{"because": b} for b in self.vocab.take(out.because).tolist()]
-        if self.rerank_cfg.explain and self.trending is not None and self.trending.items.size:
-            ranks = self.trending.rank.take(picked).tolist()
+        if self.rerank_cfg.explain and trending is not None and trending.items.size:
+            ranks = trending.rank.take(picked).tolist()
             if any(ranks):
                 reasons = reasons or [{} for _ in ranks]
                 for reason, rank in zip(reasons, ranks, strict=True):
                     if rank:
                         reason["trending"] = rank
         self._rerank_ns += time.perf_counter_ns() - t0
-        # scores rounded to 6 decimals in float64 (a rounded float32 would print with float32's noise digits)
-        return (self.vocab.take(picked).tolist(), (np.rint(out.scores.astype(np.float64) * 1e6) / 1e6).tolist(),
-                reasons)
+        return self.vocab.take(picked).tolist(), out.scores, reasons
 
     # ------------------------------------------------------------------ accounting
     def take_timing(self) -> dict[str, float]:

@@ -84,8 +84,11 @@ def test_short_term_profile_follows_a_switch_of_category_within_a_few_events():
     np.testing.assert_allclose(later, [0.0, 0.5])
     assert it.preference_vector(np.array(idx), np.array(ts), np.array(types, np.uint8), ts[-1] + 60 * MIN,
                                 None) is None
-    bonus = it.bonus(np.array([1, 3, 5]), later)
-    np.testing.assert_allclose(bonus, [0.0, 0.5, 0.25])  # a pure B item gets short_term_boost, A|B half
+    r = Reranker(RerankConfig(repeat_window=0, explain=False), None, top_k=3, categories=it.rows)
+    out = r.rerank(np.array([1, 3, 5]), np.zeros(3, np.float32), np.arange(3, dtype=np.uint32),
+                   ShownHistory.empty(), np.array([], np.int64), preference=later)
+    # a pure B item gets short_term_boost, A|B half
+    assert out.picked.tolist() == [3, 5, 1] and out.scores == [0.5, 0.25, 0.0]
     # the long-term affinity adds its own boost, scaled to its mass
     both = it.preference_vector(np.array(idx), np.array(ts), np.array(types, np.uint8), ts[-1] + 28 * MIN,
                                 np.array([3.0, 1.0], np.float32))
@@ -103,7 +106,7 @@ def test_category_cap_and_bonus_in_the_reranker():
     trend = np.array([0, 0, 0, 3.5, 0, 0], np.float32)  # by catalog index: b1 (3) trends
     out = plain.rerank(items, scores, np.arange(5, dtype=np.uint32), ShownHistory.empty(), np.array([], np.int64),
                        trend=trend)
-    assert items[out.order].tolist() == [3, 1] and out.scores.tolist() == [5.5, 5.0]
+    assert items[out.order].tolist() == [3, 1] and out.scores == [5.5, 5.0]
 
 
 # ---------------------------------------------------------------- through the serving core

@@ -20,8 +20,14 @@ def test_shown_history_ages_lists_and_forgets_beyond_the_window():
     h = h.push(np.array([1, 2], np.uint32), window=2)
     h = h.push(np.array([2, 3], np.uint32), window=2)
     assert sorted(zip(h.hashes.tolist(), h.ages.tolist(), strict=True)) == [(1, 1), (2, 0), (2, 1), (3, 0)]
-    # penalty * decay ** age, summed over the lists an item was shown in
-    np.testing.assert_allclose(h.penalties(np.array([1, 2, 3, 9], np.uint32), 2.0, 0.5), [1.0, 3.0, 2.0, 0.0])
+    # penalty * decay ** age, summed over the lists an item was shown in (candidate i has hash i)
+    r = Reranker(RerankConfig(repeat_window=2, repeat_penalty=2.0, repeat_decay=0.5, explain=False), None, top_k=4)
+    out = r.rerank(np.array([1, 2, 3, 9]), np.zeros(4, np.float32), np.array([1, 2, 3, 9], np.uint32), h,
+                   np.array([], np.int64))
+    assert dict(zip(out.picked.tolist(), out.scores, strict=True)) == {1: -1.0, 2: -3.0, 3: -2.0, 9: 0.0}
+    # the list just served is remembered: the kernel's history after it is ShownHistory.push's
+    assert out.shown.hashes.tolist() == h.push(np.array([9, 1, 3, 2], np.uint32), 2).hashes.tolist()
+    assert out.shown.ages.tolist() == h.push(np.array([9, 1, 3, 2], np.uint32), 2).ages.tolist()
     h = h.push(np.array([4], np.uint32), window=2)  # the list holding 1 is now older than the window
     assert 1 not in h.hashes.tolist() and sorted(h.hashes.tolist()) == [2, 3, 4]
     assert len(ShownHistory.empty().push(np.array([5], np.uint32), window=0)) == 0
@@ -37,7 +43,7 @@ def test_without_rules_the_order_is_the_models():
     r = Reranker(RerankConfig(repeat_window=0, explain=False), None, top_k=3)
     out = r.rerank(np.array([1, 2, 3, 4]), np.array([4.0, 3.0, 2.0, 1.0]), np.arange(4, dtype=np.uint32),
                    ShownHistory.empty(), np.array([], np.int64))
-    assert out.order.tolist() == [0, 1, 2] and out.scores.tolist() == [4.0, 3.0, 2.0] and out.because is None
+    assert out.order.tolist() == [0, 1, 2] and out.scores == [4.0, 3.0, 2.0] and out.because is None
 
 
 def test_repeat_suppression_demotes_what_was_just_shown():
@@ -45,7 +51,7 @@ def test_repeat_suppression_demotes_what_was_just_shown():
     shown = ShownHistory.empty().push(np.array([10], np.uint32), window=5)  # item hash 10 = candidate 1
     out = r.rerank(np.array([1, 2, 3]), np.array([4.0, 3.0, 2.0]), np.array([10, 20, 30], np.uint32), shown,
                    np.array([], np.int64))
-    assert out.order.tolist() == [1, 0] and out.scores.tolist() == [3.0, 2.5]
+    assert out.order.tolist() == [1, 0] and out.scores == [3.0, 2.5]
 
 
 def test_mmr_pushes_a_near_duplicate_down_and_lambda_zero_does_not():
