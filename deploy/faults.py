@@ -271,8 +271,10 @@ class Job:
                      "--group-id", f"faults-{topics['input']}", "--history-len", str(HISTORY_LEN),
                      "--restore-from", "latest",
                      # trending boards reach the job at processing-time moments: with them on, no list could be
-                     # compared with the uninterrupted run's (every user's state is, through their lists)
-                     "--trending", "enabled=false", *extra]
+                     # compared with the uninterrupted run's (every user's state is, through their lists); the
+                     # in-stream neighbour counts live in each subtask's memory (rebuilt after a restart, one
+                     # table per subtask), so new users' lists would differ from the one-table reference too
+                     "--trending", "enabled=false", "--rerank", "neighbor_refresh=false", *extra]
         self.proc: JobProcess | None = None
         self.spare: JobProcess | None = None
         self.log_dirs: list[Path] = []
@@ -373,16 +375,17 @@ def _await_answers(collector: Collector, sent: dict[str, str], timeout_s: float)
 
 
 def reference_lists(bundle: str, input_topic: str, records: list[tuple[bytes, bytes]]) -> dict[str, dict]:
-    """What an uninterrupted job serves: the same serving core (the job's defaults but trending, as the jobs under
-    test run; no Flink, no Kafka, no faults) over the same records in the same order; the last list of every
+    """What an uninterrupted job serves: the same serving core (the job's defaults but trending and the in-stream
+    neighbour refresh, as the jobs under test run; no Flink, no Kafka, no faults) over the same records in the same order; the last list of every
     user."""
     from operators.offline import MemoryStateStore, OfflineRecord, serve_offline
     from operators.serving import LIST, ServingCore
+    from operators.rerank import RerankConfig
     from operators.trending import TrendingConfig
 
     cfg = JobConfig(bootstrap_servers="127.0.0.1:9", bundle_path=bundle, checkpoint_dir="unused",
                     input_topic=input_topic, history_len=HISTORY_LEN, onnx_providers=("CPUExecutionProvider",),
-                    trending=TrendingConfig(enabled=False))
+                    trending=TrendingConfig(enabled=False), rerank=RerankConfig(neighbor_refresh=False))
     core = ServingCore.from_config(cfg)
     last: dict[str, dict] = {}
     feed = (OfflineRecord(key.decode(), value, offset=i) for i, (key, value) in enumerate(records))

@@ -55,6 +55,15 @@ class RerankConfig(BaseModel):
     neighbor_cold_start: int = Field(2, ge=0, le=20, description="users with at most this many known items get "
                                                                 "item-to-item neighbours instead of the model "
                                                                 "(0 = the model from the first item)")
+    neighbor_refresh: bool = Field(True, description="refresh the bundle's item-to-item neighbours in the stream: "
+                                                     "decayed co-visit counts of the subtask's users, added to "
+                                                     "the offline lists (bounded, in memory)")
+    neighbor_stream_weight: float = Field(0.5, ge=0, description="an item's strongest in-stream co-visit counts "
+                                                                 "this times its strongest offline neighbour")
+    neighbor_half_life_minutes: float = Field(360.0, gt=0, description="half-life (event time) of the in-stream "
+                                                                       "co-visit counts")
+    neighbor_stream_items: int = Field(50_000, ge=1, description="items whose in-stream neighbours are kept per "
+                                                                 "subtask (the least recently seen leave first)")
     category_cap: int = Field(0, ge=0, le=100, description="at most this many items of one category in the top K "
                                                            "(0 = no cap; needs --catalog; an item counts for each "
                                                            "of its categories)")

@@ -29,6 +29,7 @@ import numpy as np
 from operators.abuse import AbuseConfig, abuse_reason
 from operators.bundle import load_bundle
 from operators.catalog import CategoryMatrix, load_catalog
+from operators.covisits import StreamNeighbors
 from operators.config import JobConfig
 from operators.errors import ConfigError, EventValidationError, StateLayoutError
 from operators.events import (
@@ -99,6 +100,8 @@ class Deferred:
     indices: np.ndarray | None = None
     reshown: np.ndarray | None = None
     accepted: tuple[str, int, float] | None = None
+    covisit: tuple[list[int], int, int] | None = None
+    """``(window tail, item, ts)`` for the in-stream neighbour counts, observed once the list is made."""
 
 
 def user_id_key(cfg: JobConfig) -> bytes | None:
@@ -192,6 +195,9 @@ class ServingCore:
         if self.rerank_cfg.category_cap and self.categories is None:
             log.warning("rerank.category_cap=%d needs a catalog (--catalog): no cap", self.rerank_cfg.category_cap)
         self._neighbors = bundle.item_neighbors() if self.rerank_cfg.neighbor_cold_start else None
+        self.stream_neighbors = (StreamNeighbors(half_life_minutes=self.rerank_cfg.neighbor_half_life_minutes,
+                                                 max_items=self.rerank_cfg.neighbor_stream_items)
+                                 if self._neighbors is not None and self.rerank_cfg.neighbor_refresh else None)
         vocab_keys = np.fromiter((item_key(i) for i in bundle.item_vocab), dtype=np.uint64, count=bundle.n_items)
         self._hash32 = np.concatenate(([0], item_hash32(vocab_keys))).astype(np.uint32)  # by catalog index
         self._popular_reasons = [{"cold_start": "popular"}] * self.top_k
@@ -319,6 +325,10 @@ class ServingCore:
                                                             code, event.ts)
             accepted = (event.item_id, event.ts, self._count_weight[code]) if self.trending is not None else None
             indices = self.index.lookup(state.keys)
+            # the event's co-visits count from the moment its own list is made (in both modes, so a micro-batch
+            # gives every cold-start list the table one-at-a-time serving would)
+            covisit = ((indices[-8:].tolist(), event_item, event.ts)
+                       if self.stream_neighbors is not None and event_item else None)
             item = self._step_item(indices, event_item)
             inp = self._input(indices, state)
             self._start_fresh(state, inp, item)
@@ -326,8 +336,11 @@ class ServingCore:
             if defer and self._steppable(state) and (not inp.cold or item):
                 self._account(t1 - t0, t2 - t1, 0, 0)
                 return Deferred(event.user_id, encode_state(state), state, self._exclude(inp, item),
-                                left_pad_row(inp.sequence, self.recent_len), item, indices, inp.reshown, accepted)
+                                left_pad_row(inp.sequence, self.recent_len), item, indices, inp.reshown, accepted,
+                                covisit)
             items, scores, reasons, strategy = self.rank(state, item, inp, indices)
+            if covisit is not None:
+                self.stream_neighbors.observe(*covisit)  # type: ignore[union-attr]
             t3 = time.perf_counter_ns()
             out = self._list(event.user_id, state, items, scores, strategy, now_ms, reasons, accepted)
         except Exception as exc:  # a bug or a broken model must not stop every other user's lists
@@ -454,6 +467,8 @@ class ServingCore:
             ids, values, reasons, strategy = self._finish(scores[row], idx[row], d.user, d.recent[d.recent != 0],
                                                           d.exclude, indices, d.reshown)
             outs.append(self._list(d.key, d.user, ids, values, strategy, now_ms, reasons, d.accepted))
+            if d.covisit is not None:
+                self.stream_neighbors.observe(*d.covisit)  # type: ignore[union-attr]
         rerank = self._rerank_ns - reranked_before  # counted with the model, as in single-event mode
         self.timing[3] += t1 - t0 + rerank
         self.timing[4] += time.perf_counter_ns() - t1 - rerank
@@ -462,6 +477,8 @@ class ServingCore:
     def _alone(self, d: Deferred, now_ms: int) -> Output:
         try:
             items, scores, reasons, strategy = self.rank(d.user, d.item)
+            if d.covisit is not None:
+                self.stream_neighbors.observe(*d.covisit)  # type: ignore[union-attr]
             return self._list(d.key, d.user, items, scores, strategy, now_ms, reasons, d.accepted)
         except Exception as exc:
             pending = d.user.pending
@@ -535,21 +552,31 @@ class ServingCore:
         items gets item-to-item neighbours instead (the model's state has advanced all the same, so it serves
         from the next events on)."""
         if self._neighbors is not None and sequence.size <= self.rerank_cfg.neighbor_cold_start:
-            n_scores, n_items = self._neighbor_candidates(sequence, exclude)
+            n_scores, n_items = self._neighbor_candidates(sequence, exclude, state.newest)
             if n_items.size >= self.top_k:  # else too few neighbours: the model's list after all
                 ids, values, reasons = self._top(n_scores, n_items, state, sequence, indices, reshown)
                 return ids, values, reasons, "neighbors"
         ids, values, reasons = self._top(scores, items, state, sequence, indices, reshown)
         return ids, values, reasons, "model"
 
-    def _neighbor_candidates(self, sequence: np.ndarray, exclude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Item-to-item neighbours of the user's few known items (the bundle's served co-occurrence lists),
-        summed, excluded items dropped, as z-scores best first (the model's score scale, for the re-ranker)."""
+    def _neighbor_candidates(self, sequence: np.ndarray, exclude: np.ndarray, ts: int
+                             ) -> tuple[np.ndarray, np.ndarray]:
+        """Item-to-item neighbours of the user's few known items (the bundle's served co-occurrence lists,
+        refreshed with the in-stream co-visits as of event time ``ts``: :mod:`operators.covisits`), summed,
+        excluded items dropped, as z-scores best first (the model's score scale, for the re-ranker)."""
         neighbors, weights = self._neighbors  # type: ignore[misc]
-        idx, w = neighbors[sequence].ravel(), weights[sequence].ravel()
-        keep = (idx != 0) & (w > 0)
-        uniq, inv = np.unique(idx[keep], return_inverse=True)
-        summed = np.bincount(inv, weights=w[keep])
+        stream, share = self.stream_neighbors, self.rerank_cfg.neighbor_stream_weight
+        n_items = self.bundle.n_items
+        total: dict[int, float] = {}
+        for a in sequence.tolist():
+            row = [(b, w) for b, w in zip(neighbors[a].tolist(), weights[a].tolist(), strict=True) if b and w > 0]
+            for b, w in (row if stream is None else stream.blend(a, row, ts, share).items()):
+                if 0 < b <= n_items:  # (a table filled before a swap to a smaller catalog)
+                    total[b] = total.get(b, 0.0) + w
+        uniq = np.fromiter(total.keys(), dtype=np.int64, count=len(total))
+        summed = np.fromiter(total.values(), dtype=np.float64, count=len(total))
+        by_index = np.argsort(uniq, kind="stable")  # ties in catalog order
+        uniq, summed = uniq[by_index], summed[by_index]
         ok = ~np.isin(uniq, exclude)
         uniq, summed = uniq[ok], summed[ok]
         order = np.argsort(-summed, kind="stable")[: self.bundle.n_candidates]

@@ -32,10 +32,12 @@ def replays(tmp_path_factory, world_events, trained_bundle):
     catalog = write_catalog(WORLD, root / "catalog.csv")  # user interests on: per-user, deterministic
     # relative paths, as users type them (the job process runs in a directory of its own). Trending boards reach
     # the streamed job at processing-time moments (the offline loop: every second of event time), so the two
-    # paths can only agree list for list with trending off.
+    # paths can only agree list for list with trending off; the in-stream neighbour counts likewise (each of the
+    # streamed job's subtasks counts its own users' events in the order they arrive there, the offline loop counts
+    # them all in log order: the same neighbours, other weights).
     common = ["replay", "--data", log.name, "--format", "events", "--cutoff", "0.8", "--bundle",
               os.path.relpath(trained_bundle, root), "--max-events", "2500", "--catalog", catalog.name,
-              "--trending", "enabled=false", "--rerank", "category_cap=4"]
+              "--trending", "enabled=false", "--rerank", "category_cap=4", "--rerank", "neighbor_refresh=false"]
     out = {}
     for mode, extra in (("offline", ["--offline"]), ("streamed", ["--no-baselines"])):
         proc = subprocess.run([STREAMREC, *common, "--out", mode, *extra], capture_output=True, text=True,
