@@ -376,11 +376,11 @@ def _await_answers(collector: Collector, sent: dict[str, str], timeout_s: float)
 
 def reference_lists(bundle: str, input_topic: str, records: list[tuple[bytes, bytes]]) -> dict[str, dict]:
     """What an uninterrupted job serves: the same serving core (the job's defaults but trending and the in-stream
-    neighbour refresh, as the jobs under test run; no Flink, no Kafka, no faults) over the same records in the same order; the last list of every
-    user."""
+    neighbour refresh, as the jobs under test run; no Flink, no Kafka, no faults) over the same records in the
+    same order; the last list of every user."""
     from operators.offline import MemoryStateStore, OfflineRecord, serve_offline
-    from operators.serving import LIST, ServingCore
     from operators.rerank import RerankConfig
+    from operators.serving import LIST, ServingCore
     from operators.trending import TrendingConfig
 
     cfg = JobConfig(bootstrap_servers="127.0.0.1:9", bundle_path=bundle, checkpoint_dir="unused",

@@ -29,8 +29,8 @@ import numpy as np
 from operators.abuse import AbuseConfig, abuse_reason
 from operators.bundle import load_bundle
 from operators.catalog import CategoryMatrix, load_catalog
-from operators.covisits import StreamNeighbors
 from operators.config import JobConfig
+from operators.covisits import StreamNeighbors
 from operators.errors import ConfigError, EventValidationError, StateLayoutError
 from operators.events import (
     FORGET_USER,
