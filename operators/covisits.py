@@ -86,8 +86,8 @@ class StreamNeighbors:
         (1 when the item has no offline neighbours)."""
         out = dict(offline)
         counts = self.row(source, ts)
-        if counts and weight > 0:
-            top = max(counts.values())
+        top = max(counts.values(), default=0.0)
+        if top > 1e-12 and weight > 0:  # (counts decay towards 0: years later they underflow)
             scale = weight * (max((w for _, w in offline), default=1.0) or 1.0) / top
             for target, count in counts.items():
                 out[target] = out.get(target, 0.0) + count * scale

@@ -48,6 +48,8 @@ def test_blend_scales_the_stream_row_to_the_offline_row():
     # in-stream 3: 4 (the row's strongest -> 0.5 * 10), 8: 1 -> 1.25
     assert out == {2: 10.0, 3: 5.0 + 5.0, 8: 1.25}
     assert StreamNeighbors(half_life_minutes=60).blend(1, [(2, 1.0)], TS, 0.5) == {2: 1.0}
+    # counts decayed to nothing (a user back after years: 0.5 ** 10,000 underflows) add nothing
+    assert s.blend(1, [(2, 10.0)], TS + 10_000 * HOUR, weight=0.5) == {2: 10.0}
 
 
 @pytest.fixture(scope="module")
