@@ -9,8 +9,9 @@ module is their one implementation. Why it looks like this:
 - numba's ordinary ``@njit`` functions cannot run in the job: they release every array argument through
   ``PyGILState_Ensure``, which hangs pyflink's thread-mode task threads (:mod:`operators.imports`). A ``cfunc``
   taking two raw pointers has no array arguments and no runtime: it reads and writes buffers this module owns
-  (their addresses sit in an int64 control block), allocates nothing and raises nothing, and ctypes calls it
-  with the GIL released the ordinary way (``PyEval_SaveThread`` on the current thread state).
+  (their addresses sit in an int64 control block), allocates nothing and raises nothing; ctypes calls it
+  with the GIL held (``PYFUNCTYPE``: no thread-state switch at all, and no wait for the GIL to come back from
+  the worker's other threads).
 - Inputs are copied into those buffers (~0.4 us each); reading an array's address costs more (~2 us).
 
 ``cache=True`` keeps the compiled code beside this file (``__pycache__``, or numba's user cache when that is not
@@ -218,7 +219,10 @@ def _step(iptr, fptr):  # noqa: ANN001, ANN202, C901, PLR0912, PLR0915 - one pas
     return 0
 
 
-_CALL = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)(_step.address)
+# PYFUNCTYPE: called with the GIL held. The step takes microseconds and touches no Python object; releasing the
+# GIL around it (CFUNCTYPE) would hand it to another thread of the worker (the trending operator, another subtask)
+# and make this one wait for it back: a switch interval (5 ms) at worst, on the per-event path.
+_CALL = ctypes.PYFUNCTYPE(ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)(_step.address)
 
 
 class StepKernel:
