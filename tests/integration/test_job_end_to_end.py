@@ -15,6 +15,7 @@ from deploy.kafka_clients import assigned_consumer
 from model_export.generator import MALFORMED_KINDS, split_by_time, to_records
 from operators.bundle import load_bundle
 from operators.inference import OnnxModel
+from operators.rerank import RerankConfig
 from operators.serving import LIST, ServingCore
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,10 @@ def run(request, kafka, trained_bundle, world_events, tmp_path_factory):
     args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(trained_bundle),
             "--checkpoint-dir", str(work / "checkpoints"), "--input-topic", topics["input"],
             "--output-topic", topics["output"], "--dead-letter-topic", topics["dead"],
-            "--top-k", str(TOP_K), "--group-id", f"it-job-{batch}", "--micro-batch", str(batch)]
+            "--top-k", str(TOP_K), "--group-id", f"it-job-{batch}", "--micro-batch", str(batch),
+            # the in-stream neighbour counts depend on the order in which different users' events arrive (four
+            # partitions here, one order in the offline loop): off, so lists compare list for list
+            "--rerank", "neighbor_refresh=false"]
     with JobProcess(args, work / "logs") as job:
         wait_until_serving(job, kafka.bootstrap, topics["input"], topics["output"], timeout_s=240)
         producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", max_in_flight_requests_per_connection=1)
@@ -138,7 +142,7 @@ def test_streamed_lists_equal_the_offline_core_for_the_same_events(run, trained_
     """The same serving core, driven without Flink and Kafka (state in a dict), gives the same lists."""
     bundle = load_bundle(trained_bundle)
     core = ServingCore(OnnxModel(bundle, providers=["CPUExecutionProvider"]), top_k=TOP_K, history_len=200,
-                       input_topic=run["topics"]["input"])
+                       input_topic=run["topics"]["input"], rerank=RerankConfig(neighbor_refresh=False))
     by_event = {doc["event_id"]: doc for doc in run["lists"]}
     store: dict[str, bytes] = {}
     compared = 0
@@ -164,12 +168,20 @@ def test_streamed_lists_equal_the_offline_core_for_the_same_events(run, trained_
 
 
 def test_a_job_whose_python_workers_cannot_start_exits_non_zero_with_the_cause(kafka, trained_bundle, tmp_path):
-    """The failure users hit when workers cannot import pemja: the job must give up and say why, not loop."""
+    """The failure users hit when workers cannot import pemja: the job must give up and say why, not loop.
+
+    The workers' path starts with a directory whose ``pemja`` fails to import (a worker environment with a broken
+    or mismatched pemja); the client's own check passes, so only the workers fail. (A path without site-packages
+    no longer breaks them: the embedded interpreter finds the virtualenv's site-packages from
+    ``python.executable``.)"""
     kafka.create_topics({"it.broken.in": 1, "it.broken.out": 1, "it.broken.dead": 1})
+    broken = tmp_path / "broken" / "pemja"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise ImportError("this pemja is broken (test)")\n', "utf-8")
     args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(trained_bundle), "--checkpoint-dir",
             str(tmp_path / "ck"), "--input-topic", "it.broken.in", "--output-topic", "it.broken.out",
             "--dead-letter-topic", "it.broken.dead", "--group-id", "it-broken", "--max-restarts", "1",
-            "--conf", "python.pythonpath=/nonexistent"]
+            "--conf", f"python.pythonpath={broken.parent}"]
     job = JobProcess(args, tmp_path / "logs").start()
     proc = job.proc
     try:
