@@ -10,6 +10,8 @@ from operators.bundle import (
     BUNDLE_FORMAT,
     INPUT_EXCLUDE,
     INPUT_ITEM,
+    INPUT_ITEM_VEC,
+    INPUT_ITEM_VECS,
     INPUT_NAME,
     INPUT_RECENT,
     INPUT_STATE,
@@ -41,6 +43,7 @@ def write_manifest(
     recent_len: int = 0,
     item_embeddings: dict[str, Any] | None = None,
     item_neighbors: dict[str, Any] | None = None,
+    scoring: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``manifest.json`` next to the exported graphs (whose sha256 it records)."""
     seq = ["batch", model["max_seq_len"]]
@@ -67,11 +70,30 @@ def write_manifest(
         "popular_items": popular_items,
         "training": training,
     }
+    if scoring:  # format 3: the graphs advance the state; operators.scoring scores from the item table
+        onnx = manifest["onnx"]
+        onnx["inputs"] = {INPUT_NAME: {"dtype": "int64", "shape": seq},
+                          INPUT_ITEM_VECS: {"dtype": "float32", "shape": [*seq, scoring["table"]["dim"]]}}
+        onnx["outputs"] = {OUTPUT_STATE: {"dtype": "float32", "shape": ["batch", state_size]}}
+        manifest["scoring"] = scoring
     if item_embeddings:
         manifest["item_embeddings"] = item_embeddings
     if item_neighbors:
         manifest["item_neighbors"] = item_neighbors
-    if state_size:
+    if state_size and scoring:
+        manifest["step"] = {
+            "file": STEP_ONNX_NAME,
+            "sha256": file_sha256(root / STEP_ONNX_NAME),
+            "state_size": state_size,
+            "recent_len": recent_len,
+            "inputs": {
+                INPUT_STATE: {"dtype": "float32", "shape": ["batch", state_size]},
+                INPUT_ITEM: {"dtype": "int64", "shape": ["batch"]},
+                INPUT_ITEM_VEC: {"dtype": "float32", "shape": ["batch", scoring["table"]["dim"]]},
+            },
+            "outputs": {OUTPUT_STEP_STATE: {"dtype": "float32", "shape": ["batch", state_size]}},
+        }
+    elif state_size:
         manifest["step"] = {
             "file": STEP_ONNX_NAME,
             "sha256": file_sha256(root / STEP_ONNX_NAME),

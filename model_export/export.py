@@ -6,6 +6,7 @@ graph (``step.onnx``), checked against the full-sequence graph step by step.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import tempfile
@@ -20,11 +21,14 @@ import torch
 from torch import nn
 
 from model_export.bundle import write_manifest
-from model_export.model import NEG, ServingHead, StepHead
+from model_export.model import NEG, RECURRENT_ARCHS, EncoderHead, EncoderStepHead, ServingHead, StepHead
 from operators.bundle import (
     EMBEDDINGS_NAME,
+    INDEX_NAME,
     INPUT_EXCLUDE,
     INPUT_ITEM,
+    INPUT_ITEM_VEC,
+    INPUT_ITEM_VECS,
     INPUT_NAME,
     INPUT_RECENT,
     INPUT_STATE,
@@ -35,6 +39,7 @@ from operators.bundle import (
     OUTPUT_STATE,
     OUTPUT_STEP_STATE,
     STEP_ONNX_NAME,
+    TABLE_NAME,
     ModelBundle,
     file_sha256,
     load_bundle,
@@ -151,6 +156,18 @@ def check_step_parity(
     if [i.name for i in step_session.get_inputs()] != list(spec.step_input_names):
         raise ExportParityError([f"step inputs {[i.name for i in step_session.get_inputs()]} != "
                                  f"{list(spec.step_input_names)}"])
+
+    def run_step(state, item, recent, exclude):  # noqa: ANN001, ANN202
+        return step_session.run(None, {INPUT_STATE: state, INPUT_ITEM: item, INPUT_RECENT: recent,
+                                       INPUT_EXCLUDE: exclude})
+
+    def run_full(seq, exclude):  # noqa: ANN001, ANN202
+        return full_session.run(None, {INPUT_NAME: seq, INPUT_EXCLUDE: exclude})
+
+    return _step_parity(head, run_full, run_step, inputs, spec)
+
+
+def _step_parity(head: ServingHead, run_full, run_step, inputs: list[np.ndarray], spec: ExportSpec) -> dict:  # noqa: ANN001
     mismatches: list[str] = []
     max_diff = max_state_diff = 0.0
     recent_len = head.recent_len
@@ -161,12 +178,10 @@ def check_step_parity(
             prefix = np.zeros_like(batch)
             prefix[:, length - t - 1 :] = batch[:, : t + 1]
             recent = prefix[:, -recent_len:]
-            scores, items, state = step_session.run(
-                None, {INPUT_STATE: state, INPUT_ITEM: batch[:, t], INPUT_RECENT: recent,
-                       INPUT_EXCLUDE: exclusion_matrix(prefix)})
+            scores, items, state = run_step(state, batch[:, t], recent, exclusion_matrix(prefix))
             if not (prefix != 0).any(axis=1).all():
                 continue  # rows still all padding: nothing to compare yet
-            f_scores, _, f_state = full_session.run(None, {INPUT_NAME: prefix, INPUT_EXCLUDE: exclusion_matrix(prefix)})
+            f_scores, _, f_state = run_full(prefix, exclusion_matrix(prefix))
             full, _ = _reference(head, prefix)
             found, diff = _compare(f"step {t} of batch {batch.shape[0]}", scores, items, full, f_scores, spec)
             state_diff = float(np.abs(state - f_state).max())
@@ -177,6 +192,34 @@ def check_step_parity(
     if mismatches:
         raise ExportParityError(mismatches[:20])
     return {"max_abs_diff": max_diff, "max_state_diff": max_state_diff, "batches": [int(b.shape[0]) for b in inputs]}
+
+
+def check_served_parity(head: ServingHead, bundle: ModelBundle, inputs: list[np.ndarray], short: list[np.ndarray],
+                        spec: ExportSpec) -> dict:
+    """A format-3 bundle as the job serves it (:class:`operators.inference.OnnxModel`: the graphs, then
+    :mod:`operators.scoring`) against the torch head: the full-sequence path on ``inputs``, then the step path
+    event by event on ``short`` (:func:`check_step_parity`'s comparison)."""
+    from operators.inference import OnnxModel
+
+    served = OnnxModel(bundle, providers=["CPUExecutionProvider"])
+    mismatches: list[str] = []
+    max_diff = max_state_diff = 0.0
+    for batch in inputs:
+        scores, items, state = served.run_full(batch, exclusion_matrix(batch))
+        full, ref = _reference(head, batch)
+        found, diff = _compare(f"batch {batch.shape[0]}", scores, items, full, ref, spec)
+        with torch.no_grad():
+            want = head.model.final_state(torch.from_numpy(batch)).numpy()
+        state_diff = float(np.abs(state - want).max())
+        if state_diff > spec.atol * 10:
+            found.append(f"batch {batch.shape[0]}: state differs from torch by {state_diff:.3g}")
+        mismatches += found
+        max_diff, max_state_diff = max(max_diff, diff), max(max_state_diff, state_diff)
+    if mismatches:
+        raise ExportParityError(mismatches)
+    step = _step_parity(head, served.run_full, served.run_step, short, spec)
+    return {"max_abs_diff": max_diff, "max_state_diff": max_state_diff,
+            "batches": [int(b.shape[0]) for b in inputs], "step": step, "scoring": served.scorer.mode}
 
 
 def _export(head: ServingHead, example: torch.Tensor, onnx_path: Path, spec: ExportSpec) -> None:
@@ -211,6 +254,29 @@ def _export_step(head: ServingHead, step_path: Path, spec: ExportSpec) -> None:
                       OUTPUT_ITEMS: {0: "batch"}, OUTPUT_STEP_STATE: {0: "batch"}},
         opset_version=spec.opset,
         dynamo=False,
+    )
+
+
+def _export_encoders(head: ServingHead, root: Path, spec: ExportSpec) -> None:
+    """Format 3: ``model.onnx`` (item_seq, item_vecs -> state) and ``step.onnx`` (state, item, item_vec ->
+    state_out), the item table outside both."""
+    model = head.model
+    d, length = model.cfg.hidden, model.cfg.max_seq_len
+    seq = torch.ones((1, length), dtype=torch.long)
+    torch.onnx.export(
+        EncoderHead(model).eval(), (seq, torch.zeros((1, length, d))), str(root / ONNX_NAME),
+        input_names=[INPUT_NAME, INPUT_ITEM_VECS], output_names=[OUTPUT_STATE],
+        dynamic_axes={INPUT_NAME: {0: "batch"}, INPUT_ITEM_VECS: {0: "batch"}, OUTPUT_STATE: {0: "batch"}},
+        opset_version=spec.opset, dynamo=False,
+    )
+    torch.onnx.export(
+        EncoderStepHead(head).eval(),
+        (torch.zeros((1, model.state_size)), torch.ones((1,), dtype=torch.long), torch.zeros((1, d))),
+        str(root / STEP_ONNX_NAME),
+        input_names=[INPUT_STATE, INPUT_ITEM, INPUT_ITEM_VEC], output_names=[OUTPUT_STEP_STATE],
+        dynamic_axes={INPUT_STATE: {0: "batch"}, INPUT_ITEM: {0: "batch"}, INPUT_ITEM_VEC: {0: "batch"},
+                      OUTPUT_STEP_STATE: {0: "batch"}},
+        opset_version=spec.opset, dynamo=False,
     )
 
 
@@ -255,35 +321,30 @@ def export_bundle(
     cooc: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     beta: float = 0.0,
     model_info: dict[str, Any] | None = None,
+    ann_index: bool | None = None,
 ) -> ModelBundle:
-    """Export ``model`` as a verified bundle in ``out_dir`` (written atomically: temp dir, then rename)."""
+    """Export ``model`` as a verified bundle in ``out_dir`` (written atomically: temp dir, then rename).
+
+    A recurrent model is exported in format 3 (:mod:`operators.bundle`): graphs that advance the state, the
+    item table once (float16; the model's table is rounded to it first, so torch, the graphs and the scorer
+    compute on the same numbers), scoring by :mod:`operators.scoring`; with ``ann_index`` (default: catalogs
+    above :data:`operators.scoring.EXACT_MAX_ITEMS`) an ANN index over the table. Other models keep the
+    scores inside the graph (format 2 layout)."""
     spec = spec or ExportSpec()
     out_dir = Path(out_dir)
     n_candidates = min(n_candidates, model.cfg.n_items)
+    if model.cfg.arch in RECURRENT_ARCHS:
+        return _export_recurrent(model, out_dir, version=version, item_vocab=item_vocab, n_candidates=n_candidates,
+                                 training=training, popular_items=popular_items, sample_inputs=sample_inputs,
+                                 spec=spec, cooc=cooc, beta=beta, model_info=model_info, ann_index=ann_index)
     head = ServingHead(model, n_candidates, cooc=cooc, beta=beta).eval()
     with _atomic_dir(out_dir) as tmp:
         onnx_path = tmp / ONNX_NAME
         example = torch.from_numpy(sample_inputs[0][:1])
         with _quiet_tracer():
             _export(head, example, onnx_path, spec)
-            if head.recurrent:
-                _export_step(head, tmp / STEP_ONNX_NAME, spec)
         parity = check_parity(head, onnx_path, sample_inputs, spec)
         log.info("onnx parity ok: max |diff| %.3g", parity["max_abs_diff"])
-        state_info: dict[str, Any] = {}
-        if head.recurrent:
-            short = [s[:, -min(s.shape[1], 24) :] for s in sample_inputs[:2]]
-            short = [np.pad(s, ((0, 0), (model.cfg.max_seq_len - s.shape[1], 0))) for s in short]
-            parity["step"] = check_step_parity(head, onnx_path, tmp / STEP_ONNX_NAME, short, spec)
-            with torch.no_grad():
-                lam_re, lam_im, _ = zip(*(block.lru.coefficients() for block in model.blocks), strict=True)
-                modulus = max(float(torch.sqrt(r**2 + i**2).max()) for r, i in zip(lam_re, lam_im, strict=True))
-            state_info = {
-                "state_size": model.state_size,
-                "max_abs_lambda": modulus,
-                "memory_beyond_window": modulus ** model.cfg.max_seq_len,
-            }
-            log.info("step graph parity ok: max |diff| %.3g", parity["step"]["max_abs_diff"])
         cfg = model.cfg
         emb_info = write_item_embeddings(tmp, model.item_emb.weight.detach().numpy())
         neighbors_info = write_item_neighbors(tmp, cooc[0], cooc[1]) if cooc is not None else None
@@ -298,7 +359,6 @@ def export_bundle(
                 "n_blocks": cfg.n_blocks,
                 "n_heads": cfg.n_heads,
                 "blend_beta": head.beta,
-                **state_info,
                 **(model_info or {}),
             },
             item_vocab=item_vocab,
@@ -306,8 +366,6 @@ def export_bundle(
             opset=spec.opset,
             training={**training, "parity": parity},
             popular_items=popular_items,
-            state_size=model.state_size if head.recurrent else 0,
-            recent_len=head.recent_len if head.recurrent else 0,
             item_embeddings=emb_info,
             item_neighbors=neighbors_info,
         )
@@ -316,6 +374,70 @@ def export_bundle(
              "beta": head.beta, "n_candidates": n_candidates},
             tmp / "model.pt",
         )
+    return load_bundle(out_dir)
+
+
+def _export_recurrent(model: nn.Module, out_dir: Path, *, version: str, item_vocab: list[str], n_candidates: int,
+                      training: dict[str, Any], popular_items: list[str], sample_inputs: list[np.ndarray],
+                      spec: ExportSpec, cooc: tuple[np.ndarray, np.ndarray, np.ndarray] | None, beta: float,
+                      model_info: dict[str, Any] | None, ann_index: bool | None) -> ModelBundle:
+    from operators.scoring import EXACT_MAX_ITEMS, build_ann_index
+
+    model = copy.deepcopy(model).eval()
+    with torch.no_grad():  # the served table is float16: torch's reference computes on the same values
+        model.item_emb.weight.copy_(model.item_emb.weight.half().float())
+        model.item_emb.weight[0].zero_()
+    head = ServingHead(model, n_candidates, cooc=cooc, beta=beta).eval()
+    cfg = model.cfg
+    with _atomic_dir(out_dir) as tmp:
+        with _quiet_tracer():
+            _export_encoders(head, tmp, spec)
+        table = model.item_emb.weight.detach().numpy().astype(np.float16)
+        np.save(tmp / TABLE_NAME, table, allow_pickle=False)
+        scoring: dict[str, Any] = {
+            "table": {"file": TABLE_NAME, "sha256": file_sha256(tmp / TABLE_NAME), "dtype": "float16",
+                      "dim": int(table.shape[1])},
+            "beta": head.beta,
+            "decay": [float(x) for x in cooc[2]] if cooc is not None and head.beta > 0 else None,
+        }
+        if ann_index if ann_index is not None else len(item_vocab) > EXACT_MAX_ITEMS:
+            info = build_ann_index(table, tmp / INDEX_NAME)
+            scoring["index"] = {"file": INDEX_NAME, "sha256": file_sha256(tmp / INDEX_NAME), **info}
+        neighbors_info = write_item_neighbors(tmp, cooc[0], cooc[1]) if cooc is not None else None
+        with torch.no_grad():
+            lam_re, lam_im, _ = zip(*(block.lru.coefficients() for block in model.blocks), strict=True)
+            modulus = max(float(torch.sqrt(r**2 + i**2).max()) for r, i in zip(lam_re, lam_im, strict=True))
+        model_doc = {
+            "type": cfg.arch if head.beta == 0 else f"{cfg.arch}+cooccurrence",
+            "arch": cfg.arch,
+            "max_seq_len": cfg.max_seq_len,
+            "hidden": cfg.hidden,
+            "n_blocks": cfg.n_blocks,
+            "n_heads": cfg.n_heads,
+            "blend_beta": head.beta,
+            "state_size": model.state_size,
+            "max_abs_lambda": modulus,
+            "memory_beyond_window": modulus ** cfg.max_seq_len,
+            **(model_info or {}),
+        }
+
+        def manifest(parity: dict | None) -> None:
+            write_manifest(tmp, version=version, model=model_doc, item_vocab=item_vocab, n_candidates=n_candidates,
+                           opset=spec.opset, training={**training, **({"parity": parity} if parity else {})},
+                           popular_items=popular_items, state_size=model.state_size, recent_len=head.recent_len,
+                           item_neighbors=neighbors_info, scoring=scoring)
+
+        manifest(None)
+        short = [s[:, -min(s.shape[1], 24) :] for s in sample_inputs[:2]]
+        short = [np.pad(s, ((0, 0), (cfg.max_seq_len - s.shape[1], 0))) for s in short]
+        parity = check_served_parity(head, load_bundle(tmp), sample_inputs, short, spec)
+        log.info("served parity ok (%s scoring): max |diff| %.3g, step %.3g", parity["scoring"],
+                 parity["max_abs_diff"], parity["step"]["max_abs_diff"])
+        manifest(parity)
+        # the item table is in item_table.npy (exactly: it was rounded to float16 above)
+        state = {k: v for k, v in model.state_dict().items() if k != "item_emb.weight"}
+        torch.save({"state_dict": state, "config": asdict(cfg), "cooc": NEIGHBORS_NAME if head.beta > 0 else None,
+                    "beta": head.beta, "n_candidates": n_candidates, "item_table": TABLE_NAME}, tmp / "model.pt")
     return load_bundle(out_dir)
 
 
@@ -360,8 +482,15 @@ def load_serving_head(bundle: ModelBundle) -> ServingHead:
 
     saved = torch.load(bundle.path / "model.pt", weights_only=False)
     model = build_model(SASRecConfig(**saved["config"]))
-    model.load_state_dict(saved["state_dict"])
-    return ServingHead(model, saved["n_candidates"], cooc=saved["cooc"], beta=saved["beta"]).eval()
+    state = saved["state_dict"]
+    cooc = saved["cooc"]
+    if "item_table" in saved:  # format 3: the item table and the neighbours are stored once, in their files
+        state = {**state, "item_emb.weight": torch.from_numpy(bundle.item_table().astype(np.float32))}
+        if cooc is not None:
+            neighbors, weights = bundle.item_neighbors()
+            cooc = (neighbors, weights, np.asarray(bundle.manifest["scoring"]["decay"], dtype=np.float32))
+    model.load_state_dict(state)
+    return ServingHead(model, saved["n_candidates"], cooc=cooc, beta=saved["beta"]).eval()
 
 
 def export_baseline_bundle(

@@ -24,6 +24,8 @@ __all__ = [
     "build_model",
     "ServingHead",
     "StepHead",
+    "EncoderHead",
+    "EncoderStepHead",
     "blend_scores",
     "cooccurrence_scores",
     "standardize",
@@ -258,22 +260,24 @@ class LRURec(nn.Module):
         """``[B, L] -> [B, L, D]``; padding (0) leaves the recurrent state untouched."""
         return self._scan(item_seq)[0]
 
-    def _scan(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _scan(self, item_seq: torch.Tensor, item_vecs: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         keep = item_seq != 0  # [B, L]
-        x = self.drop(self.item_emb(item_seq))  # [B, L, D]
+        x = self.drop(self.item_emb(item_seq) if item_vecs is None else item_vecs)  # [B, L, D]
         states = []
         for block in self.blocks:
             x, h_re, h_im = block(x, keep)
             states += [h_re[:, -1], h_im[:, -1]]
         return self.ln(x), states
 
-    def final_state(self, item_seq: torch.Tensor) -> torch.Tensor:
+    def final_state(self, item_seq: torch.Tensor, item_vecs: torch.Tensor | None = None) -> torch.Tensor:
         """Serving state after the newest item of each left-padded row: ``[B, L] -> [B, state_size]``.
 
         The output vector slot holds the output at the newest non-padding position (zeros for an all-padding
-        row), which is what :meth:`step` keeps when it is given padding.
+        row), which is what :meth:`step` keeps when it is given padding. ``item_vecs [B, L, D]``: the rows'
+        item embeddings gathered by the caller (the served graph reads them from the bundle's item table).
         """
-        out, states = self._scan(item_seq)
+        out, states = self._scan(item_seq, item_vecs)
         keep = (item_seq != 0).to(out.dtype)  # [B, L]
         # index of the newest kept position; rows with none get a zero vector
         pos = torch.arange(item_seq.shape[1], device=item_seq.device).to(out.dtype)
@@ -495,3 +499,45 @@ class StepHead(nn.Module):
         scores = head.blend(vec @ self.emb_t, recent)  # [B, V + 1]
         top_scores, items = _mask_and_rank(scores, exclude, head.penalty, head.n_candidates)
         return top_scores, items, torch.cat([*new, vec], dim=1)
+
+
+class EncoderHead(nn.Module):
+    """The exported full-sequence graph of a format-3 recurrent bundle: ``(item_seq [B, L], item_vecs [B, L, D])
+    -> state [B, S]``. The item table is not in the graph: the caller gathers the rows' embeddings from the
+    bundle's table, and scores the output vector (the state's last ``D`` floats) outside the graph
+    (:mod:`operators.scoring`), exactly as :class:`ServingHead` defines the scores."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_seq: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
+        return self.model.final_state(item_seq, item_vecs)
+
+
+class EncoderStepHead(nn.Module):
+    """The exported one-event graph of a format-3 recurrent bundle: ``(state [B, S], item [B], item_vec [B, D])
+    -> state_out [B, S]``: the constants of :class:`StepHead` without the scoring (no item table in the graph)."""
+
+    def __init__(self, head: ServingHead) -> None:
+        super().__init__()
+        self.step_head = StepHead(head)
+        del self.step_head.emb_t
+
+    def forward(self, state: torch.Tensor, item: torch.Tensor, item_vec: torch.Tensor) -> torch.Tensor:
+        sh = self.step_head
+        model = sh.head.model
+        d, n_blocks = model.cfg.hidden, model.cfg.n_blocks
+        keep = (item != 0).unsqueeze(-1)  # [B, 1]: an unknown item leaves the state as it was
+        x = item_vec
+        parts = torch.split(state, [2 * d] * n_blocks + [d], dim=1)
+        new = []
+        for i, block in enumerate(model.blocks):
+            z = block.ln1(x)
+            h = parts[i] @ getattr(sh, f"lam{i}") + z @ getattr(sh, f"b{i}")  # [B, 2D]
+            h = torch.where(keep, h, parts[i])
+            x = x + h @ getattr(sh, f"c{i}") + z * getattr(sh, f"d{i}")
+            x = x + block.ffn(block.ln2(x))
+            new.append(h)
+        vec = torch.where(keep, model.ln(x), parts[-1])  # [B, D]
+        return torch.cat([*new, vec], dim=1)

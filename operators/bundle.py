@@ -14,6 +14,18 @@ Layout of a bundle directory (format ``streamrec-bundle/2``)::
                               [batch, R] (the newest R items, left-padded, the new item last), ``exclude``
                       outputs ``scores``, ``items``, ``state_out`` float32 [batch, S]
 
+Format ``streamrec-bundle/3`` adds external scoring for recurrent models (a ``scoring`` manifest section):
+the graphs then only advance the user's state and take the item embeddings as inputs
+(``model.onnx``: ``item_seq`` and ``item_vecs`` float32 [batch, L, D] -> ``state``; ``step.onnx``: ``state``,
+``item``, ``item_vec`` float32 [batch, D] -> ``state_out``), and the scores are computed by
+:mod:`operators.scoring` from::
+
+    item_table.npy    the item embedding table, float16 [V + 1, D] (row 0, padding, zero): the graphs' input
+                      embeddings and the scoring table, stored once
+    item_index.faiss  optional, large catalogs: an IVF index over the table (inner product, ids = indices)
+
+Format 2 bundles (scoring inside the graphs) are still served as they are.
+
 Item index ``i`` (1-based) is ``item_vocab[i - 1]``; 0 is padding. This module never imports torch.
 """
 
@@ -33,6 +45,11 @@ __all__ = [
     "ONNX_NAME",
     "STEP_ONNX_NAME",
     "EMBEDDINGS_NAME",
+    "READABLE_FORMATS",
+    "TABLE_NAME",
+    "INDEX_NAME",
+    "INPUT_ITEM_VECS",
+    "INPUT_ITEM_VEC",
     "NEIGHBORS_NAME",
     "INPUT_NAME",
     "INPUT_EXCLUDE",
@@ -49,7 +66,12 @@ __all__ = [
     "load_bundle",
 ]
 
-BUNDLE_FORMAT = "streamrec-bundle/2"
+BUNDLE_FORMAT = "streamrec-bundle/3"
+READABLE_FORMATS = ("streamrec-bundle/2", BUNDLE_FORMAT)
+TABLE_NAME = "item_table.npy"
+INDEX_NAME = "item_index.faiss"
+INPUT_ITEM_VECS = "item_vecs"
+INPUT_ITEM_VEC = "item_vec"
 MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "model.onnx"
 STEP_ONNX_NAME = "step.onnx"
@@ -117,9 +139,30 @@ class ModelBundle:
         return len(self.item_vocab)
 
     @property
+    def external_scoring(self) -> bool:
+        """Format 3: the graphs advance the state, :mod:`operators.scoring` scores (from the item table)."""
+        return isinstance(self.manifest.get("scoring"), dict)
+
+    @property
+    def index_path(self) -> Path | None:
+        """The ANN index over the item table, if the bundle ships one."""
+        scoring = self.manifest.get("scoring") or {}
+        return self.path / INDEX_NAME if isinstance(scoring.get("index"), dict) else None
+
+    def item_table(self):  # noqa: ANN201 - numpy array, imported lazily
+        """The item embedding table ``float16 [V + 1, D]`` of an externally scored bundle (row 0 zero)."""
+        import numpy as np
+
+        table = np.load(self.path / TABLE_NAME, allow_pickle=False, mmap_mode="r")
+        if table.ndim != 2 or table.shape[0] != self.n_items + 1:
+            raise _fail(self.path, f"{TABLE_NAME} has shape {table.shape}; the catalog needs {self.n_items + 1} rows",
+                        "Re-export the bundle.")
+        return np.asarray(table, dtype=np.float16)
+
+    @property
     def has_embeddings(self) -> bool:
         """Whether the bundle ships item embeddings (diversity, explanations)."""
-        return isinstance(self.manifest.get("item_embeddings"), dict)
+        return isinstance(self.manifest.get("item_embeddings"), dict) or self.external_scoring
 
     def item_embeddings(self):  # noqa: ANN201 - numpy array, imported lazily
         """L2-normalised item embeddings ``float32 [V + 1, D]`` (row 0, padding, is zero), or None."""
@@ -127,6 +170,10 @@ class ModelBundle:
             return None
         import numpy as np
 
+        if not isinstance(self.manifest.get("item_embeddings"), dict):  # format 3: from the item table
+            emb = self.item_table().astype(np.float32)
+            norms = np.linalg.norm(emb, axis=1, keepdims=True)
+            return np.where(norms > 0, emb / np.maximum(norms, 1e-12), 0.0).astype(np.float16).astype(np.float32)
         emb = np.load(self.path / EMBEDDINGS_NAME, allow_pickle=False).astype(np.float32)
         if emb.shape[0] != self.n_items + 1:
             raise _fail(self.path, f"{EMBEDDINGS_NAME} has {emb.shape[0]} rows; the catalog needs {self.n_items + 1}",
@@ -197,10 +244,10 @@ def load_bundle(path: str | Path, *, verify_checksum: bool = True) -> ModelBundl
     ]
     if problems:
         raise _fail(root, f"manifest incomplete: {'; '.join(problems)}", retrain)
-    if manifest["format"] != BUNDLE_FORMAT:
+    if manifest["format"] not in READABLE_FORMATS:
         raise _fail(
             root,
-            f"unknown bundle format {manifest['format']!r} (this job reads {BUNDLE_FORMAT!r})",
+            f"unknown bundle format {manifest['format']!r} (this job reads {READABLE_FORMATS})",
             "Export the model with this version of streamrec.",
         )
     model, onnx_info = manifest["model"], manifest["onnx"]
@@ -243,6 +290,21 @@ def load_bundle(path: str | Path, *, verify_checksum: bool = True) -> ModelBundl
         if not (root / EMBEDDINGS_NAME).is_file():
             raise _fail(root, f"{EMBEDDINGS_NAME} is missing (the manifest declares item embeddings)", retrain)
         files[EMBEDDINGS_NAME] = str(emb.get("sha256"))
+    scoring = manifest.get("scoring")
+    if isinstance(scoring, dict):
+        if not state_size:
+            raise _fail(root, "a scoring section needs a recurrent model (a step graph)", retrain)
+        for key, name in (("table", TABLE_NAME), ("index", INDEX_NAME)):
+            entry = scoring.get(key)
+            if key == "table" and not isinstance(entry, dict):
+                raise _fail(root, "the scoring section names no item table", retrain)
+            if isinstance(entry, dict):
+                if not (root / name).is_file():
+                    raise _fail(root, f"{name} is missing (the manifest declares it)", retrain)
+                files[name] = str(entry.get("sha256"))
+        if float(scoring.get("beta", 0.0)) > 0 and NEIGHBORS_NAME not in files:
+            raise _fail(root, "the scoring section blends co-occurrence but the bundle has no item neighbours",
+                        retrain)
     if verify_checksum:
         for name, sha in files.items():
             actual = file_sha256(root / name)

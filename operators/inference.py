@@ -14,6 +14,8 @@ import numpy as np
 from operators.bundle import (
     INPUT_EXCLUDE,
     INPUT_ITEM,
+    INPUT_ITEM_VEC,
+    INPUT_ITEM_VECS,
     INPUT_NAME,
     INPUT_RECENT,
     INPUT_STATE,
@@ -56,6 +58,7 @@ class OnnxModel:
         *,
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         intra_op_threads: int = 1,
+        scorer_cfg=None,  # noqa: ANN001 - operators.scoring.ScorerConfig
     ) -> None:
         ort = import_onnxruntime()
         options = ort.SessionOptions()
@@ -80,12 +83,29 @@ class OnnxModel:
                 raise _io_error(bundle, path.name, got, (inputs, outputs))
             return sess
 
-        full_out = [OUTPUT_SCORES, OUTPUT_ITEMS, *([OUTPUT_STATE] if bundle.recurrent else [])]
-        self.full = session(bundle.onnx_path, [INPUT_NAME, INPUT_EXCLUDE], full_out)
+        self.scorer = None
         self.step = None
-        if bundle.step_path is not None:
-            self.step = session(bundle.step_path, [INPUT_STATE, INPUT_ITEM, INPUT_RECENT, INPUT_EXCLUDE],
-                                [OUTPUT_SCORES, OUTPUT_ITEMS, OUTPUT_STEP_STATE])
+        if bundle.external_scoring:  # format 3: the graphs advance the state, operators.scoring scores
+            from operators.scoring import Scorer, ScorerConfig
+
+            scoring = bundle.manifest["scoring"]
+            neighbors = bundle.item_neighbors() if float(scoring.get("beta", 0.0)) > 0 else None
+            self.scorer = Scorer(
+                bundle.item_table(), bundle.n_candidates,
+                neighbors=None if neighbors is None else neighbors[0],
+                weights=None if neighbors is None else neighbors[1],
+                decay=scoring.get("decay"), beta=float(scoring.get("beta", 0.0)), index_path=bundle.index_path,
+                cfg=scorer_cfg or ScorerConfig())
+            self._table = self.scorer.table16
+            self._dim = self.scorer.dim
+            self.full = session(bundle.onnx_path, [INPUT_NAME, INPUT_ITEM_VECS], [OUTPUT_STATE])
+            self.step = session(bundle.step_path, [INPUT_STATE, INPUT_ITEM, INPUT_ITEM_VEC], [OUTPUT_STEP_STATE])
+        else:
+            full_out = [OUTPUT_SCORES, OUTPUT_ITEMS, *([OUTPUT_STATE] if bundle.recurrent else [])]
+            self.full = session(bundle.onnx_path, [INPUT_NAME, INPUT_EXCLUDE], full_out)
+            if bundle.step_path is not None:
+                self.step = session(bundle.step_path, [INPUT_STATE, INPUT_ITEM, INPUT_RECENT, INPUT_EXCLUDE],
+                                    [OUTPUT_SCORES, OUTPUT_ITEMS, OUTPUT_STEP_STATE])
         self.active_provider: str = self.full.get_providers()[0]
         self.vocab = np.asarray(("<pad>",) + bundle.item_vocab, dtype=object)
         log.info(
@@ -97,6 +117,11 @@ class OnnxModel:
         self, item_seq: np.ndarray, exclude: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """``item_seq [B, L]``, ``exclude [B, X]`` -> (scores [B, C], item indices [B, C], state [B, S] or None)."""
+        if self.scorer is not None:
+            vecs = self._table[item_seq].astype(np.float32)
+            (state,) = self.full.run(None, {INPUT_NAME: item_seq, INPUT_ITEM_VECS: vecs})
+            scores, items = self.scorer.score(state[:, -self._dim:], item_seq, exclude)
+            return scores, items, state
         out = self.full.run(None, {INPUT_NAME: item_seq, INPUT_EXCLUDE: exclude})
         return out[0], out[1], (out[2] if len(out) > 2 else None)
 
@@ -107,7 +132,17 @@ class OnnxModel:
         if self.step is None:
             msg = f"model {self.bundle.version} is not recurrent: it has no step graph"
             raise BundleError(msg)
+        if self.scorer is not None:
+            new_state = self.advance(state, item)
+            scores, items = self.scorer.score(new_state[:, -self._dim:], recent, exclude)
+            return scores, items, new_state
         scores, items, new_state = self.step.run(
             None, {INPUT_STATE: state, INPUT_ITEM: item, INPUT_RECENT: recent, INPUT_EXCLUDE: exclude}
         )
         return scores, items, new_state
+
+    def advance(self, state: np.ndarray, item: np.ndarray) -> np.ndarray:
+        """Format 3 only: the step graph alone, ``state [B, S], item [B] -> state_out [B, S]`` (no scoring)."""
+        vec = self._table[item].astype(np.float32)
+        (new_state,) = self.step.run(None, {INPUT_STATE: state, INPUT_ITEM: item, INPUT_ITEM_VEC: vec})
+        return new_state

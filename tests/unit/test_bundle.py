@@ -64,7 +64,7 @@ def test_graph_with_unexpected_io_is_refused_at_load(bundle_copy):
 
     shutil.copy(bundle_copy / "step.onnx", bundle_copy / "model.onnx")  # wrong graph in the right place
     bundle = load_bundle(bundle_copy, verify_checksum=False)
-    with pytest.raises(BundleError, match=r"model.onnx has inputs=\['state', 'item', 'recent', 'exclude'\]"):
+    with pytest.raises(BundleError, match=r"model.onnx has inputs=\['state', 'item', 'item_vec'\]"):
         OnnxModel(bundle, providers=["CPUExecutionProvider"])
 
 

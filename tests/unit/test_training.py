@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_export.export import ExportParityError, ExportSpec, check_parity, load_serving_head
+from model_export.export import ExportParityError, ExportSpec, check_served_parity, load_serving_head
 from model_export.model import LRURec, SASRec, SASRecConfig
 from model_export.train import TrainConfig, left_pad
 from operators.bundle import load_bundle
@@ -55,13 +55,16 @@ def test_parity_check_reports_every_mismatch(trained_bundle):
     head = load_serving_head(bundle)
     model = head.model
     inputs = [left_pad([np.arange(1, 10)], bundle.max_seq_len), left_pad([np.arange(3, 8)] * 2, bundle.max_seq_len)]
-    assert check_parity(head, bundle.onnx_path, inputs, ExportSpec())["max_abs_diff"] < 1e-3
+    assert bundle.external_scoring  # a recurrent model: graphs + operators.scoring, checked as served
+    assert check_served_parity(head, bundle, inputs, inputs[:1], ExportSpec())["max_abs_diff"] < 1e-3
     with torch.no_grad():
-        model.item_emb.weight.mul_(1.5)  # the graph no longer matches the weights
+        model.item_emb.weight.mul_(1.5)  # the served table no longer matches the weights
     with pytest.raises(ExportParityError) as info:
-        check_parity(head, bundle.onnx_path, inputs, ExportSpec())
+        check_served_parity(head, bundle, inputs, inputs[:1], ExportSpec())
     assert len(info.value.mismatches) >= 2
-    assert all("max |score diff|" in m or "carry their scores" in m for m in info.value.mismatches)
+    assert all(any(what in m for what in ("max |score diff|", "carry their scores", "state differs"))
+               for m in info.value.mismatches)
+    assert any("state differs" in m for m in info.value.mismatches)  # the step graph embeds the new weights
 
 
 def test_model_is_causal_and_finite_on_padding():
