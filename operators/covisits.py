@@ -17,6 +17,7 @@ the replay and the job agree.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 __all__ = ["StreamNeighbors"]
@@ -31,8 +32,11 @@ class StreamNeighbors:
         self.window = window
         self.per_item = per_item
         self.max_items = max_items
-        # source item -> {target: (weight as of ts, ts)}; ordered by last update (oldest first)
-        self.rows: OrderedDict[int, dict[int, tuple[float, int]]] = OrderedDict()
+        # source item -> {target: (order key, weight as of ts, ts)}; ordered by last update (oldest first). The
+        # order key log2(weight) + ts / half-life orders the pairs by their decayed weight at any time after
+        # every pair's ts, so the weakest of a full row is one C-level min (not a decay computed per pair)
+        self.rows: OrderedDict[int, dict[int, tuple[float, float, int]]] = OrderedDict()
+        self._newest = -(2**62)  # the newest event time seen: no pair is younger
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -52,6 +56,9 @@ class StreamNeighbors:
             self._bump(other, item, ts)
             self._bump(item, other, ts)
 
+    def _entry(self, weight: float, when: int) -> tuple[float, float, int]:
+        return (math.log2(weight) + when / self.half_life_ms if weight > 0 else -math.inf), weight, when
+
     def _bump(self, source: int, target: int, ts: int) -> None:
         row = self.rows.get(source)
         if row is None:
@@ -60,19 +67,25 @@ class StreamNeighbors:
                 self.rows.popitem(last=False)
         else:
             self.rows.move_to_end(source)
+        in_order = ts >= self._newest
+        if in_order:
+            self._newest = ts
         old = row.get(target)
         if old is not None:
-            row[target] = (self._at(old, ts) + 1.0, max(ts, old[1]))
+            row[target] = self._entry(self._at(old, ts) + 1.0, max(ts, old[2]))
             return
         if len(row) >= self.per_item:  # full: the new pair replaces the weakest (as of now), if it is weaker
-            weakest = min(row, key=lambda t: self._at(row[t], ts))
+            if in_order:  # every pair is older: the order keys order the decayed weights
+                weakest = min(row, key=row.__getitem__)
+            else:
+                weakest = min(row, key=lambda t: self._at(row[t], ts))
             if self._at(row[weakest], ts) >= 1.0:
                 return
             del row[weakest]
-        row[target] = (1.0, ts)
+        row[target] = self._entry(1.0, ts)
 
-    def _at(self, entry: tuple[float, int], ts: int) -> float:
-        weight, when = entry
+    def _at(self, entry: tuple[float, float, int], ts: int) -> float:
+        _, weight, when = entry
         return weight * 0.5 ** (max(ts - when, 0) / self.half_life_ms) if ts > when else weight
 
     def row(self, source: int, ts: int) -> dict[int, float]:

@@ -87,3 +87,22 @@ def test_what_users_do_now_reaches_a_new_users_neighbour_list(model):
     assert vocab[b - 1] in lists[True, 0.5]  # half the offline best: among them
     assert lists[True, 2.0][0] == vocab[b - 1]  # twice the offline best: first
     assert vocab[b - 1] not in lists[False, 0.5]
+
+
+def test_weakest_by_order_key_equals_weakest_by_decayed_weight():
+    """The in-order fast path (order keys) evicts exactly what the decayed weights say (the slow path)."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    fast = StreamNeighbors(half_life_minutes=1.0, per_item=4, max_items=50)
+    slow = StreamNeighbors(half_life_minutes=1.0, per_item=4, max_items=50)
+    ts = TS
+    for _ in range(3000):
+        ts += int(rng.integers(0, 20_000))
+        window = rng.integers(1, 30, size=4).tolist()
+        fast.observe(window, window[-1], ts)
+        slow._newest = 2**62  # every event looks late: the weakest is found from the decayed weights
+        slow.observe(window, window[-1], ts)
+    assert fast.rows.keys() == slow.rows.keys()
+    for source in fast.rows:
+        assert fast.row(source, ts) == slow.row(source, ts)
