@@ -96,27 +96,26 @@ def _score(iptr, fptr):  # noqa: ANN001, ANN202, C901, PLR0912, PLR0915 - one pa
             a = (1.0 - beta) / (m_std + 1e-6)
             b = beta / (c_std + 1e-6)
             c = -(m_mean * a + c_mean * b)
-            for k in range(n_touch):  # fold the co-occurrence term into the row
+            row = logits[r]
+            af = np.float32(a)
+            cf = np.float32(c)
+            for j in range(v1):  # branch-free, vectorised: the affine part of the blend
+                row[j] = row[j] * af + cf
+            for k in range(n_touch):  # then the co-occurrence term of the touched items
                 j = touch[k]
-                logits[r, j] = np.float32(logits[r, j] * a + co[j] * b + c)
-                mark[j] |= 4  # already final
+                row[j] = np.float32(row[j] + co[j] * b)
+        row = logits[r]
         for k in range(x_len):
             j = excl[r, k]
             if 0 <= j < v1:
-                mark[j] |= 2
-        mark[0] |= 2
+                row[j] = np.float32(_NEG)
+        row[0] = np.float32(_NEG)
         # the best c_len by a min-heap on (score, -index): ties keep the lower index, as a stable sort would
         hs = out_s[r]  # the output row is the heap
         hi = out_i[r]
         size = 0
         for j in range(v1):
-            mk = mark[j]
-            if mk & 2:
-                s = np.float32(_NEG)
-            elif mk & 4:
-                s = logits[r, j]
-            else:
-                s = np.float32(logits[r, j] * a + c)
+            s = row[j]
             if size < c_len:
                 # sift up
                 pos = size
@@ -175,11 +174,6 @@ def _score(iptr, fptr):  # noqa: ANN001, ANN202, C901, PLR0912, PLR0915 - one pa
             j = touch[k]
             co[j] = 0.0
             mark[j] = 0
-        for k in range(x_len):
-            j = excl[r, k]
-            if 0 <= j < v1:
-                mark[j] = 0
-        mark[0] = 0
     return 0
 
 
@@ -218,29 +212,45 @@ class ScoreKernel:
             ctl[_R] = 1
             self.touch = np.zeros(1, np.int64)
         ctl[_TOUCH] = self.touch.ctypes.data
+        self.cap_rows = self.cap_x = 0
+        self._ensure(1, 256)
 
-    def run(self, logits: np.ndarray, vecs: np.ndarray, recent: np.ndarray | None, exclude: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
-        """``logits [B, V + 1]`` float32 C-contiguous (overwritten), ``vecs [B, D]``, ``recent [B, R]``,
-        ``exclude [B, X]`` -> (scores [B, C], indices [B, C]) best first."""
-        rows = logits.shape[0]
-        vecs = np.ascontiguousarray(vecs, np.float32)
-        exclude = np.ascontiguousarray(exclude, np.int64)
-        out_s = np.empty((rows, self.c), np.float32)
-        out_i = np.empty((rows, self.c), np.int64)
+    def _ensure(self, rows: int, x_len: int) -> None:
+        """Buffers for ``rows`` rows of ``x_len`` exclusions (grown, never shrunk; addresses cached in the
+        control block: reading an array's address costs more than copying a row into it)."""
+        if rows <= self.cap_rows and x_len <= self.cap_x:
+            return
+        self.cap_rows = max(rows, self.cap_rows)
+        self.cap_x = max(x_len, self.cap_x, 1)
+        r_len = int(self.ctl[_R])
+        self.logits = np.empty((self.cap_rows, self.v1), np.float32)
+        self.vecs = np.zeros((self.cap_rows, self.dim), np.float32)
+        self.rec = np.zeros((self.cap_rows, r_len), np.int64)
+        self.excl = np.zeros((self.cap_rows, self.cap_x), np.int64)
+        self.out_s = np.empty((self.cap_rows, self.c), np.float32)
+        self.out_i = np.empty((self.cap_rows, self.c), np.int64)
         ctl = self.ctl
-        ctl[_B], ctl[_X] = rows, exclude.shape[1]
-        ctl[_LOGITS], ctl[_VECS], ctl[_EXCL] = logits.ctypes.data, vecs.ctypes.data, exclude.ctypes.data
-        ctl[_OS], ctl[_OI] = out_s.ctypes.data, out_i.ctypes.data
+        ctl[_LOGITS], ctl[_VECS], ctl[_RECENT] = self.logits.ctypes.data, self.vecs.ctypes.data, self.rec.ctypes.data
+        ctl[_EXCL], ctl[_OS], ctl[_OI] = self.excl.ctypes.data, self.out_s.ctypes.data, self.out_i.ctypes.data
+        ctl[_X] = self.cap_x
+        self._ctl_addr, self._fl_addr = ctl.ctypes.data, self.fl.ctypes.data
+
+    def run(self, table_t: np.ndarray, vecs: np.ndarray, recent: np.ndarray | None, exclude: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+        """``table_t [D, V + 1]`` (the item table transposed), ``vecs [B, D]``, ``recent [B, R]``, ``exclude
+        [B, X]`` -> (scores [B, C], indices [B, C]) best first."""
+        rows = vecs.shape[0]
+        self._ensure(rows, exclude.shape[1])
+        np.matmul(vecs, table_t, out=self.logits[:rows])  # one BLAS product for the batch
+        self.vecs[:rows] = vecs
+        self.excl[:rows, : exclude.shape[1]] = exclude
+        self.excl[:rows, exclude.shape[1]:] = 0  # padding: masked anyway
         if self.beta_on:
-            r_len = int(ctl[_R])
-            rec = np.zeros((rows, r_len), np.int64)
+            r_len = int(self.ctl[_R])
+            self.rec[:rows] = 0
             if recent is not None:
                 tail = recent[:, -r_len:]
-                rec[:, r_len - tail.shape[1]:] = tail
-            ctl[_RECENT] = rec.ctypes.data
-        else:
-            rec = None
-        _CALL(ctl.ctypes.data, self.fl.ctypes.data)
-        del rec, vecs, exclude
-        return out_s, out_i
+                self.rec[:rows, r_len - tail.shape[1]:] = tail
+        self.ctl[_B] = rows
+        _CALL(self._ctl_addr, self._fl_addr)
+        return self.out_s[:rows].copy(), self.out_i[:rows].copy()

@@ -149,7 +149,7 @@ class Scorer:
         (scores float32 [B, C], item indices int64 [B, C]), best first; masked items score :data:`NEG`."""
         vecs = np.ascontiguousarray(vecs, dtype=np.float32)
         if self.mode == "exact":  # one BLAS product for the batch, then the compiled blend + mask + top-C
-            return self.kernel.run(vecs @ self.table32_t, vecs, recent, exclude)
+            return self.kernel.run(self.table32_t, vecs, recent, exclude)
         a, b, c, cos = self._coefficients(vecs, recent)
         return self._ann(vecs, a, b, c, cos, exclude)
 
