@@ -339,6 +339,8 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         one; either way each subtask reports on the control-result topic."""
         for result in self.loader.poll():
             if result.ok:
+                if result.kind == CONTROL_MODEL and self.batch:
+                    yield from self._flush()  # events deferred under the serving model are scored by it
                 self._apply(result)
             else:
                 self.core.counts["models_refused"] += 1

@@ -443,6 +443,12 @@ class ServingCore:
         """
         if not batch:
             return []
+        stale = [not self._steppable(d.user) for d in batch]
+        if any(stale):  # deferred under another model (a swap between defer and run): rebuilt, one by one
+            fresh = self.run_deferred([d for d, old in zip(batch, stale, strict=True) if not old], now_ms)
+            rebuilt = iter(self._alone(self._revocab(d), now_ms) for d, old in zip(batch, stale, strict=True) if old)
+            fresh_it = iter(fresh)
+            return [next(rebuilt) if old else next(fresh_it) for old in stale]
         t0 = time.perf_counter_ns()
         try:
             width = max(d.exclude.size for d in batch)
@@ -473,6 +479,15 @@ class ServingCore:
         self.timing[3] += t1 - t0 + rerank
         self.timing[4] += time.perf_counter_ns() - t1 - rerank
         return outs
+
+    def _revocab(self, d: Deferred) -> Deferred:
+        """A deferred event as this core's vocabulary sees it (it was deferred under another model): the step
+        item recomputed from the state, nothing else carried over (:meth:`rank` recomputes the rest)."""
+        pending = d.user.pending
+        assert pending is not None
+        item = self._step_item(self.index.lookup(d.user.keys), self.index.index(item_key(pending.item_id)))
+        return Deferred(d.key, d.state, d.user, np.zeros(0, np.int64), np.zeros(0, np.int64), item,
+                        accepted=d.accepted)
 
     def _alone(self, d: Deferred, now_ms: int) -> Output:
         try:

@@ -119,3 +119,24 @@ def test_recent_values_quantiles_and_agreement():
     agree.lists("b", ["x"], ["x"])
     agree.lists("c", ["x"], ["q"])
     assert "a" not in agree.last and agree.overlap == pytest.approx((0.5 + 0.5 + 0.0) / 3)
+
+
+def test_an_event_deferred_under_one_model_and_batched_under_another_is_rebuilt(trained_bundle):
+    """A swap between defer and run (micro-batching): the new model must not step the old model's state."""
+    old = build(trained_bundle)
+    new = build(trained_bundle)
+    new.tag, new.version = old.tag + 1, "retrained"  # as a retrained bundle of the same shape would have
+    vocab = old.bundle.item_vocab
+    store = None
+    for n, item in enumerate(vocab[:4]):
+        store = old.process("u1", json.dumps({"user_id": "u1", "item_id": item, "event_type": "view",
+                                              "ts": TS + n}).encode(), 0, n, TS + n, store, TS + 10**6).state
+    event = json.dumps({"user_id": "u1", "item_id": vocab[7], "event_type": "view", "ts": TS + 9}).encode()
+    deferred = old.process("u1", event, 0, 9, TS + 9, store, TS + 10**6, defer=True)
+    steps, rebuilds = new.counts["steps"], new.counts["rebuilds"]
+    [batched] = new.run_deferred([deferred], TS + 10**6)
+    assert new.counts["rebuilds"] == rebuilds + 1 and new.counts["steps"] == steps
+    alone = new.process("u1", event, 0, 9, TS + 9, store, TS + 10**6)
+    got, want = json.loads(batched.value), json.loads(alone.value)
+    assert got["model_version"] == "retrained"
+    assert [i["item_id"] for i in got["items"]] == [i["item_id"] for i in want["items"]]
