@@ -241,6 +241,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self.batch: list[Deferred] | None = [] if cfg.micro_batch > 1 and bundle.recurrent else None
         self.batch_keys: set[str] = set()
         self.done: dict[str, bytes] = {}
+        self._shadow_inputs: dict[str, tuple] = {}  # deferred events' (record, stored state) for the shadow
         self._batched = False
         self._control_restored = False
         self.local_counts = LocalCounts(cfg.trending)
@@ -436,6 +437,8 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
                 yield from self._accepted(accepted)
             self.batch.append(out)
             self.batch_keys.add(key)
+            if self.shadow is not None:  # scored by the shadow once the batch has served the user's list
+                self._shadow_inputs[key] = (value, stored)
             ctx.timer_service().register_processing_time_timer(now_ms + self.cfg.micro_batch_wait_ms)
             if len(self.batch) >= self.cfg.micro_batch:
                 yield from self._flush()
@@ -511,9 +514,18 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         if len(batch) > 1 and not self._batched:
             self._batched = True
             log.info("first cross-key micro-batch", extra={"fields": {"batch_events": len(batch)}})
-        for deferred, out in zip(batch, self.core.run_deferred(batch, time.time_ns() // 1_000_000), strict=True):
+        source_ts = [d.user.pending.source_ts if d.user.pending is not None else None for d in batch]
+        now_ms = time.time_ns() // 1_000_000
+        shadow_inputs, self._shadow_inputs = self._shadow_inputs, {}
+        for deferred, sent, out in zip(batch, source_ts, self.core.run_deferred(batch, now_ms), strict=True):
             self.done[deferred.key] = out.state  # stored when this user's key is current again
             yield from self._emit(out)
+            if out.kind == LIST:  # the same gauges and shadow scoring as an event served at once
+                if sent:
+                    self.latency_ms.add(time.time_ns() / 1e6 - sent)
+                inputs = shadow_inputs.get(deferred.key)
+                if self.shadow is not None and inputs is not None:
+                    yield from self._shadow(deferred.key, inputs[0], inputs[1], now_ms, out)
 
     def _accepted(self, accepted: tuple[str, int, float]):  # noqa: ANN202 - generator of records
         """Combined per item before they go to the item counts (:class:`operators.trending.LocalCounts`)."""

@@ -30,6 +30,11 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SUSTAINED_P99_MS = 250.0
+SUSTAINED_SHARE = 0.95
+"""A rate is sustained when p99 <= SUSTAINED_P99_MS, nothing is missing and the achieved rate is at least this
+share of the offered one."""
+DRAIN_AFTER_S = 3.0
+BENCH_EVENTS_PER_USER_MINUTE = 1200
 
 
 # --------------------------------------------------------------------------- load generator (own process)
@@ -84,9 +89,15 @@ def _collect(bootstrap: str, topic: str, expected: int, kind: str, tag: str, idl
     seen: dict[str, int] = {}
     latency, arrival = [], []
     duplicates = 0
+    lists = 0
     last_news = time.monotonic()
     prefix = tag + "-"
-    while len(seen) < expected and time.monotonic() - last_news < idle_s:
+    complete_at = None  # once every expected record arrived: read on for DRAIN_AFTER_S so late duplicates count
+    while time.monotonic() - last_news < idle_s:
+        if len(seen) >= expected:
+            complete_at = complete_at or time.monotonic()
+            if time.monotonic() - complete_at >= DRAIN_AFTER_S:
+                break
         batch = consumer.poll(timeout_ms=100)
         now_ms = time.time_ns() / 1e6
         for records in batch.values():
@@ -100,11 +111,13 @@ def _collect(bootstrap: str, topic: str, expected: int, kind: str, tag: str, idl
                     duplicates += 1
                     continue
                 seen[event_id] = 1
+                lists += "items" in doc
                 latency.append(now_ms - sent_ms)
                 arrival.append(now_ms)
                 last_news = time.monotonic()
     consumer.close()
-    result.put({"latency": latency, "arrival": arrival, "received": len(seen), "duplicates": duplicates})
+    result.put({"latency": latency, "arrival": arrival, "received": len(seen), "duplicates": duplicates,
+                "lists": lists})
 
 
 # --------------------------------------------------------------------------- bare relay (own process)
@@ -160,7 +173,7 @@ def run_rate(bootstrap: str, topics: tuple[str, str], kind: str, rate: float | N
     keep = arrival >= arrival.min() + warmup_s * 1000 if arrival.size else arrival.astype(bool)
     measured = latency[keep]
     span = (arrival[keep].max() - arrival[keep].min()) / 1000 if keep.sum() > 1 else float("nan")
-    out = {"rate": rate, "events": n, "received": got["received"], "lists": got["received"],
+    out = {"rate": rate, "events": n, "received": got["received"], "lists": got["lists"],
            "duplicates": got["duplicates"], "missing": n - got["received"], "measured": int(keep.sum()),
            "achieved_eps": float((keep.sum() - 1) / span) if span == span and span > 0 else float("nan"),
            "send_s": sent["send_s"], "late_sends": sent["late_sends"], **_summary(measured.tolist())}
@@ -191,23 +204,51 @@ def _get(queue: Any, proc: Any, timeout_s: float) -> dict[str, Any]:
 
 def _sustained(r: dict[str, Any]) -> bool:
     rate = r["rate"] or 0
-    return (r["missing"] == 0 and r["p99_ms"] <= SUSTAINED_P99_MS and r["achieved_eps"] >= 0.9 * rate
+    return (r["missing"] == 0 and r["p99_ms"] <= SUSTAINED_P99_MS and r["achieved_eps"] >= SUSTAINED_SHARE * rate
             and r["late_sends"] <= 0.01 * r["events"])
+
+
+def find_max(probe: Any, lo: float, hi: float, steps: int) -> tuple[float, list[dict[str, Any]]]:
+    """The highest sustained rate by geometric bisection between ``lo`` and ``hi`` events/s (``probe(rate)``
+    runs one rate and returns its record); ``hi`` is tried first (a pipeline that carries it needs no search).
+    Returns (the highest sustained rate measured, 0 if none; every probe in order)."""
+    probes: list[dict[str, Any]] = []
+    first = probe(hi)
+    probes.append(first)
+    if _sustained(first):
+        return hi, probes
+    best = 0.0
+    for _ in range(steps):
+        mid = float(round(np.sqrt(lo * hi), -1))
+        if not lo < mid < hi:
+            break
+        r = probe(mid)
+        probes.append(r)
+        if _sustained(r):
+            lo = best = mid
+        else:
+            hi = mid
+    if not best:  # the lower bound itself was never measured: measure it
+        r = probe(lo)
+        probes.append(r)
+        best = lo if _sustained(r) else 0.0
+    return best, probes
 
 
 # --------------------------------------------------------------------------- pipelines
 class _Pipeline:
     def __init__(self, kind: str, kafka: Any, work: Path, bundle: Path, history: int, micro_batch: int = 32,
-                 catalog: Path | None = None) -> None:
+                 catalog: Path | None = None, name: str | None = None) -> None:
         self.kind, self.kafka, self.work, self.bundle, self.history = kind, kafka, work, bundle, history
         self.micro_batch = micro_batch
         self.catalog = catalog
-        self.topics = (f"bench.{kind}.in", f"bench.{kind}.out")
+        self.name = name or kind  # topics, consumer group, checkpoints and logs
+        self.topics = (f"bench.{self.name}.in", f"bench.{self.name}.out")
         self.proc: Any = None
         self.stop_event: Any = None
 
     def __enter__(self) -> _Pipeline:
-        self.kafka.create_topics({self.topics[0]: 4, self.topics[1]: 4, f"bench.{self.kind}.dead": 1})
+        self.kafka.create_topics({self.topics[0]: 4, self.topics[1]: 4, f"bench.{self.name}.dead": 1})
         if self.kind == "relay":
             ctx = mp.get_context("spawn")
             self.stop_event = ctx.Event()
@@ -219,14 +260,17 @@ class _Pipeline:
         from deploy.job_process import JobProcess, wait_until_serving
 
         args = ["--bootstrap-servers", self.kafka.bootstrap, "--bundle", str(self.bundle), "--checkpoint-dir",
-                str(self.work / f"ck-{self.kind}"), "--input-topic", self.topics[0], "--output-topic",
-                self.topics[1], "--dead-letter-topic", f"bench.{self.kind}.dead", "--top-k", "10",
-                "--history-len", str(self.history), "--group-id", f"bench-{self.kind}"]
+                str(self.work / f"ck-{self.name}"), "--input-topic", self.topics[0], "--output-topic",
+                self.topics[1], "--dead-letter-topic", f"bench.{self.name}.dead", "--top-k", "10",
+                "--history-len", str(self.history), "--group-id", f"bench-{self.name}"]
         if self.kind == "job-batch":
             args += ["--micro-batch", str(self.micro_batch)]
+        # a bench key carries rate/users events per second (8 at 8,000/s over 1,000 users): the abuse filter's
+        # per-user rate limit is raised to 20/s so that it judges no bench key (its identical-run rule stays)
+        args += ["--abuse", f"max_events_per_minute={BENCH_EVENTS_PER_USER_MINUTE}"]
         if self.catalog is not None:  # user interests and everything else re-ranking does by default
             args += ["--catalog", str(self.catalog)]
-        job = JobProcess(args, self.work / f"logs-{self.kind}")
+        job = JobProcess(args, self.work / f"logs-{self.name}")
         if self.kind == "identity":
             job.command = ["-m", "perf.identity_job"]
         self.proc = job.start()
@@ -333,12 +377,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="any of job, job-batch (the job with --micro-batch), relay, identity")
     p.add_argument("--micro-batch", type=int, default=32, help="micro-batch size of the job-batch pipeline")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--find-max", action="store_true",
+                   help="bisect each pipeline's max sustained rate instead of running --rates (job and identity "
+                        "in the same run), then run the job and the identity job at half the job's maximum")
+    p.add_argument("--min-rate", type=float, default=200.0, help="--find-max: lower bound, events/s")
+    p.add_argument("--max-rate", type=float, default=8000.0, help="--find-max: upper bound, events/s")
+    p.add_argument("--bisect-steps", type=int, default=5)
+    p.add_argument("--catalog-items", default="",
+                   help="--find-max: also bisect the job over bench bundles of these catalog sizes, e.g. "
+                        "10000,100000,1000000 (catalogs[] in the JSON)")
+    p.add_argument("--neighbors", type=int, default=100, help="co-occurrence neighbours per item of bench bundles")
     p.add_argument("--out", default=str(RESULTS / "bench.json"))
     args = p.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     kinds = [k.strip() for k in args.pipelines.split(",") if k.strip()]
     home = runtime_dir()
-    bundle = Path(args.bundle) if args.bundle else bench_bundle(home / "bench" / "bundles", args.catalog)
+    bundle = (Path(args.bundle) if args.bundle
+              else bench_bundle(home / "bench" / "bundles", args.catalog, neighbors=args.neighbors))
     from operators.bundle import load_bundle
 
     b = load_bundle(bundle)
@@ -354,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed, "producer": {"acks": 1, "linger_ms": 1}, "rates": [{"rate": r} for r in rates],
         "work_dir": str(work),
     }
+    if args.find_max:
+        return _find_max_main(args, result, kinds, work, bundle, b, catalog)
     bar = tqdm(total=len(kinds) * len(rates), desc="bench", unit="run")
     with LocalKafka(work / "kafka") as kafka:
         for kind in kinds:
@@ -406,6 +463,168 @@ def main(argv: list[str] | None = None) -> int:
     for problem in result["problems"]:
         print(f"CHECK FAILED: {problem}")
     return 1 if result["problems"] else 0
+
+
+def _bundle_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in Path(path).iterdir() if f.is_file()) / 1e6
+
+
+def _find_max_main(args: Any, result: dict[str, Any], kinds: list[str], work: Path, bundle: Path, b: Any,
+                   catalog: Path | None) -> int:
+    """``--find-max``: bisection per pipeline, the job first; then the job and the identity job at half the
+    job's maximum (latency side by side, the job's per-event gauges there); then ``--catalog-items``."""
+    from tqdm.auto import tqdm
+
+    from deploy.local_kafka import LocalKafka
+    from deploy.paths import runtime_dir
+    from perf.bench_bundle import bench_bundle
+
+    order = [k for k in kinds if k.startswith("job")] + [k for k in kinds if not k.startswith("job")]
+    sizes = [int(x) for x in args.catalog_items.split(",") if x.strip()]
+    bar = tqdm(desc="bench --find-max", unit="probe")
+    result["find_max"] = {"min_rate": args.min_rate, "max_rate": args.max_rate, "steps": args.bisect_steps,
+                          "probe_seconds": args.seconds, "sustained": {"p99_ms": SUSTAINED_P99_MS,
+                                                                         "achieved_share": SUSTAINED_SHARE}}
+
+    def bisect(kafka: Any, pipe: _Pipeline, kind: str, n_items: int) -> tuple[float, list[dict[str, Any]]]:
+        def probe(rate: float) -> dict[str, Any]:
+            bar.set_postfix_str(f"{kind} ({n_items} items) at {rate:.0f}/s")
+            r = run_rate(kafka.bootstrap, pipe.topics, kind, rate, int(rate * args.seconds), args.users, n_items,
+                         args.seed + int(rate), f"{kind}-{n_items}-{int(rate)}-{time.monotonic_ns()}", args.warmup,
+                         60.0)
+            r["sustained"] = _sustained(r)
+            r.pop("latency_cdf", None)
+            bar.update()
+            return r
+
+        return find_max(probe, args.min_rate, args.max_rate, args.bisect_steps)
+
+    def prefill(kafka: Any, pipe: _Pipeline, kind: str, n_items: int) -> dict[str, Any]:
+        bar.set_postfix_str(f"prefill {kind}")
+        # paced as users are (the abuse filter quarantines bursts): users * history events at --max-rate
+        pre = run_rate(kafka.bootstrap, pipe.topics, kind, args.max_rate, args.users * args.history, args.users,
+                       n_items, args.seed, f"prefill-{n_items}", 0.0, 60.0)
+        return {k: pre[k] for k in ("events", "received", "missing", "achieved_eps")}
+
+    with LocalKafka(work / "kafka") as kafka:
+        half = None
+        for kind in order:
+            with _Pipeline(kind, kafka, work, bundle, args.history, args.micro_batch, catalog) as pipe:
+                if kind.startswith("job"):
+                    result[f"{kind}_startup_s"] = pipe.startup_s
+                    result[f"prefill_{kind}"] = prefill(kafka, pipe, kind, b.n_items)
+                best, probes = bisect(kafka, pipe, kind, b.n_items)
+                key = "max_sustained_eps" if kind == "job" else f"{kind.replace('-', '_')}_max_sustained_eps"
+                result[key] = best
+                result[f"{kind}_probes"] = probes
+                if kind == "job":
+                    half = max(best / 2, args.min_rate / 2)
+                if half is not None:
+                    bar.set_postfix_str(f"{kind} at half the job's max ({half:.0f}/s)")
+                    r = run_rate(kafka.bootstrap, pipe.topics, kind, half, int(half * args.seconds), args.users,
+                                 b.n_items, args.seed + 1, f"{kind}-half-{time.monotonic_ns()}", args.warmup, 60.0)
+                    r["sustained"] = _sustained(r)
+                    result.setdefault("at_half_job_max", {"rate": half})[kind] = r
+                    if kind.startswith("job"):
+                        time.sleep(6)  # one more per-event report, all of it at half the maximum
+                        report = pipe.per_event_us()
+                        result["per_event_us" if kind == "job" else f"per_event_us_{kind}"] = report.get(
+                            "per_event_us", {})
+                        result[f"{kind}_counts"] = report.get("counts", {})
+        catalogs = []
+        for n_items in sizes:
+            path = bench_bundle(runtime_dir() / "bench" / "bundles", n_items, neighbors=args.neighbors)
+            from model_export.generator import GeneratorConfig, write_catalog
+            from operators.bundle import load_bundle
+
+            cat = write_catalog(GeneratorConfig(n_items=n_items), work / f"catalog-{n_items}.csv")
+            with _Pipeline("job", kafka, work, path, args.history, args.micro_batch, cat,
+                           name=f"job-{n_items}") as pipe:
+                pre = prefill(kafka, pipe, "job", n_items)
+                best, probes = bisect(kafka, pipe, "job", n_items)
+                catalogs.append({"catalog_items": n_items, "max_sustained_eps": best, "bundle_mb": _bundle_mb(path),
+                                 "scoring": load_bundle(path).manifest.get("scoring", {}).get("index", {}).get(
+                                     "kind", "exact"), "prefill": pre, "probes": probes,
+                                 "per_event_us": pipe.per_event_us().get("per_event_us", {})})
+        result["catalogs"] = catalogs
+    bar.close()
+    if half is not None and "identity" in result.get("at_half_job_max", {}):
+        at = result["at_half_job_max"]
+        ratio = {"p50": at["job"]["p50_ms"] / at["identity"]["p50_ms"],
+                 "p99": at["job"]["p99_ms"] / at["identity"]["p99_ms"]}
+        at["job_vs_identity"] = ratio
+    if "identity_max_sustained_eps" in result and result["identity_max_sustained_eps"]:
+        result["job_vs_identity_max"] = result.get("max_sustained_eps", 0.0) / result["identity_max_sustained_eps"]
+    result["problems"] = check_find_max(result)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    plot_find_max(result, out.with_suffix(".png"))
+    print(json.dumps({k: result.get(k) for k in ("max_sustained_eps", "identity_max_sustained_eps",
+                                                 "job_batch_max_sustained_eps", "job_vs_identity_max",
+                                                 "per_event_us")}, indent=1))
+    if half is not None:
+        for kind, r in result["at_half_job_max"].items():
+            if isinstance(r, dict) and "p50_ms" in r:
+                print(f"at {half:.0f}/s {kind}: p50 {r['p50_ms']:.1f} p99 {r['p99_ms']:.1f} ms, "
+                      f"missing {r['missing']}, dup {r['duplicates']}")
+    for c in result["catalogs"]:
+        print(f"catalog {c['catalog_items']}: max sustained {c['max_sustained_eps']:.0f}/s, "
+              f"bundle {c['bundle_mb']:.0f} MB")
+    print(f"written to {out} and {out.with_suffix('.png')}")
+    for problem in result["problems"]:
+        print(f"CHECK FAILED: {problem}")
+    return 1 if result["problems"] else 0
+
+
+def check_find_max(result: dict[str, Any]) -> list[str]:
+    """Every probe's record counts add up; a sustained probe lost nothing; duplicates are reported."""
+    problems = []
+    runs = [r for k, v in result.items() if k.endswith("_probes") for r in v]
+    runs += [r for c in result.get("catalogs", []) for r in c["probes"]]
+    runs += [r for r in result.get("at_half_job_max", {}).values() if isinstance(r, dict) and "events" in r]
+    for r in runs:
+        if r["received"] + r["missing"] != r["events"]:
+            problems.append(f"at {r['rate']}/s: received {r['received']} + missing {r['missing']} != {r['events']}")
+        if r["duplicates"]:
+            problems.append(f"at {r['rate']}/s: {r['duplicates']} duplicates")
+        if r.get("sustained") and r["missing"]:
+            problems.append(f"at {r['rate']}/s: called sustained with {r['missing']} missing")
+    jobs = [v for k, v in result.items() if k == "max_sustained_eps" or k.startswith("job_batch_max_sustained")]
+    if not any(jobs):
+        problems.append("the job sustained no rate")
+    return problems
+
+
+def plot_find_max(result: dict[str, Any], path: Path) -> None:
+    """Each probe (rate vs p99, sustained or not) per pipeline, and max sustained per catalog size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, cat) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, probes in result.items():
+        if key.endswith("_probes"):
+            rates = [p["rate"] for p in probes]
+            ax.scatter(rates, [max(p["p99_ms"], 1e-1) for p in probes], label=key[: -len("_probes")],
+                       marker="o" if key.startswith("job") else "s")
+    ax.axhline(SUSTAINED_P99_MS, color="grey", lw=0.8, ls="--")
+    ax.set(xscale="log", yscale="log", xlabel="offered (events/s)", ylabel="p99 (ms)",
+           title="bisection probes (below the line and complete = sustained)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    cats = result.get("catalogs", [])
+    if cats:
+        cat.plot([c["catalog_items"] for c in cats], [c["max_sustained_eps"] for c in cats], "o-", label="job")
+        if result.get("identity_max_sustained_eps"):
+            cat.axhline(result["identity_max_sustained_eps"], color="grey", ls="--", label="identity job")
+        cat.set(xscale="log", xlabel="catalog items", ylabel="max sustained (events/s)", title="catalog size")
+        cat.grid(alpha=0.3)
+        cat.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

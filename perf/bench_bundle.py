@@ -18,8 +18,13 @@ __all__ = ["bench_bundle"]
 
 def bench_bundle(root: Path, n_items: int, *, hidden: int = 64, seq_len: int = 200, recent: int = 20,
                  neighbors: int = 100, n_candidates: int = 100, seed: int = 0) -> Path:
-    """A cached bench bundle of ``n_items`` items (exported once, then reused)."""
-    out = root / f"lru-{n_items}-d{hidden}-l{seq_len}"
+    """A cached bench bundle of ``n_items`` items (exported once, then reused).
+
+    The item table is clustered as a trained one is (the generator's taste clusters: each item its cluster's
+    centre plus noise), so that an ANN index over it is measured on realistic geometry, not on random vectors;
+    every bench bundle carries the ANN index (served above :data:`operators.scoring.EXACT_MAX_ITEMS`; the
+    scaling bench times both paths at every size to find the crossover)."""
+    out = root / f"lru3-{n_items}-d{hidden}-l{seq_len}-n{neighbors}-ann"
     try:
         load_bundle(out)
         return out
@@ -33,8 +38,18 @@ def bench_bundle(root: Path, n_items: int, *, hidden: int = 64, seq_len: int = 2
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    from model_export.generator import GeneratorConfig, item_categories
+
     model = build_model(SASRecConfig(n_items=n_items, max_seq_len=seq_len, hidden=hidden, n_blocks=2,
                                      dropout=0.0, arch="lru")).eval()
+    clusters = item_categories(GeneratorConfig(n_items=n_items))
+    names = sorted(set(clusters.values()))
+    centres = rng.standard_normal((len(names), hidden)).astype(np.float32)
+    of = {name: k for k, name in enumerate(names)}
+    cluster = np.array([of[clusters[f"i{i}"]] for i in range(n_items)])
+    table = centres[cluster] + 0.5 * rng.standard_normal((n_items, hidden)).astype(np.float32)
+    with torch.no_grad():
+        model.item_emb.weight[1:] = torch.from_numpy(0.1 * table)
     nbr = rng.integers(1, n_items + 1, size=(n_items + 1, neighbors)).astype(np.int64)
     weights = np.sort(rng.random((n_items + 1, neighbors)).astype(np.float32), axis=1)[:, ::-1].copy()
     nbr[0], weights[0] = 0, 0.0
@@ -43,5 +58,6 @@ def bench_bundle(root: Path, n_items: int, *, hidden: int = 64, seq_len: int = 2
                         seq_len) for b in (1, 7)]
     export_bundle(model, out, version=f"bench-lru-{n_items}", item_vocab=vocab, n_candidates=n_candidates,
                   training={"note": "random weights, for cost benchmarks only"}, popular_items=vocab[:500],
-                  sample_inputs=samples, cooc=(nbr, weights, decay_weights(0.7, recent)), beta=0.3)
+                  sample_inputs=samples, cooc=(nbr, weights, decay_weights(0.7, recent)), beta=0.3,
+                  ann_index=True)
     return out

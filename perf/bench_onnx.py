@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--providers", default="CPUExecutionProvider")
     p.add_argument("--history", type=int, default=200, help="events in each user's window")
     p.add_argument("--iters", type=int, default=2000)
+    p.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes")
     p.add_argument("--out", default=str(RESULTS / "onnx.json"))
     args = p.parse_args(argv)
     bundle = load_bundle(bundle_or_demo(args.bundle))
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_candidates": bundle.n_candidates, "history": args.history, "provider": model.active_provider,
         "machine": platform.machine(),
         "graphs": {path: {str(b): bench(model, path, b, args.history, args.iters if b < 32 else args.iters // 4)
-                          for b in (1, 8, 32)} for path in paths},
+                          for b in (int(x) for x in args.batches.split(","))} for path in paths},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
