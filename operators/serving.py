@@ -636,11 +636,14 @@ class ServingCore:
         return self.vocab.take(picked).tolist(), out.scores, reasons
 
     # ------------------------------------------------------------------ accounting
-    def take_timing(self) -> dict[str, float]:
-        """Mean microseconds per served event of each part since the last call (and the count); resets."""
+    def take_timing(self, events: int | None = None) -> dict[str, float]:
+        """Microseconds of each part since the last call per event, and the count; resets. ``events``: divide by
+        this count (the adapter's events of the same interval, so that every part, batched work included,
+        is averaged over the same events and the parts add up to the adapter's total); default: the events
+        the core served."""
         timing, self.timing = self.timing, [0] * (len(TIMING_FIELDS) + 1)
         rerank, self._rerank_ns = self._rerank_ns, 0
-        n = max(timing[0], 1)
+        n = max(timing[0] if events is None else events, 1)
         out = {"events": timing[0], **{f: timing[i + 1] / n / 1e3 for i, f in enumerate(TIMING_FIELDS)}}
         out["model"] -= rerank / n / 1e3  # the graph call alone
         out["rerank"] = rerank / n / 1e3
