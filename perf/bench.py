@@ -34,7 +34,12 @@ SUSTAINED_SHARE = 0.95
 """A rate is sustained when p99 <= SUSTAINED_P99_MS, nothing is missing and the achieved rate is at least this
 share of the offered one."""
 DRAIN_AFTER_S = 3.0
-BENCH_EVENTS_PER_USER_MINUTE = 1200
+
+
+def user_rate_cap(users: int, history: int) -> float:
+    """The highest total rate whose per-user rate stays under the job's abuse limit as the bench sets it
+    (``history - 1`` events per user and minute), with a 10 % margin for the draw's unevenness."""
+    return 0.75 * users * (history - 1) / 60.0
 
 
 # --------------------------------------------------------------------------- load generator (own process)
@@ -243,6 +248,7 @@ class _Pipeline:
         self.micro_batch = micro_batch
         self.catalog = catalog
         self.name = name or kind  # topics, consumer group, checkpoints and logs
+        self.parallelism = 1
         self.topics = (f"bench.{self.name}.in", f"bench.{self.name}.out")
         self.proc: Any = None
         self.stop_event: Any = None
@@ -265,9 +271,10 @@ class _Pipeline:
                 "--history-len", str(self.history), "--group-id", f"bench-{self.name}"]
         if self.kind == "job-batch":
             args += ["--micro-batch", str(self.micro_batch)]
-        # a bench key carries rate/users events per second (8 at 8,000/s over 1,000 users): the abuse filter's
-        # per-user rate limit is raised to 20/s so that it judges no bench key (its identical-run rule stays)
-        args += ["--abuse", f"max_events_per_minute={BENCH_EVENTS_PER_USER_MINUTE}"]
+        # a bench key carries rate/users events per second: the abuse filter's per-user limit is raised to the
+        # most it may be (history_len - 1 per minute: the window is the evidence); rates are kept below
+        # users * that limit (user_rate_cap), so it judges no bench key; its identical-run rule stays
+        args += ["--abuse", f"max_events_per_minute={self.history - 1}", "--parallelism", str(self.parallelism)]
         if self.catalog is not None:  # user interests and everything else re-ranking does by default
             args += ["--catalog", str(self.catalog)]
         job = JobProcess(args, self.work / f"logs-{self.name}")
@@ -387,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="--find-max: also bisect the job over bench bundles of these catalog sizes, e.g. "
                         "10000,100000,1000000 (catalogs[] in the JSON)")
     p.add_argument("--neighbors", type=int, default=100, help="co-occurrence neighbours per item of bench bundles")
+    p.add_argument("--parallelism", type=int, default=1, help="the job's and the identity job's parallelism")
     p.add_argument("--out", default=str(RESULTS / "bench.json"))
     args = p.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -407,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(), "catalog_items": b.n_items, "history_len": args.history, "users": args.users,
         "bundle": b.version, "recurrent": b.recurrent, "seconds": args.seconds, "warmup_s": args.warmup,
         "seed": args.seed, "producer": {"acks": 1, "linger_ms": 1}, "rates": [{"rate": r} for r in rates],
-        "work_dir": str(work),
+        "work_dir": str(work), "parallelism": args.parallelism,
     }
     if args.find_max:
         return _find_max_main(args, result, kinds, work, bundle, b, catalog)
@@ -486,6 +494,9 @@ def _find_max_main(args: Any, result: dict[str, Any], kinds: list[str], work: Pa
                           "probe_seconds": args.seconds, "sustained": {"p99_ms": SUSTAINED_P99_MS,
                                                                          "achieved_share": SUSTAINED_SHARE}}
 
+    cap = user_rate_cap(args.users, args.history)
+    result["find_max"]["user_rate_cap"] = cap
+
     def bisect(kafka: Any, pipe: _Pipeline, kind: str, n_items: int) -> tuple[float, list[dict[str, Any]]]:
         def probe(rate: float) -> dict[str, Any]:
             bar.set_postfix_str(f"{kind} ({n_items} items) at {rate:.0f}/s")
@@ -497,19 +508,22 @@ def _find_max_main(args: Any, result: dict[str, Any], kinds: list[str], work: Pa
             bar.update()
             return r
 
-        return find_max(probe, args.min_rate, args.max_rate, args.bisect_steps)
+        hi = min(args.max_rate, cap) if kind.startswith("job") else args.max_rate
+        return find_max(probe, args.min_rate, hi, args.bisect_steps)
 
     def prefill(kafka: Any, pipe: _Pipeline, kind: str, n_items: int) -> dict[str, Any]:
         bar.set_postfix_str(f"prefill {kind}")
-        # paced as users are (the abuse filter quarantines bursts): users * history events at --max-rate
-        pre = run_rate(kafka.bootstrap, pipe.topics, kind, args.max_rate, args.users * args.history, args.users,
-                       n_items, args.seed, f"prefill-{n_items}", 0.0, 60.0)
+        # paced under the abuse filter's per-user limit (it quarantines bursts): users * history events
+        pre = run_rate(kafka.bootstrap, pipe.topics, kind, min(args.max_rate, cap), args.users * args.history,
+                       args.users, n_items, args.seed, f"prefill-{n_items}", 0.0, 60.0)
         return {k: pre[k] for k in ("events", "received", "missing", "achieved_eps")}
 
     with LocalKafka(work / "kafka") as kafka:
         half = None
         for kind in order:
-            with _Pipeline(kind, kafka, work, bundle, args.history, args.micro_batch, catalog) as pipe:
+            pipe = _Pipeline(kind, kafka, work, bundle, args.history, args.micro_batch, catalog)
+            pipe.parallelism = args.parallelism
+            with pipe:
                 if kind.startswith("job"):
                     result[f"{kind}_startup_s"] = pipe.startup_s
                     result[f"prefill_{kind}"] = prefill(kafka, pipe, kind, b.n_items)
