@@ -1,8 +1,12 @@
-"""Exact scoring of rows of logits as one compiled call per batch (numba ``cfunc`` through ctypes, the pattern
-and the reasons of :mod:`operators.kernels`: no array arguments, no numba runtime, safe on pyflink's
+"""Exact scoring of rows of user vectors as one compiled call per batch (numba ``cfunc`` through ctypes, the
+pattern and the reasons of :mod:`operators.kernels`: no array arguments, no numba runtime, safe on pyflink's
 thread-mode task threads).
 
-Given each row's logits over the catalog (one BLAS product for the batch, done by the caller), the kernel adds
+The whole call holds the GIL. That is deliberate: in thread mode every Python function of a TaskManager shares
+one interpreter, and a call that releases the GIL (a BLAS product in numpy, onnxruntime's ``run``) waits to get
+it back for as long as another task thread (the trending operator, the model loader) keeps it, up to the
+interpreter's switch interval. So the kernel computes each row's logits over the catalog itself (a loop the
+compiler vectorises, the table read once per batch), then adds
 the co-occurrence blend (:mod:`operators.scoring`: z-scores over the catalog, the logits' moments from the
 table's column sums and Gram matrix), masks padding and the excluded items, and keeps the best ``C`` with a
 heap: one pass over the row, where numpy needs a dozen calls and a partial sort (~300 us -> ~30 us per row at
@@ -24,12 +28,13 @@ __all__ = ["ScoreKernel"]
 _B, _V1, _D, _N, _R, _X, _C, _BETA_ON = range(8)
 _LOGITS, _TABLE_SUM, _GRAM, _NEIGH, _WEIGHTS, _DECAY, _RECENT, _EXCL, _CO, _MARK, _TOUCH, _OS, _OI, _VECS = range(
     16, 30)
+_TABLE = 30
 _NEG = -1e9
 
 
 @cfunc(types.int64(types.voidptr, types.voidptr), cache=True, fastmath={"reassoc", "contract"})
 def _score(iptr, fptr):  # noqa: ANN001, ANN202, C901, PLR0912, PLR0915 - one pass on purpose
-    ctl = carray(iptr, (32,), np.int64)
+    ctl = carray(iptr, (40,), np.int64)
     fl = carray(fptr, (8,), np.float64)
     rows, v1, d, nn, r_len, x_len, c_len = ctl[_B], ctl[_V1], ctl[_D], ctl[_N], ctl[_R], ctl[_X], ctl[_C]
     beta = fl[0]
@@ -43,6 +48,14 @@ def _score(iptr, fptr):  # noqa: ANN001, ANN202, C901, PLR0912, PLR0915 - one pa
     out_s = carray(_ptr(ctl[_OS]), (rows, c_len), np.float32)
     out_i = carray(_ptr(ctl[_OI]), (rows, c_len), np.int64)
     n = v1 - 1
+    if ctl[_TABLE] != 0:  # the logits here, with the GIL held (a BLAS call would release it: see the module doc)
+        table = carray(_ptr(ctl[_TABLE]), (v1, d), np.float32)
+        for j in range(v1):
+            for r in range(rows):
+                acc = np.float32(0.0)
+                for i in range(d):
+                    acc += table[j, i] * vecs[r, i]
+                logits[r, j] = acc
     for r in range(rows):
         a = 1.0
         b = 0.0
@@ -185,8 +198,8 @@ class ScoreKernel:
 
     def __init__(self, table_sum: np.ndarray, gram: np.ndarray, n_rows: int, dim: int, n_candidates: int, *,
                  neighbors: np.ndarray | None, weights: np.ndarray | None, decay: np.ndarray | None,
-                 beta: float) -> None:
-        self.ctl = np.zeros(32, np.int64)
+                 beta: float, table: np.ndarray | None = None) -> None:
+        self.ctl = np.zeros(40, np.int64)
         self.fl = np.zeros(8, np.float64)
         self._keep = [self.ctl, self.fl]
         self.tsum = np.ascontiguousarray(table_sum, np.float64)
@@ -212,6 +225,8 @@ class ScoreKernel:
             ctl[_R] = 1
             self.touch = np.zeros(1, np.int64)
         ctl[_TOUCH] = self.touch.ctypes.data
+        self.table = None if table is None else np.ascontiguousarray(table, np.float32)
+        ctl[_TABLE] = 0 if self.table is None else self.table.ctypes.data
         self.cap_rows = self.cap_x = 0
         self._ensure(1, 256)
 
@@ -241,7 +256,8 @@ class ScoreKernel:
         [B, X]`` -> (scores [B, C], indices [B, C]) best first."""
         rows = vecs.shape[0]
         self._ensure(rows, exclude.shape[1])
-        np.matmul(vecs, table_t, out=self.logits[:rows])  # one BLAS product for the batch
+        if self.table is None:
+            np.matmul(vecs, table_t, out=self.logits[:rows])  # one BLAS product for the batch
         self.vecs[:rows] = vecs
         self.excl[:rows, : exclude.shape[1]] = exclude
         self.excl[:rows, exclude.shape[1]:] = 0  # padding: masked anyway

@@ -98,7 +98,7 @@ class Scorer:
             self.kernel = kernels.ScoreKernel(
                 self._sum, self._gram, self.n_rows, self.dim, self.n_candidates,
                 neighbors=self.neighbors if self.beta > 0 else None, weights=self.weights if self.beta > 0 else None,
-                decay=self.decay if self.beta > 0 else None, beta=self.beta)
+                decay=self.decay if self.beta > 0 else None, beta=self.beta, table=self.table32)
 
     # ------------------------------------------------------------------ pieces
     def _logit_moments(self, vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,8 @@ DRAIN_AFTER_S = 3.0
 
 def user_rate_cap(users: int, history: int) -> float:
     """The highest total rate whose per-user rate stays under the job's abuse limit as the bench sets it
-    (``history - 1`` events per user and minute), with a 10 % margin for the draw's unevenness."""
+    (``history - 1`` events per user and minute), with a margin of about four standard deviations of a user's
+    count per minute."""
     return 0.75 * users * (history - 1) / 60.0
 
 
@@ -249,6 +250,7 @@ class _Pipeline:
         self.catalog = catalog
         self.name = name or kind  # topics, consumer group, checkpoints and logs
         self.parallelism = 1
+        self.extra: list[str] = []
         self.topics = (f"bench.{self.name}.in", f"bench.{self.name}.out")
         self.proc: Any = None
         self.stop_event: Any = None
@@ -277,6 +279,8 @@ class _Pipeline:
         args += ["--abuse", f"max_events_per_minute={self.history - 1}", "--parallelism", str(self.parallelism)]
         if self.catalog is not None:  # user interests and everything else re-ranking does by default
             args += ["--catalog", str(self.catalog)]
+        if self.kind.startswith("job"):
+            args += self.extra
         job = JobProcess(args, self.work / f"logs-{self.name}")
         if self.kind == "identity":
             job.command = ["-m", "perf.identity_job"]
@@ -395,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
                         "10000,100000,1000000 (catalogs[] in the JSON)")
     p.add_argument("--neighbors", type=int, default=100, help="co-occurrence neighbours per item of bench bundles")
     p.add_argument("--parallelism", type=int, default=1, help="the job's and the identity job's parallelism")
+    p.add_argument("--job-arg", action="append", default=[], metavar="ARG",
+                   help="one more `streamrec run` argument for the job pipelines (repeat), e.g. --job-arg=--trending "
+                        "--job-arg=enabled=false")
     p.add_argument("--out", default=str(RESULTS / "bench.json"))
     args = p.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -422,13 +429,15 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(kinds) * len(rates), desc="bench", unit="run")
     with LocalKafka(work / "kafka") as kafka:
         for kind in kinds:
-            with _Pipeline(kind, kafka, work, bundle, args.history, args.micro_batch, catalog) as pipe:
+            pipe = _Pipeline(kind, kafka, work, bundle, args.history, args.micro_batch, catalog)
+            pipe.parallelism, pipe.extra = args.parallelism, args.job_arg
+            with pipe:
                 if kind.startswith("job"):
                     result[f"{kind}_startup_s"] = pipe.startup_s
                     prefill = args.users * args.history
                     bar.set_postfix_str(f"prefill {prefill} events")
-                    pre = run_rate(kafka.bootstrap, pipe.topics, kind, None, prefill, args.users, b.n_items,
-                                   args.seed, "prefill", 0.0, 60.0)
+                    pre = run_rate(kafka.bootstrap, pipe.topics, kind, user_rate_cap(args.users, args.history),
+                                   prefill, args.users, b.n_items, args.seed, "prefill", 0.0, 60.0)
                     result[f"prefill_{kind}"] = {k: pre[k] for k in ("events", "received", "missing", "achieved_eps")}
                 for slot, rate in zip(result["rates"], rates, strict=True):
                     bar.set_postfix_str(f"{kind} at {rate:.0f}/s")
@@ -522,7 +531,7 @@ def _find_max_main(args: Any, result: dict[str, Any], kinds: list[str], work: Pa
         half = None
         for kind in order:
             pipe = _Pipeline(kind, kafka, work, bundle, args.history, args.micro_batch, catalog)
-            pipe.parallelism = args.parallelism
+            pipe.parallelism, pipe.extra = args.parallelism, args.job_arg
             with pipe:
                 if kind.startswith("job"):
                     result[f"{kind}_startup_s"] = pipe.startup_s

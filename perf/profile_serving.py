@@ -36,8 +36,9 @@ def _records(n: int, users: int, items: int, seed: int, t0: int) -> list[tuple[s
                         f'"ts":{t0 + k}}}'.encode()) for k, (a, b) in pairs]
 
 
-def run(items: int, events: int, users: int, history: int, micro_batch: int, profile: bool) -> dict:
-    bundle = load_bundle(bench_bundle(BUNDLES, items))
+def run(items: int, events: int, users: int, history: int, micro_batch: int, profile: bool,
+        neighbors: int = 100) -> dict:
+    bundle = load_bundle(bench_bundle(BUNDLES, items, neighbors=neighbors))
     catalog = {i: frozenset({c}) for i, c in item_categories(GeneratorConfig(n_items=bundle.n_items)).items()}
     core = ServingCore(OnnxModel(bundle, providers=["CPUExecutionProvider"]), top_k=10, history_len=history,
                        input_topic="bench", catalog=catalog)
@@ -83,7 +84,8 @@ def run(items: int, events: int, users: int, history: int, micro_batch: int, pro
         prof.disable()
     wall = (time.perf_counter_ns() - t0) / events / 1e3
     timing = core.take_timing()
-    out = {"items": items, "events": events, "lists": lists, "micro_batch": micro_batch, "wall_us_per_event": wall,
+    out = {"items": items, "neighbors": neighbors, "scoring": core.model.scorer.mode if core.model.scorer else "graph",
+           "events": events, "lists": lists, "micro_batch": micro_batch, "wall_us_per_event": wall,
            "per_event_us": {k: round(v, 1) for k, v in timing.items() if k != "events"},
            "state_bytes_mean": float(np.mean([len(v) for v in store.values()]))}
     if prof:
@@ -99,10 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=500)
     parser.add_argument("--history", type=int, default=200)
     parser.add_argument("--micro-batch", type=int, default=1)
+    parser.add_argument("--neighbors", type=int, default=100, help="co-occurrence neighbours per item")
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    result = run(args.items, args.events, args.users, args.history, args.micro_batch, args.cprofile)
+    result = run(args.items, args.events, args.users, args.history, args.micro_batch, args.cprofile, args.neighbors)
     print(json.dumps(result, indent=1))
     if result["lists"] != args.events:
         raise SystemExit(f"expected {args.events} lists, got {result['lists']}")
