@@ -237,9 +237,9 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self._publish_metrics()
         self._io = [0, 0, 0, 0]  # events, python total, state read, state write (ns)
         self._reported = time.perf_counter_ns()
-        # cross-key micro-batching (cfg.micro_batch > 1): deferred events, and finished users' states waiting
+        # cross-key micro-batching (cfg.batch_size > 1): deferred events, and finished users' states waiting
         # for their key to be current again (pending events themselves are in keyed state, with a timer)
-        self.batch: list[Deferred] | None = [] if cfg.micro_batch > 1 and bundle.recurrent else None
+        self.batch: list[Deferred] | None = [] if cfg.batch_size > 1 and bundle.recurrent else None
         self.batch_keys: set[str] = set()
         self.done: dict[str, bytes] = {}
         self._shadow_inputs: dict[str, tuple] = {}  # deferred events' (record, stored state) for the shadow
@@ -443,7 +443,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             if self.shadow is not None:  # scored by the shadow once the batch has served the user's list
                 self._shadow_inputs[key] = (value, stored)
             ctx.timer_service().register_processing_time_timer(now_ms + self.cfg.micro_batch_wait_ms)
-            if len(self.batch) >= self.cfg.micro_batch:
+            if len(self.batch) >= self.cfg.batch_size:
                 yield from self._flush()
         else:
             yield from self._emit(out)

@@ -79,8 +79,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--connector-jar", default=None, help="flink-sql-connector-kafka jar (default: make jars)")
     p.add_argument("--job-name", default=d["job_name"].default)
     p.add_argument("--micro-batch", type=int, default=d["micro_batch"].default,
-                   help="score up to N users' events in one model call (1 = off); pending events live in keyed "
-                        "state, so a failover loses none")
+                   help="score up to N users' events in one model call (1 = off; default 32, or 1 with "
+                        "exactly-once delivery); pending events live in keyed state, so a failover loses none")
     p.add_argument("--micro-batch-wait-ms", type=int, default=d["micro_batch_wait_ms"].default,
                    help="longest an event waits for its micro-batch")
     p.add_argument("--max-restarts", type=int, default=d["max_restarts"].default,

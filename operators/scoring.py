@@ -222,11 +222,13 @@ class Scorer:
 
 # ---------------------------------------------------------------------- the index (faiss, optional)
 def _faiss():  # noqa: ANN202 - the module
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - the ann extra is missing
+    from operators.imports import import_in_regular_thread
+
+    try:  # a native extension: imported in a regular thread (thread mode's task threads: operators.imports)
+        faiss = import_in_regular_thread("faiss")
+    except ImportError as exc:  # pragma: no cover - not installed
         msg = ("this bundle's catalog is scored through a faiss index, but faiss is not installed; "
-               "`pip install 'streamrec[ann]'` (faiss-cpu)")
+               "reinstall streamrec (it depends on faiss-cpu)")
         raise ImportError(msg) from exc
     faiss.omp_set_num_threads(int(os.environ.get("STREAMREC_FAISS_THREADS", "1")))
     return faiss

@@ -273,6 +273,8 @@ class _Pipeline:
                 "--history-len", str(self.history), "--group-id", f"bench-{self.name}"]
         if self.kind == "job-batch":
             args += ["--micro-batch", str(self.micro_batch)]
+        elif self.kind == "job-single":  # one event per model call (micro-batching off)
+            args += ["--micro-batch", "1"]
         # a bench key carries rate/users events per second: the abuse filter's per-user limit is raised to the
         # most it may be (history_len - 1 per minute: the window is the evidence); rates are kept below
         # users * that limit (user_rate_cap), so it judges no bench key; its identical-run rule stays
@@ -385,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--history", type=int, default=200, help="events per user before measuring (window length)")
     p.add_argument("--users", type=int, default=1_000)
     p.add_argument("--pipelines", default="job,relay,identity",
-                   help="any of job, job-batch (the job with --micro-batch), relay, identity")
+                   help="any of job (defaults), job-batch (the job with --micro-batch N), job-single (with "
+                        "--micro-batch 1), relay, identity")
     p.add_argument("--micro-batch", type=int, default=32, help="micro-batch size of the job-batch pipeline")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--find-max", action="store_true",

@@ -154,3 +154,13 @@ def test_interest_and_trending_knobs_are_layered_and_bad_ones_name_the_key(tmp_p
     args, _ = parse_job_args(["--config", str(conf), "--trending", "half_life_minutes=-1"])
     with pytest.raises(ConfigError, match=r"trending.half_life_minutes=.-1.: Input should be greater than 0"):
         config_from_args(args)
+
+
+def test_micro_batching_is_on_by_default_and_off_with_exactly_once():
+    from operators.config import DEFAULT_MICRO_BATCH
+
+    assert JobConfig(**BASE).batch_size == DEFAULT_MICRO_BATCH > 1
+    assert JobConfig(**{**BASE, "delivery_guarantee": "exactly-once"}).batch_size == 1
+    assert JobConfig(**{**BASE, "micro_batch": 1}).batch_size == 1
+    with pytest.raises(ConfigError, match="exactly-once"):
+        JobConfig(**{**BASE, "micro_batch": 8, "delivery_guarantee": "exactly-once"})
