@@ -400,7 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--catalog-items", default="",
                    help="--find-max: also bisect the job over bench bundles of these catalog sizes, e.g. "
                         "10000,100000,1000000 (catalogs[] in the JSON)")
-    p.add_argument("--neighbors", type=int, default=100, help="co-occurrence neighbours per item of bench bundles")
+    p.add_argument("--neighbors", type=int, default=100, help="co-occurrence neighbours per item of the bench bundle")
+    p.add_argument("--catalog-neighbors", type=int, default=20,
+                   help="co-occurrence neighbours per item of the --catalog-items bundles (20 keeps 1M items "
+                        "under 400 bytes per item)")
     p.add_argument("--parallelism", type=int, default=1, help="the job's and the identity job's parallelism")
     p.add_argument("--job-arg", action="append", default=[], metavar="ARG",
                    help="one more `streamrec run` argument for the job pipelines (repeat), e.g. --job-arg=--trending "
@@ -559,7 +562,7 @@ def _find_max_main(args: Any, result: dict[str, Any], kinds: list[str], work: Pa
                         result[f"{kind}_counts"] = report.get("counts", {})
         catalogs = []
         for n_items in sizes:
-            path = bench_bundle(runtime_dir() / "bench" / "bundles", n_items, neighbors=args.neighbors)
+            path = bench_bundle(runtime_dir() / "bench" / "bundles", n_items, neighbors=args.catalog_neighbors)
             from model_export.generator import GeneratorConfig, write_catalog
             from operators.bundle import load_bundle
 
@@ -568,7 +571,8 @@ def _find_max_main(args: Any, result: dict[str, Any], kinds: list[str], work: Pa
                            name=f"job-{n_items}") as pipe:
                 pre = prefill(kafka, pipe, "job", n_items)
                 best, probes = bisect(kafka, pipe, "job", n_items)
-                catalogs.append({"catalog_items": n_items, "max_sustained_eps": best, "bundle_mb": _bundle_mb(path),
+                catalogs.append({"catalog_items": n_items, "neighbors": args.catalog_neighbors,
+                                 "max_sustained_eps": best, "bundle_mb": _bundle_mb(path),
                                  "scoring": load_bundle(path).manifest.get("scoring", {}).get("index", {}).get(
                                      "kind", "exact"), "prefill": pre, "probes": probes,
                                  "per_event_us": pipe.per_event_us().get("per_event_us", {})})
