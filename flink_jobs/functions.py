@@ -243,6 +243,8 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self.batch_keys: set[str] = set()
         self.done: dict[str, bytes] = {}
         self._shadow_inputs: dict[str, tuple] = {}  # deferred events' (record, stored state) for the shadow
+        self._last_event_ns = 0
+        self._wait_ns = cfg.micro_batch_wait_ms * 1_000_000
         self._batched = False
         self._control_restored = False
         self.local_counts = LocalCounts(cfg.trending)
@@ -417,7 +419,11 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
                 stored = done = previous.state
                 yield from self._emit(previous)
         t1 = time.perf_counter_ns()
-        out = self.core.process(key, value[1], value[2], value[3], value[4], stored, now_ms, defer=batching)
+        # defer only while events come close together (another is waiting, or the last came within the wait):
+        # a lone event at low load is served at once, without a timer round trip for a batch of one
+        defer = batching and (bool(self.batch) or t0 - self._last_event_ns < self._wait_ns)
+        self._last_event_ns = t0
+        out = self.core.process(key, value[1], value[2], value[3], value[4], stored, now_ms, defer=defer)
         t2 = time.perf_counter_ns()
         if out.state == b"":  # forget_user: everything held for this user goes
             state.clear()
