@@ -1,0 +1,149 @@
+"""The thin Flink adapter (flink_jobs/functions.py RecommendFunction) with fake Flink state, timers and metrics:
+micro-batched events get the same latency gauge and shadow scoring as events served at once (they used to skip
+both), and a batch is scored before a model swap."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from flink_jobs.functions import SHADOW_TAG, RecommendFunction
+from operators.config import JobConfig
+from operators.serving import ServingCore
+
+TS = 1_767_225_600_000
+
+
+class FakeState:
+    """One ValueState: a dict by the current key (set by the test before each call, as Flink does)."""
+
+    def __init__(self) -> None:
+        self.key = None
+        self.values: dict[str, object] = {}
+
+    def value(self):  # noqa: ANN201
+        return self.values.get(self.key)
+
+    def update(self, value) -> None:  # noqa: ANN001
+        self.values[self.key] = value
+
+    def clear(self) -> None:
+        self.values.pop(self.key, None)
+
+
+class FakeGroup:
+    def add_group(self, *_: object) -> FakeGroup:
+        return self
+
+    def counter(self, _: str) -> FakeGroup:
+        return self
+
+    def inc(self, _: int = 1) -> None:
+        pass
+
+
+class FakeRuntime:
+    def __init__(self, state: FakeState) -> None:
+        self.state = state
+
+    def get_state(self, _descriptor):  # noqa: ANN001, ANN201
+        return self.state
+
+    def get_metrics_group(self) -> FakeGroup:
+        return FakeGroup()
+
+    def get_index_of_this_subtask(self) -> int:
+        return 0
+
+    def get_number_of_parallel_subtasks(self) -> int:
+        return 1
+
+
+class FakeTimers:
+    def __init__(self) -> None:
+        self.registered: list[int] = []
+
+    def register_processing_time_timer(self, ts: int) -> None:
+        self.registered.append(ts)
+
+
+class FakeCtx:
+    def __init__(self, state: FakeState) -> None:
+        self.state = state
+        self.timers = FakeTimers()
+
+    def timer_service(self) -> FakeTimers:
+        return self.timers
+
+    def get_broadcast_state(self, _descriptor):  # noqa: ANN001, ANN201
+        raise KeyError("no broadcast state in this test")
+
+    def get_current_key(self) -> str:
+        return self.state.key
+
+
+@pytest.fixture
+def function(trained_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLINK_LOG_DIR", str(tmp_path))
+    cfg = JobConfig(bootstrap_servers="127.0.0.1:9092", bundle_path=str(trained_bundle),
+                    checkpoint_dir=str(tmp_path / "ck"), top_k=10, history_len=200, micro_batch=4,
+                    micro_batch_wait_ms=60_000)
+    state = FakeState()
+    fn = RecommendFunction(cfg)
+    fn.open(FakeRuntime(state))
+    return fn, state, FakeCtx(state)
+
+
+def _event(user: str, item: str, ts: int) -> tuple:
+    payload = json.dumps({"user_id": user, "item_id": item, "event_type": "view", "ts": ts}).encode()
+    return (user, payload, 0, ts - TS, int(time.time() * 1000) - 5)
+
+
+def _drive(fn, state, ctx, user: str, item: str, ts: int) -> list:  # noqa: ANN001
+    state.key = user
+    return list(fn.process_element(_event(user, item, ts), ctx))
+
+
+def test_batched_lists_feed_the_latency_gauge_and_the_shadow(function, trained_bundle):
+    fn, state, ctx = function
+    assert fn.batch is not None, "micro-batching is on (micro_batch=4)"
+    fn.shadow = ServingCore.from_config(fn.cfg, bundle_path=str(trained_bundle))
+    vocab = fn.core.bundle.item_vocab
+    out = []
+    # the first event comes alone (served at once); the next four close together: deferred, the 4th fills the batch
+    for n, user in enumerate(["a", "b", "c", "d", "e"]):
+        out += _drive(fn, state, ctx, user, vocab[n], TS + n)
+    assert fn.core.counts["batches"] == 1 and len(ctx.timers.registered) >= 3
+    lists = [r for r in out if not isinstance(r, tuple)]
+    shadow = [r for r in out if isinstance(r, tuple) and r[0] is SHADOW_TAG]
+    assert len(lists) == 5
+    assert len(shadow) == 5, "the shadow model scores batched events too"
+    assert fn.agreement.compared == 5
+    assert fn.latency_ms.n == 5, "batched lists feed the latency gauge"
+
+
+def test_a_swap_scores_the_waiting_batch_with_the_model_it_was_deferred_under(function, trained_bundle):
+    from operators.hotswap import CONTROL_MODEL, SwapResult
+
+    fn, state, ctx = function
+    vocab = fn.core.bundle.item_vocab
+    for n, user in enumerate(["a", "b", "c"]):  # the first is served at once, the next two wait
+        _drive(fn, state, ctx, user, vocab[n], TS + n)
+    assert len(fn.batch) == 2
+    old_version = fn.core.version
+    new = ServingCore.from_config(fn.cfg, bundle_path=str(trained_bundle))
+    new.tag, new.version = fn.core.tag + 1, "retrained"
+
+    class Loader:
+        busy = True
+
+        def poll(self):  # noqa: ANN201
+            return [SwapResult(kind=CONTROL_MODEL, version="retrained", ok=True, reason="ok", load_ms=1.0, core=new)]
+
+    fn.loader = Loader()
+    out = [r for r in fn._swap_results() if not isinstance(r, tuple)]  # noqa: SLF001 - lists only
+    versions = [json.loads(bytes(r[1]))["model_version"] for r in out]
+    assert versions == [old_version, old_version], "the waiting lists come from the model they were deferred under"
+    assert fn.core is new and not fn.batch
