@@ -28,7 +28,7 @@ __all__ = ["ScoreKernel"]
 _B, _V1, _D, _N, _R, _X, _C, _BETA_ON = range(8)
 _LOGITS, _TABLE_SUM, _GRAM, _NEIGH, _WEIGHTS, _DECAY, _RECENT, _EXCL, _CO, _MARK, _TOUCH, _OS, _OI, _VECS = range(
     16, 30)
-_TABLE = 30
+_TABLE, _ANN, _CAND, _KC, _CBUF, _T16, _LUT = range(30, 37)
 _NEG = -1e9
 
 
@@ -109,26 +109,64 @@ def _score(iptr, fptr):  # noqa: ANN001, ANN202, C901, PLR0912, PLR0915 - one pa
             a = (1.0 - beta) / (m_std + 1e-6)
             b = beta / (c_std + 1e-6)
             c = -(m_mean * a + c_mean * b)
-            row = logits[r]
-            af = np.float32(a)
-            cf = np.float32(c)
-            for j in range(v1):  # branch-free, vectorised: the affine part of the blend
-                row[j] = row[j] * af + cf
-            for k in range(n_touch):  # then the co-occurrence term of the touched items
-                j = touch[k]
-                row[j] = np.float32(row[j] + co[j] * b)
+            if ctl[_ANN] == 0:
+                row = logits[r]
+                af = np.float32(a)
+                cf = np.float32(c)
+                for j in range(v1):  # branch-free, vectorised: the affine part of the blend
+                    row[j] = row[j] * af + cf
+                for k in range(n_touch):  # then the co-occurrence term of the touched items
+                    j = touch[k]
+                    row[j] = np.float32(row[j] + co[j] * b)
+        ann = ctl[_ANN] != 0
         row = logits[r]
-        for k in range(x_len):
-            j = excl[r, k]
-            if 0 <= j < v1:
-                row[j] = np.float32(_NEG)
-        row[0] = np.float32(_NEG)
+        kc = ctl[_KC]
+        cbuf = carray(_ptr(ctl[_CBUF]), (max(kc + r_len * nn, 1),), np.int64)
+        if ann:  # the candidates: the index's (given) and every item the co-occurrence scores touched, once each
+            cand = carray(_ptr(ctl[_CAND]), (rows, max(kc, 1)), np.int64)
+            n_scan = 0
+            for k in range(kc):
+                j = cand[r, k]
+                if 0 < j < v1 and (mark[j] & 8) == 0:
+                    mark[j] |= 8
+                    cbuf[n_scan] = j
+                    n_scan += 1
+            for k in range(n_touch):
+                j = touch[k]
+                if 0 < j < v1 and (mark[j] & 8) == 0:
+                    mark[j] |= 8
+                    cbuf[n_scan] = j
+                    n_scan += 1
+            for k in range(x_len):
+                j = excl[r, k]
+                if 0 <= j < v1:
+                    mark[j] |= 2
+        else:
+            for k in range(x_len):
+                j = excl[r, k]
+                if 0 <= j < v1:
+                    row[j] = np.float32(_NEG)
+            row[0] = np.float32(_NEG)
+            n_scan = v1
+        t16 = carray(_ptr(ctl[_T16]), (v1 if ann else 1, d), np.uint16)
+        lut = carray(_ptr(ctl[_LUT]), (65536 if ann else 1,), np.float32)
         # the best c_len by a min-heap on (score, -index): ties keep the lower index, as a stable sort would
         hs = out_s[r]  # the output row is the heap
         hi = out_i[r]
         size = 0
-        for j in range(v1):
-            s = row[j]
+        for q in range(n_scan):
+            if ann:  # scored exactly from the float16 table (decoded through a lookup table)
+                j = cbuf[q]
+                if mark[j] & 2:
+                    s = np.float32(_NEG)
+                else:
+                    acc = np.float32(0.0)
+                    for i in range(d):
+                        acc += lut[t16[j, i]] * vecs[r, i]
+                    s = np.float32(acc * a + c + co[j] * b)
+            else:
+                j = q
+                s = row[j]
             if size < c_len:
                 # sift up
                 pos = size
@@ -183,6 +221,16 @@ def _score(iptr, fptr):  # noqa: ANN001, ANN202, C901, PLR0912, PLR0915 - one pa
                 else:
                     break
             end -= 1
+        for k in range(size, c_len):  # fewer candidates than c_len (ANN on a tiny catalog): masked entries
+            hs[k] = np.float32(_NEG)
+            hi[k] = 0
+        if ann:
+            for q in range(n_scan):
+                mark[cbuf[q]] = 0
+            for k in range(x_len):
+                j = excl[r, k]
+                if 0 <= j < v1:
+                    mark[j] = 0
         for k in range(n_touch):
             j = touch[k]
             co[j] = 0.0
@@ -198,7 +246,8 @@ class ScoreKernel:
 
     def __init__(self, table_sum: np.ndarray, gram: np.ndarray, n_rows: int, dim: int, n_candidates: int, *,
                  neighbors: np.ndarray | None, weights: np.ndarray | None, decay: np.ndarray | None,
-                 beta: float, table: np.ndarray | None = None) -> None:
+                 beta: float, table: np.ndarray | None = None, table16: np.ndarray | None = None,
+                 ann_k: int = 0) -> None:
         self.ctl = np.zeros(40, np.int64)
         self.fl = np.zeros(8, np.float64)
         self._keep = [self.ctl, self.fl]
@@ -227,6 +276,13 @@ class ScoreKernel:
         ctl[_TOUCH] = self.touch.ctypes.data
         self.table = None if table is None else np.ascontiguousarray(table, np.float32)
         ctl[_TABLE] = 0 if self.table is None else self.table.ctypes.data
+        # ANN mode: candidates given per row, scored from the float16 table (as uint16 bits + a decoding table)
+        self.ann = table16 is not None
+        if self.ann:
+            self.t16 = np.ascontiguousarray(table16, np.float16).view(np.uint16)
+            self.lut = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+            ctl[_ANN], ctl[_T16], ctl[_LUT] = 1, self.t16.ctypes.data, self.lut.ctypes.data
+        self.ann_k = ann_k
         self.cap_rows = self.cap_x = 0
         self._ensure(1, 256)
 
@@ -238,7 +294,10 @@ class ScoreKernel:
         self.cap_rows = max(rows, self.cap_rows)
         self.cap_x = max(x_len, self.cap_x, 1)
         r_len = int(self.ctl[_R])
-        self.logits = np.empty((self.cap_rows, self.v1), np.float32)
+        self.logits = np.empty((self.cap_rows, 1 if self.ann else self.v1), np.float32)
+        self.cand = np.zeros((self.cap_rows, max(self.ann_k, 1)), np.int64)
+        self.cbuf = np.zeros(max(self.ann_k, 0) + r_len * max(int(self.ctl[_N]), 1) + 1, np.int64)
+        self.ctl[_CAND], self.ctl[_CBUF], self.ctl[_KC] = self.cand.ctypes.data, self.cbuf.ctypes.data, self.ann_k
         self.vecs = np.zeros((self.cap_rows, self.dim), np.float32)
         self.rec = np.zeros((self.cap_rows, r_len), np.int64)
         self.excl = np.zeros((self.cap_rows, self.cap_x), np.int64)
@@ -256,7 +315,7 @@ class ScoreKernel:
         [B, X]`` -> (scores [B, C], indices [B, C]) best first."""
         rows = vecs.shape[0]
         self._ensure(rows, exclude.shape[1])
-        if self.table is None:
+        if self.table is None and not self.ann:
             np.matmul(vecs, table_t, out=self.logits[:rows])  # one BLAS product for the batch
         self.vecs[:rows] = vecs
         self.excl[:rows, : exclude.shape[1]] = exclude
@@ -270,3 +329,16 @@ class ScoreKernel:
         self.ctl[_B] = rows
         _CALL(self._ctl_addr, self._fl_addr)
         return self.out_s[:rows].copy(), self.out_i[:rows].copy()
+
+    def run_ann(self, found: np.ndarray, vecs: np.ndarray, recent: np.ndarray | None, exclude: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """ANN mode: ``found [B, k]`` the index's candidates (item indices, -1 where fewer), the rest as
+        :meth:`run`; the union with the co-occurrence items is scored exactly."""
+        rows = vecs.shape[0]
+        if found.shape[1] > self.ann_k:  # wider than the buffers: grow them
+            self.ann_k, self.cap_rows = found.shape[1], 0
+        self._ensure(rows, exclude.shape[1])
+        k = found.shape[1]
+        self.cand[:rows, :k] = found[:, :k]
+        self.cand[:rows, k:] = -1
+        return self.run(None, vecs, recent, exclude)  # type: ignore[arg-type]

@@ -91,16 +91,20 @@ class Scorer:
         if self.n_items > cfg.exact_max_items and index_path is not None:
             self.index = _read_index(index_path, cfg.nprobe)
             self.mode = "ann"
-        if self.mode == "exact":
-            from operators.imports import import_in_regular_thread
+        from operators.imports import import_in_regular_thread
 
+        kernels = import_in_regular_thread("operators.score_kernel")
+        blend = {"neighbors": self.neighbors if self.beta > 0 else None,
+                 "weights": self.weights if self.beta > 0 else None,
+                 "decay": self.decay if self.beta > 0 else None, "beta": self.beta}
+        if self.mode == "exact":
             self.table32 = self.table16.astype(np.float32)
             self.table32_t = np.ascontiguousarray(self.table32.T)
-            kernels = import_in_regular_thread("operators.score_kernel")
-            self.kernel = kernels.ScoreKernel(
-                self._sum, self._gram, self.n_rows, self.dim, self.n_candidates,
-                neighbors=self.neighbors if self.beta > 0 else None, weights=self.weights if self.beta > 0 else None,
-                decay=self.decay if self.beta > 0 else None, beta=self.beta, table=self.table32)
+            self.kernel = kernels.ScoreKernel(self._sum, self._gram, self.n_rows, self.dim, self.n_candidates,
+                                              table=self.table32, **blend)
+        else:  # the index's candidates and the co-occurrence items, scored exactly in the same compiled pass
+            self.kernel = kernels.ScoreKernel(self._sum, self._gram, self.n_rows, self.dim, self.n_candidates,
+                                              table16=self.table16, ann_k=cfg.ann_k, **blend)
 
     # ------------------------------------------------------------------ pieces
     def _logit_moments(self, vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,8 +154,16 @@ class Scorer:
         """``vecs [B, D]``, ``recent [B, R]`` (left-padded, newest last), ``exclude [B, X]`` (0-padded) ->
         (scores float32 [B, C], item indices int64 [B, C]), best first; masked items score :data:`NEG`."""
         vecs = np.ascontiguousarray(vecs, dtype=np.float32)
-        if self.mode == "exact":  # one BLAS product for the batch, then the compiled blend + mask + top-C
+        if self.mode == "exact":  # logits, blend, mask and top-C in one compiled call for the batch
             return self.kernel.run(self.table32_t, vecs, recent, exclude)
+        k = max(self.cfg.ann_k, self.n_candidates + exclude.shape[1])
+        _, found = self.index.search(vecs, k)  # ids are item indices (1-based), -1 when fewer
+        return self.kernel.run_ann(found, vecs, recent, exclude)
+
+    def score_ann_numpy(self, vecs: np.ndarray, recent: np.ndarray | None, exclude: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`score` of the ANN mode in numpy (the statement the compiled path is tested against)."""
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
         a, b, c, cos = self._coefficients(vecs, recent)
         return self._ann(vecs, a, b, c, cos, exclude)
 

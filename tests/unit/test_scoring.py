@@ -113,3 +113,22 @@ def test_ann_with_few_probes_misses_some_and_is_measured(tmp_path):
     _, e_items = exact.score(vecs, rec, exclude)
     recall = np.mean([len(set(a) & set(e)) / 50 for a, e in zip(a_items.tolist(), e_items.tolist(), strict=True)])
     assert 0.0 < recall < 1.0
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3])
+def test_compiled_ann_scoring_equals_its_numpy_statement(tmp_path, beta):
+    """The compiled ANN pass (the index's candidates united with the co-occurrence items, scored from the float16
+    table) gives what the numpy statement gives for the same candidates, also when the index misses some."""
+    rng, table, neighbors, weights, decay = _world()
+    path = tmp_path / "index.faiss"
+    build_ann_index(table, path, nlist=32, sq="SQ8")
+    ann = Scorer(table, 50, neighbors=neighbors, weights=weights, decay=decay, beta=beta, index_path=path,
+                 cfg=ScorerConfig(exact_max_items=0, ann_k=80, nprobe=2))
+    vecs, rec, exclude = _rows(rng, 3000, 30, 16, 5, 30)
+    scores, items = ann.score(vecs, rec, exclude)
+    np_scores, np_items = ann.score_ann_numpy(vecs, rec, exclude)
+    np.testing.assert_allclose(scores, np_scores, rtol=1e-4, atol=1e-4)
+    for r in range(len(vecs)):
+        above = scores[r] > scores[r, -1]
+        assert set(items[r][above].tolist()) == set(np_items[r][np_scores[r] > np_scores[r, -1]].tolist())
+        assert not set(items[r][scores[r] > NEG / 2].tolist()) & set(exclude[r].tolist())
