@@ -18,8 +18,8 @@ the cost of a row is that of finding the candidates:
 * **exact** (catalogs up to ``exact_max_items``): one matrix product over the table and a partial sort;
 * **ann** (larger catalogs): the index's top ``k`` by inner product (faiss IVF, one thread) united with every
   item the co-occurrence scores touch (an item outside both can only score ``a * logit + const`` below the
-  index's candidates), then the union scored exactly from the table. Its cost does not grow with the catalog
-  beyond the index's probes.
+  index's candidates), then the union scored exactly from the float16 table, in the same compiled pass
+  (:mod:`operators.score_kernel`). Its cost does not grow with the catalog beyond the index's probes.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ NEG = np.float32(-1e9)
 """Score of masked items (padding, excluded): the graph's value, finite so an all-masked row is no NaN."""
 EXACT_MAX_ITEMS = 50_000
 """Default crossover: catalogs up to this size are scored exactly, larger ones through the ANN index. Measured
-(``python -m perf.bench_scaling``, batch 1, one thread): step + exact scoring 0.23 ms at 10k items, 4.2 ms at
-100k; step + ANN 1.0 ms at 10k, 2.0 ms at 100k and 2.1 ms at 1M (exact: 28.5 ms)."""
+(``python -m perf.bench_scaling``, batch 1, one thread): step + exact scoring 0.23-0.40 ms at 10k items,
+3.7-4.2 ms at 100k; step + ANN 0.58 ms at 10k, 0.90 ms at 100k and 1.19 ms at 1M (exact: 28.5-30 ms)."""
 
 
 @dataclass(frozen=True, slots=True)
