@@ -80,33 +80,20 @@ def write_manifest(
         manifest["item_embeddings"] = item_embeddings
     if item_neighbors:
         manifest["item_neighbors"] = item_neighbors
-    if state_size and scoring:
-        manifest["step"] = {
-            "file": STEP_ONNX_NAME,
-            "sha256": file_sha256(root / STEP_ONNX_NAME),
-            "state_size": state_size,
-            "recent_len": recent_len,
-            "inputs": {
-                INPUT_STATE: {"dtype": "float32", "shape": ["batch", state_size]},
-                INPUT_ITEM: {"dtype": "int64", "shape": ["batch"]},
-                INPUT_ITEM_VEC: {"dtype": "float32", "shape": ["batch", scoring["table"]["dim"]]},
-            },
-            "outputs": {OUTPUT_STEP_STATE: {"dtype": "float32", "shape": ["batch", state_size]}},
-        }
-    elif state_size:
-        manifest["step"] = {
-            "file": STEP_ONNX_NAME,
-            "sha256": file_sha256(root / STEP_ONNX_NAME),
-            "state_size": state_size,
-            "recent_len": recent_len,
-            "inputs": {
-                INPUT_STATE: {"dtype": "float32", "shape": ["batch", state_size]},
-                INPUT_ITEM: {"dtype": "int64", "shape": ["batch"]},
-                INPUT_RECENT: {"dtype": "int64", "shape": ["batch", recent_len]},
-                INPUT_EXCLUDE: {"dtype": "int64", "shape": ["batch", "n_excluded"]},
-            },
-            "outputs": {**outputs, OUTPUT_STEP_STATE: {"dtype": "float32", "shape": ["batch", state_size]}},
-        }
+    if state_size:
+        state_in = {"dtype": "float32", "shape": ["batch", state_size]}
+        if scoring:  # format 3: the item's embedding in, the state out
+            inputs = {INPUT_STATE: state_in, INPUT_ITEM: {"dtype": "int64", "shape": ["batch"]},
+                      INPUT_ITEM_VEC: {"dtype": "float32", "shape": ["batch", scoring["table"]["dim"]]}}
+            step_outputs = {OUTPUT_STEP_STATE: state_in}
+        else:
+            inputs = {INPUT_STATE: state_in, INPUT_ITEM: {"dtype": "int64", "shape": ["batch"]},
+                      INPUT_RECENT: {"dtype": "int64", "shape": ["batch", recent_len]},
+                      INPUT_EXCLUDE: {"dtype": "int64", "shape": ["batch", "n_excluded"]}}
+            step_outputs = {**outputs, OUTPUT_STEP_STATE: state_in}
+        manifest["step"] = {"file": STEP_ONNX_NAME, "sha256": file_sha256(root / STEP_ONNX_NAME),
+                            "state_size": state_size, "recent_len": recent_len, "inputs": inputs,
+                            "outputs": step_outputs}
     path = root / MANIFEST_NAME
     path.write_text(json.dumps(manifest, indent=1, sort_keys=False), "utf-8")
     return path

@@ -373,16 +373,7 @@ def export_bundle(
         write_manifest(
             tmp,
             version=version,
-            model={
-                "type": cfg.arch if head.beta == 0 else f"{cfg.arch}+cooccurrence",
-                "arch": cfg.arch,
-                "max_seq_len": cfg.max_seq_len,
-                "hidden": cfg.hidden,
-                "n_blocks": cfg.n_blocks,
-                "n_heads": cfg.n_heads,
-                "blend_beta": head.beta,
-                **(model_info or {}),
-            },
+            model=_model_doc(cfg, head.beta, model_info),
             item_vocab=item_vocab,
             n_candidates=n_candidates,
             opset=spec.opset,
@@ -397,6 +388,13 @@ def export_bundle(
             tmp / "model.pt",
         )
     return load_bundle(out_dir)
+
+
+def _model_doc(cfg: Any, beta: float, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest's ``model`` section (both formats)."""
+    return {"type": cfg.arch if beta == 0 else f"{cfg.arch}+cooccurrence", "arch": cfg.arch,
+            "max_seq_len": cfg.max_seq_len, "hidden": cfg.hidden, "n_blocks": cfg.n_blocks, "n_heads": cfg.n_heads,
+            "blend_beta": beta, **(extra or {})}
 
 
 def _export_recurrent(model: nn.Module, out_dir: Path, *, version: str, item_vocab: list[str], n_candidates: int,
@@ -429,19 +427,9 @@ def _export_recurrent(model: nn.Module, out_dir: Path, *, version: str, item_voc
         with torch.no_grad():
             lam_re, lam_im, _ = zip(*(block.lru.coefficients() for block in model.blocks), strict=True)
             modulus = max(float(torch.sqrt(r**2 + i**2).max()) for r, i in zip(lam_re, lam_im, strict=True))
-        model_doc = {
-            "type": cfg.arch if head.beta == 0 else f"{cfg.arch}+cooccurrence",
-            "arch": cfg.arch,
-            "max_seq_len": cfg.max_seq_len,
-            "hidden": cfg.hidden,
-            "n_blocks": cfg.n_blocks,
-            "n_heads": cfg.n_heads,
-            "blend_beta": head.beta,
-            "state_size": model.state_size,
-            "max_abs_lambda": modulus,
-            "memory_beyond_window": modulus ** cfg.max_seq_len,
-            **(model_info or {}),
-        }
+        model_doc = _model_doc(cfg, head.beta, {"state_size": model.state_size, "max_abs_lambda": modulus,
+                                                "memory_beyond_window": modulus ** cfg.max_seq_len,
+                                                **(model_info or {})})
 
         def manifest(parity: dict | None) -> None:
             write_manifest(tmp, version=version, model=model_doc, item_vocab=item_vocab, n_candidates=n_candidates,

@@ -479,13 +479,12 @@ class StepHead(nn.Module):
                 self.register_buffer(f"d{i}", lru.d_skip.detach().clone(), persistent=False)
             self.register_buffer("emb_t", model.item_emb.weight.detach().T.contiguous(), persistent=False)
 
-    def forward(
-        self, state: torch.Tensor, item: torch.Tensor, recent: torch.Tensor, exclude: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        head, model = self.head, self.head.model
+    def advance(self, state: torch.Tensor, item: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recurrence alone: ``state [B, S]``, ``item [B]`` and its embedding ``x [B, D]`` -> (new state,
+        output vector [B, D])."""
+        model = self.head.model
         d, n_blocks = model.cfg.hidden, model.cfg.n_blocks
         keep = (item != 0).unsqueeze(-1)  # [B, 1]: an unknown item leaves the state as it was
-        x = nn.functional.embedding(item, model.item_emb.weight)  # [B, D]
         parts = torch.split(state, [2 * d] * n_blocks + [d], dim=1)
         new = []
         for i, block in enumerate(model.blocks):
@@ -496,9 +495,16 @@ class StepHead(nn.Module):
             x = x + block.ffn(block.ln2(x))
             new.append(h)
         vec = torch.where(keep, model.ln(x), parts[-1])  # [B, D]
+        return torch.cat([*new, vec], dim=1), vec
+
+    def forward(
+        self, state: torch.Tensor, item: torch.Tensor, recent: torch.Tensor, exclude: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        head = self.head
+        new, vec = self.advance(state, item, nn.functional.embedding(item, head.model.item_emb.weight))
         scores = head.blend(vec @ self.emb_t, recent)  # [B, V + 1]
         top_scores, items = _mask_and_rank(scores, exclude, head.penalty, head.n_candidates)
-        return top_scores, items, torch.cat([*new, vec], dim=1)
+        return top_scores, items, new
 
 
 class EncoderHead(nn.Module):
@@ -525,19 +531,4 @@ class EncoderStepHead(nn.Module):
         del self.step_head.emb_t
 
     def forward(self, state: torch.Tensor, item: torch.Tensor, item_vec: torch.Tensor) -> torch.Tensor:
-        sh = self.step_head
-        model = sh.head.model
-        d, n_blocks = model.cfg.hidden, model.cfg.n_blocks
-        keep = (item != 0).unsqueeze(-1)  # [B, 1]: an unknown item leaves the state as it was
-        x = item_vec
-        parts = torch.split(state, [2 * d] * n_blocks + [d], dim=1)
-        new = []
-        for i, block in enumerate(model.blocks):
-            z = block.ln1(x)
-            h = parts[i] @ getattr(sh, f"lam{i}") + z @ getattr(sh, f"b{i}")  # [B, 2D]
-            h = torch.where(keep, h, parts[i])
-            x = x + h @ getattr(sh, f"c{i}") + z * getattr(sh, f"d{i}")
-            x = x + block.ffn(block.ln2(x))
-            new.append(h)
-        vec = torch.where(keep, model.ln(x), parts[-1])  # [B, D]
-        return torch.cat([*new, vec], dim=1)
+        return self.step_head.advance(state, item, item_vec)[0]
