@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     kinds = [k.strip() for k in args.pipelines.split(",") if k.strip()]
     home = runtime_dir()
-    bundle = (Path(args.bundle) if args.bundle
+    bundle = (Path(args.bundle).expanduser().resolve() if args.bundle
               else bench_bundle(home / "bench" / "bundles", args.catalog, neighbors=args.neighbors))
     from operators.bundle import load_bundle
 
