@@ -91,6 +91,7 @@ def run(items: int, events: int, users: int, history: int, micro_batch: int, pro
     if prof:
         stats = pstats.Stats(prof)
         stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats("operators", 40)
     return out
 
 

@@ -52,12 +52,24 @@ def _reference(table, neighbors, weights, decay, beta, vecs, rec, exclude, k):
     return np.array(out)
 
 
+@pytest.mark.parametrize("logits", ["gil-blas", "own-loop"])
+@pytest.mark.parametrize("rows", [1, 40])
 @pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
-def test_compiled_exact_scoring_equals_the_definition(beta):
+def test_compiled_exact_scoring_equals_the_definition(beta, rows, logits, monkeypatch):
+    """Both ways to the logits (numpy's OpenBLAS with the GIL held, sgemv for one row and sgemm for more; the
+    kernel's own loop where that BLAS is missing) give the definition's lists."""
+    from operators import score_kernel
+
+    if logits == "own-loop":
+        monkeypatch.setattr(score_kernel, "_BLAS", None)
+    else:
+        assert score_kernel._BLAS is not None, "numpy's bundled OpenBLAS not found: the job pays numpy's matmul"
     rng, table, neighbors, weights, decay = _world()
     scorer = Scorer(table, 50, neighbors=neighbors, weights=weights, decay=decay, beta=beta)
     assert scorer.mode == "exact"
     vecs, rec, exclude = _rows(rng, 3000, 40, 16, 5, 30)
+    if rows == 1:
+        vecs, rec, exclude = vecs[3:4], rec[3:4], exclude[3:4]
     scores, items = scorer.score(vecs, rec, exclude)
     ref = _reference(table, neighbors, weights, decay, beta, vecs, rec, exclude, 50)
     np.testing.assert_allclose(scores, ref, rtol=1e-4, atol=1e-4)
