@@ -397,7 +397,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             yield from self._process_element(value, ctx)
         except Exception as exc:
             yield from self._emit(self.core.failed(value[1], value[2], value[3], value[4], exc,
-                                                   time.time_ns() // 1_000_000))
+                                                   time.time_ns() // 1_000_000, key=value[0]))
         self._io[1] += time.perf_counter_ns() - started
 
     def _process_element(self, value, ctx):  # noqa: ANN001, ANN202 - pyflink signature
@@ -425,8 +425,9 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self._last_event_ns = t0
         out = self.core.process(key, value[1], value[2], value[3], value[4], stored, now_ms, defer=defer)
         t2 = time.perf_counter_ns()
-        if out.state == b"":  # forget_user: everything held for this user goes
+        if out.state == b"":  # forget_user: everything held for this user goes, in state and in memory
             state.clear()
+            self._forget(key)
         elif out.state is not None:
             state.update(out.state)
         elif done is not None:
@@ -458,7 +459,15 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
                     self.latency_ms.add(time.time_ns() / 1e6 - value[4])
                 if self.shadow is not None:
                     yield from self._shadow(key, value, stored, now_ms, out)
-        self._counts_timer_for(ctx, now_ms)
+        if out.state != b"":  # never a timer on a forgotten user's key: it would keep the key in state
+            self._counts_timer_for(ctx, now_ms)
+
+    def _forget(self, key: str) -> None:
+        """``forget_user``: nothing of the user stays in this function's memory either (the user's waiting event,
+        if any, was scored before the forget event was processed: see ``batch_keys``)."""
+        self.done.pop(key, None)
+        self._shadow_inputs.pop(key, None)
+        self.agreement.forget(key)
 
     def _shadow(self, key: str, value, stored: bytes | None, now_ms: int, served: Output):  # noqa: ANN001, ANN202
         """The shadow model scores the same event from the same stored state, after the user's list is out; its
@@ -478,8 +487,8 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             log.error("shadow model failed on an event: %s", exc)
 
     def _counts_timer_for(self, ctx, now_ms: int) -> None:  # noqa: ANN001 - pyflink context
-        """Counts are waiting in :class:`LocalCounts` and no timer will send them: one timer (on whichever key is
-        current) sends them if no event comes first."""
+        """Counts are waiting in :class:`LocalCounts` and no timer will send them: one timer (on the current
+        event's key, a user with state) sends them if no event comes first."""
         if self.local_counts.items and not self._counts_timer:
             self._counts_timer = now_ms + self.local_counts.every_ms
             ctx.timer_service().register_processing_time_timer(self._counts_timer)
@@ -518,7 +527,9 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             if out is not None:
                 self.state.update(out.state)
                 yield from self._emit(out)
-        self._counts_timer_for(ctx, now_ms)
+        # no new counts timer here: the current key may be a user with no state left (forgotten, expired), and a
+        # timer re-registered on it would keep that key in the timer state for as long as counts keep coming.
+        # The next event registers one on its own key.
 
     def _flush(self):  # noqa: ANN202 - generator of records
         batch, self.batch, self.batch_keys = self.batch, [], set()

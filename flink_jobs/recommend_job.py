@@ -57,6 +57,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-len", type=int, default=d["history_len"].default,
                    help="interactions kept per user in keyed state (also the exclusion set)")
     p.add_argument("--state-ttl-hours", type=float, default=d["state_ttl_ms"].default / 3_600_000)
+    p.add_argument("--full-checkpoints", action="store_true",
+                   help="full, not incremental, RocksDB checkpoints: a forgotten user is in no retained checkpoint "
+                        "two checkpoints after the forget (incremental ones share older files that can keep it)")
+    p.add_argument("--compaction-period-hours", type=float, default=d["compaction_period_ms"].default / 3_600_000,
+                   help="RocksDB rewrites every state file at least this often: how long a forgotten user's "
+                        "deleted state can survive in the state files and incremental checkpoints")
     p.add_argument("--parallelism", type=int, default=d["parallelism"].default)
     p.add_argument("--checkpoint-interval-ms", type=int, default=d["checkpoint_interval_ms"].default)
     p.add_argument("--delivery-guarantee", default=d["delivery_guarantee"].default,
@@ -112,6 +118,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="user ids on the output topic become keyed HMAC pseudonyms (secret from the environment "
                         "variable named by --user-id-secret-env)")
     p.add_argument("--user-id-secret-env", default=d["user_id_secret_env"].default)
+    p.add_argument("--dead-letter-payload", choices=("raw", "redacted"), default=d["dead_letter_payload"].default,
+                   help="what dead letters and quarantined records keep of the rejected record: raw, or redacted "
+                        "(user ids replaced by their pseudonyms). Default: redacted with --pseudonymize-users")
     p.add_argument("--config", default=None, metavar="FILE.toml",
                    help="[job] (these options, e.g. top_k = 10), [rerank], [abuse] and [kafka]; environment "
                         "STREAMREC_<SECTION>_<KNOB> overrides the file, the command line overrides both")
@@ -181,6 +190,8 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         top_k=args.top_k,
         history_len=args.history_len,
         state_ttl_ms=int(args.state_ttl_hours * 3_600_000),
+        compaction_period_ms=int(args.compaction_period_hours * 3_600_000),
+        incremental_checkpoints=not args.full_checkpoints,
         parallelism=args.parallelism,
         checkpoint_interval_ms=args.checkpoint_interval_ms,
         delivery_guarantee=args.delivery_guarantee,
@@ -194,6 +205,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         quarantine_topic=args.quarantine_topic,
         abuse=layered_knobs(AbuseConfig, "abuse", file_doc, dict(os.environ), args.abuse),
         pseudonymize_users=args.pseudonymize_users,
+        dead_letter_payload=args.dead_letter_payload,
         user_id_secret_env=args.user_id_secret_env,
         rerank=layered_knobs(RerankConfig, "rerank", file_doc, dict(os.environ), args.rerank),
         catalog_path=str(Path(args.catalog).expanduser().resolve()) if args.catalog else None,
@@ -508,7 +520,11 @@ def flink_configuration(cfg: JobConfig, connector_jar: Path) -> dict[str, str]:
         "python.client.executable": python_executable(),
         "python.pythonpath": worker_pythonpath(),
         "state.backend.type": "rocksdb",
-        "execution.checkpointing.incremental": "true",
+        "execution.checkpointing.incremental": str(cfg.incremental_checkpoints).lower(),
+        # every state file rewritten (through the TTL compaction filter) at least this often: a deleted
+        # (forget_user) or expired user leaves the files, and so the incremental checkpoints that share them,
+        # within the period. Set here, not in the TTL builder: pyflink's thread mode drops the builder's period.
+        "state.backend.rocksdb.compaction.filter.periodic-compaction-time": f"{cfg.compaction_period_ms} ms",
         "execution.checkpointing.interval": f"{cfg.checkpoint_interval_ms} ms",
         "execution.checkpointing.dir": Path(cfg.checkpoint_dir).as_uri(),
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",

@@ -17,6 +17,7 @@ import base64
 import json
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -43,6 +44,7 @@ __all__ = [
     "output_schemas",
     "encode_record",
     "dead_letter_record",
+    "redact_dead_letter",
     "recommendation_record",
 ]
 
@@ -373,7 +375,7 @@ class DeadLetterRecord(msgspec.Struct):
     code: str
     source: DeadLetterSource
     raw: str | None
-    raw_encoding: Literal["utf-8", "base64", "utf-8+truncated", "base64+truncated"]
+    raw_encoding: Literal["utf-8", "base64", "utf-8+truncated", "base64+truncated", "utf-8+redacted", "redacted"]
     rejected_at_ms: int
 
 
@@ -429,6 +431,40 @@ def dead_letter_record(
         raw_encoding=encoding,  # type: ignore[arg-type]
         rejected_at_ms=now_ms,
     )
+
+
+def redact_dead_letter(record: DeadLetterRecord, raw: bytes | None, key: str | None,
+                       pseudonym: Callable[[str], str] | None) -> DeadLetterRecord:
+    """``record`` without the user's id (``dead_letter_payload = "redacted"``): the payload's ``user_id`` becomes
+    ``pseudonym(user_id)`` (or goes, without one), a payload that is not a JSON object is not kept at all
+    (``raw`` null, ``raw_encoding`` ``redacted``: its offset still finds it in the input topic), and the ids
+    (the user's and the record key) quoted in the reason are replaced the same way."""
+    ids: set[str] = set()
+    if key:
+        ids.add(key)
+    doc = None
+    if raw:
+        try:
+            doc = msgspec.json.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
+            doc = None
+    if isinstance(doc, dict):
+        user = doc.get("user_id")
+        if isinstance(user, (str, int)) and not isinstance(user, bool):
+            ids.add(str(user))
+            if pseudonym is None:
+                doc.pop("user_id")
+            else:
+                doc["user_id"] = pseudonym(str(user))
+        redacted, encoding = msgspec.json.encode(doc).decode("utf-8"), "utf-8+redacted"
+    else:
+        redacted, encoding = None, "redacted"
+    reason = record.reason
+    for uid in sorted(ids, key=len, reverse=True):
+        shown = pseudonym(uid) if pseudonym is not None else "<redacted>"
+        for quoted in (repr(uid[:64]), repr(uid)):
+            reason = reason.replace(quoted, repr(shown))
+    return msgspec.structs.replace(record, reason=reason, raw=redacted, raw_encoding=encoding)
 
 
 def recommendation_record(

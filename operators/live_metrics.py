@@ -8,6 +8,8 @@ the list that model gave them last time).
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import OrderedDict
 
 import numpy as np
@@ -34,20 +36,30 @@ class RecentValues:
 class Agreement:
     """Serving vs shadow on live traffic. ``observe(user, item)`` scores the user's new event against the lists
     each model gave them last; ``lists(user, serving, shadow)`` records the new lists and their overlap@K.
-    Remembers the last lists of at most ``max_users`` users (least recently seen forgotten)."""
+    Remembers the last lists of at most ``max_users`` users (least recently seen forgotten), keyed not by the user
+    id but by a keyed BLAKE2b digest of it under a per-process random key (no raw id is held, and the digest
+    means nothing outside this process); :meth:`forget` drops a user (``forget_user``)."""
 
     def __init__(self, k: int = 10, max_users: int = 100_000) -> None:
         self.k = k
         self.max_users = max_users
-        self.last: OrderedDict[str, tuple[frozenset[str], frozenset[str]]] = OrderedDict()
+        self._salt = os.urandom(16)
+        self.last: OrderedDict[bytes, tuple[frozenset[str], frozenset[str]]] = OrderedDict()
         self.compared = 0
         self.overlap_sum = 0.0
         self.judged = 0
         self.serving_hits = 0
         self.shadow_hits = 0
 
+    def _id(self, user: str) -> bytes:
+        return hashlib.blake2b(user.encode("utf-8", "surrogatepass"), digest_size=16, key=self._salt).digest()
+
+    def forget(self, user: str) -> None:
+        """Drop what is remembered of ``user``."""
+        self.last.pop(self._id(user), None)
+
     def observe(self, user: str, item: str) -> None:
-        previous = self.last.get(user)
+        previous = self.last.get(self._id(user))
         if previous is None:
             return
         self.judged += 1
@@ -59,8 +71,9 @@ class Agreement:
         overlap = len(a & b) / self.k
         self.compared += 1
         self.overlap_sum += overlap
-        self.last[user] = (a, b)
-        self.last.move_to_end(user)
+        uid = self._id(user)
+        self.last[uid] = (a, b)
+        self.last.move_to_end(uid)
         if len(self.last) > self.max_users:
             self.last.popitem(last=False)
         return overlap

@@ -41,6 +41,7 @@ from operators.events import (
     decode_event,
     encode_record,
     recommendation_record,
+    redact_dead_letter,
 )
 from operators.inference import OnnxModel
 from operators.interests import InterestConfig, Interests, type_code
@@ -145,6 +146,7 @@ class ServingCore:
         catalog: dict[str, frozenset[str]] | None = None,
         interests: InterestConfig | None = None,
         trending: TrendingConfig | None = None,
+        redact_dead_letters: bool = False,
     ) -> None:
         bundle = model.bundle
         if top_k > bundle.n_candidates:
@@ -172,6 +174,7 @@ class ServingCore:
         # Fallback scores decrease with rank so that consumers can still sort by score.
         self._popular_scores = np.round(np.linspace(1.0, 1.0 / max(n, 1), num=n), 6)
         self._user_id_key = user_id_key
+        self._redact = redact_dead_letters
         self.abuse = abuse or AbuseConfig()
         self.rules = ItemRulesWatcher(item_rules, bundle.item_vocab)
         self.rerank_cfg = rerank or RerankConfig()
@@ -220,6 +223,7 @@ class ServingCore:
         return cls(model, top_k=cfg.top_k, history_len=cfg.history_len, input_topic=cfg.input_topic,
                    max_event_bytes=cfg.max_event_bytes, max_future_ms=cfg.max_future_ms, rerank=cfg.rerank,
                    user_id_key=user_id_key(cfg), item_rules=cfg.item_rules_path, abuse=cfg.abuse,
+                   redact_dead_letters=cfg.redact_dead_letters,
                    catalog=load_catalog(cfg.catalog_path), interests=cfg.interests, trending=cfg.trending)
 
     # ------------------------------------------------------------------ control messages
@@ -296,9 +300,9 @@ class ServingCore:
                                  max_future_ms=self.max_future_ms)
             check_record_key(event, key)
         except EventValidationError as err:
-            return self._dead(payload, err, source, now_ms)
+            return self._dead(payload, err, source, now_ms, key)
         except Exception as exc:  # a validation bug must not stop every other user's lists either
-            return self._failed(payload, exc, source, now_ms)
+            return self._failed(payload, exc, source, now_ms, key)
         if event.event_type == FORGET_USER:
             self.counts["forgotten"] += 1
             return Output(b"", FORGOTTEN, event.user_id, b"")
@@ -314,8 +318,8 @@ class ServingCore:
             if suspicious is not None:
                 self.counts["quarantined"] += 1
                 err = EventValidationError(f"user {event.user_id[:64]!r}: {suspicious}", "quarantined")
-                return Output(None, QUARANTINE, source.event_id(),
-                              encode_record(dead_letter_record(payload, err, source, now_ms=now_ms)))
+                return Output(None, QUARANTINE, source.event_id(), self._dead_letter(payload, err, source, now_ms,
+                                                                                     key))
             state.pending = Pending(event.event_id, event.item_id, event.ts, source_ts)
             event_item = self.index.index(key_of_item)
             if code == self._purchase_code and self.rerank_cfg.never_repeat_purchased:
@@ -344,7 +348,7 @@ class ServingCore:
             t3 = time.perf_counter_ns()
             out = self._list(event.user_id, state, items, scores, strategy, now_ms, reasons, accepted)
         except Exception as exc:  # a bug or a broken model must not stop every other user's lists
-            return self._failed(payload, exc, source, now_ms)
+            return self._failed(payload, exc, source, now_ms, key)
         t4 = time.perf_counter_ns()
         self._account(t1 - t0, t2 - t1, t3 - t2, t4 - t3)
         return out
@@ -416,22 +420,35 @@ class ServingCore:
         timing[4] += output
         self.model_us.add(model / 1e3)
 
-    def _dead(self, payload: bytes | None, err: EventValidationError, source: SourcePosition, now_ms: int) -> Output:
+    def _dead_letter(self, payload: bytes | None, err: EventValidationError, source: SourcePosition, now_ms: int,
+                     key: str | None) -> bytes:
+        """The dead-letter record's bytes; redacted (:func:`~operators.events.redact_dead_letter`) when the job
+        promises that user ids stay off the dead-letter and quarantine topics."""
+        record = dead_letter_record(payload, err, source, now_ms=now_ms)
+        if self._redact:
+            secret = self._user_id_key
+            record = redact_dead_letter(record, payload, key,
+                                        None if secret is None else (lambda uid: pseudonym(secret, uid)))
+        return encode_record(record)
+
+    def _dead(self, payload: bytes | None, err: EventValidationError, source: SourcePosition, now_ms: int,
+              key: str | None = None) -> Output:
         self.counts["dead_letter"] += 1
-        return Output(None, DEAD_LETTER, source.event_id(),
-                      encode_record(dead_letter_record(payload, err, source, now_ms=now_ms)))
+        return Output(None, DEAD_LETTER, source.event_id(), self._dead_letter(payload, err, source, now_ms, key))
 
     def failed(self, payload: bytes | None, partition: int, offset: int, source_ts: int | None, exc: Exception,
-               now_ms: int) -> Output:
+               now_ms: int, key: str | None = None) -> Output:
         """The dead letter for a record whose processing raised outside :meth:`process` (in the adapter:
         state access, timers); counted as a processing error and logged with the exception."""
-        return self._failed(payload, exc, SourcePosition(self.input_topic, partition, offset, source_ts), now_ms)
+        return self._failed(payload, exc, SourcePosition(self.input_topic, partition, offset, source_ts), now_ms,
+                            key)
 
-    def _failed(self, payload: bytes | None, exc: Exception, source: SourcePosition, now_ms: int) -> Output:
+    def _failed(self, payload: bytes | None, exc: Exception, source: SourcePosition, now_ms: int,
+                key: str | None = None) -> Output:
         self.counts["errors"] += 1
         log.exception("processing failed for %s; dead-lettered", source.event_id())
         err = EventValidationError(f"processing failed: {exc!r}", "processing_error")
-        return self._dead(payload, err, source, now_ms)
+        return self._dead(payload, err, source, now_ms, key)
 
     # ------------------------------------------------------------------ cross-key micro-batches
     def run_deferred(self, batch: list[Deferred], now_ms: int) -> list[Output]:

@@ -80,6 +80,10 @@ def test_repeat_suppression_forget_user_and_pseudonyms_in_the_job(kafka, trained
     assert sorted(lists) == sorted(f"rr-{n}" for n in (0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 17))
     assert len(quarantined) == 3 and all(d["code"] == "quarantined" for d in quarantined)
     assert {json.loads(d["raw"])["event_id"] for d in quarantined} == {"rr-14", "rr-15", "rr-16"}
+    # redacted (pseudonyms on): the payload and the reason carry the pseudonym, never the raw id
+    rq = pseudonym(SECRET.encode(), "rq")
+    assert all(json.loads(d["raw"])["user_id"] == rq and d["raw_encoding"] == "utf-8+redacted" for d in quarantined)
+    assert all(rq in d["reason"] and "'rq'" not in d["reason"] for d in quarantined)
     # pseudonyms, never the raw ids
     assert lists["rr-0"]["user_id"] == pseudonym(SECRET.encode(), "ra")
     assert not {"ra", "rb"} & {d["user_id"] for d in lists.values()}

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from flink_jobs.functions import SHADOW_TAG, RecommendFunction
+from flink_jobs.functions import DEAD_LETTER_TAG, SHADOW_TAG, RecommendFunction
+from operators.abuse import AbuseConfig
 from operators.config import JobConfig
 from operators.serving import ServingCore
 
@@ -147,3 +148,72 @@ def test_a_swap_scores_the_waiting_batch_with_the_model_it_was_deferred_under(fu
     versions = [json.loads(bytes(r[1]))["model_version"] for r in out]
     assert versions == [old_version, old_version], "the waiting lists come from the model they were deferred under"
     assert fn.core is new and not fn.batch
+
+
+def _held_ids(fn) -> str:  # noqa: ANN001
+    """Every per-user thing the adapter keeps in memory, as text (keys and values)."""
+    held = [fn.done, fn.batch_keys, fn._shadow_inputs, fn.agreement.last]  # noqa: SLF001
+    return repr([(list(h.keys()) if isinstance(h, dict) else sorted(h)) for h in held])
+
+
+def test_forget_user_leaves_nothing_of_the_user_in_the_adapters_memory(function, trained_bundle):
+    """After ``forget_user`` the user's keyed state is gone and so is everything the adapter holds in memory
+    for them: the shadow agreement's last lists, a finished batch's state waiting to be stored, the shadow
+    inputs. The agreement is keyed by a per-process keyed digest: no raw user id in memory at any time."""
+    fn, state, ctx = function
+    fn.shadow = ServingCore.from_config(fn.cfg, bundle_path=str(trained_bundle))
+    vocab = fn.core.bundle.item_vocab
+    user = "forget-me-7f3a"
+    for n in range(3):  # alone, then close together: deferred and batched
+        _drive(fn, state, ctx, user, vocab[n], TS + n)
+        _drive(fn, state, ctx, f"other-{n}", vocab[n + 5], TS + n)
+    state.key = user
+    list(fn._on_timer(TS, ctx))  # noqa: SLF001 - the batch's wait is over
+    assert fn.agreement.compared >= 2
+    assert user not in _held_ids(fn), "per-user memory is keyed by a digest, never by the raw id"
+    forget = json.dumps({"user_id": user, "event_type": "forget_user", "ts": TS + 9}).encode()
+    state.key = user
+    out = list(fn.process_element((user, forget, 0, 9, int(time.time() * 1000)), ctx))
+    assert not [r for r in out if not isinstance(r, tuple)], "forget_user emits no list"
+    assert user not in state.values
+    remembered = len(fn.agreement.last)
+    fn.agreement.forget("other-0")
+    assert len(fn.agreement.last) == remembered - 1, "forget drops exactly the user's entry"
+    assert fn.agreement._id(user) not in fn.agreement.last  # noqa: SLF001
+    assert user not in fn.done and user not in fn._shadow_inputs  # noqa: SLF001
+
+
+def test_pseudonymised_job_redacts_dead_letters_and_quarantine(trained_bundle, tmp_path, monkeypatch):
+    """With --pseudonymize-users, dead letters and quarantined records carry the pseudonym, never the raw id
+    (payload and reason text); ``dead_letter_payload = "raw"`` keeps them as received."""
+    from operators.serving import pseudonym
+
+    secret = "unit-test-secret-0123456789"
+    monkeypatch.setenv("STREAMREC_USER_ID_SECRET", secret)
+    monkeypatch.setenv("FLINK_LOG_DIR", str(tmp_path))
+    for payload_mode, redacted in ((None, True), ("raw", False)):
+        cfg = JobConfig(bootstrap_servers="127.0.0.1:9092", bundle_path=str(trained_bundle),
+                        checkpoint_dir=str(tmp_path / "ck"), top_k=10, history_len=200, pseudonymize_users=True,
+                        dead_letter_payload=payload_mode, abuse=AbuseConfig(max_events_per_minute=3))
+        state = FakeState()
+        fn = RecommendFunction(cfg)
+        fn.open(FakeRuntime(state))
+        ctx = FakeCtx(state)
+        vocab = fn.core.bundle.item_vocab
+        user = "raw-user-91c2"
+        out = []
+        for n in range(6):  # a burst: quarantined after the 3rd
+            out += _drive(fn, state, ctx, user, vocab[n], TS + n)
+        bad = json.dumps({"user_id": user, "item_id": vocab[1], "event_type": "teleport", "ts": TS}).encode()
+        state.key = user
+        out += list(fn.process_element((user, bad, 0, 99, None), ctx))
+        dead = [json.loads(bytes(r[1][1])) for r in out if isinstance(r, tuple) and r[0] is DEAD_LETTER_TAG]
+        assert len(dead) == 4 and {d["code"] for d in dead} == {"quarantined", "schema_violation"}
+        text = json.dumps(dead)
+        if redacted:
+            assert user not in text, text
+            assert all(json.loads(d["raw"])["user_id"] == pseudonym(secret.encode(), user) for d in dead)
+            assert all(d["raw_encoding"] == "utf-8+redacted" for d in dead)
+            assert pseudonym(secret.encode(), user) in dead[0]["reason"]
+        else:
+            assert all(json.loads(d["raw"])["user_id"] == user for d in dead)

@@ -338,3 +338,23 @@ def test_schema_file_is_a_valid_json_schema():
     Draft202012Validator.check_schema(event_schema())
     assert event_schema()["required"] == ["user_id", "event_type", "ts"]
     assert event_schema()["else"] == {"required": ["item_id"]}  # every event but forget_user names its item
+
+
+def test_redacted_dead_letters_keep_no_user_id():
+    """``dead_letter_payload = "redacted"``: the payload's user id becomes its pseudonym (or goes without a
+    secret), a payload that is not a JSON object is not kept, and ids quoted in the reason are replaced."""
+    from operators.errors import EventValidationError
+    from operators.events import SourcePosition, dead_letter_record, redact_dead_letter
+
+    src = SourcePosition("t", 0, 7, None)
+    raw = b'{"user_id": "alice-77", "item_id": "i1", "event_type": "teleport"}'
+    err = EventValidationError("record key 'alice-77' differs from the payload's user_id 'alice-77'", "key_mismatch")
+    record = redact_dead_letter(dead_letter_record(raw, err, src, now_ms=1), raw, "alice-77", lambda u: f"p:{len(u)}")
+    assert "alice" not in record.reason + (record.raw or "")
+    assert json.loads(record.raw) == {"user_id": "p:8", "item_id": "i1", "event_type": "teleport"}
+    assert record.raw_encoding == "utf-8+redacted" and record.source.offset == 7
+    gone = redact_dead_letter(dead_letter_record(raw, err, src, now_ms=1), raw, "alice-77", None)
+    assert "user_id" not in json.loads(gone.raw) and "alice" not in gone.reason
+    garbage = b"alice-77 sent this, not JSON"
+    opaque = redact_dead_letter(dead_letter_record(garbage, err, src, now_ms=1), garbage, "alice-77", None)
+    assert opaque.raw is None and opaque.raw_encoding == "redacted"
