@@ -217,3 +217,45 @@ def test_pseudonymised_job_redacts_dead_letters_and_quarantine(trained_bundle, t
             assert pseudonym(secret.encode(), user) in dead[0]["reason"]
         else:
             assert all(json.loads(d["raw"])["user_id"] == user for d in dead)
+
+
+def test_the_adapters_micro_batches_give_the_lists_of_one_event_at_a_time(function, trained_bundle):
+    """Driven through RecommendFunction itself (its batching rule, timers, the finished states it holds until the
+    user's key comes back): the same events give the lists and the states of serving each event alone."""
+    import numpy as np
+
+    from operators.state import decode_state
+
+    fn, state, ctx = function
+    single = ServingCore.from_config(fn.cfg, bundle_path=str(trained_bundle))
+    vocab = fn.core.bundle.item_vocab
+    rng = np.random.default_rng(3)
+    events = [(f"u{int(u)}", vocab[int(i)], TS + n) for n, (u, i) in
+              enumerate(zip(rng.integers(0, 12, 240), rng.integers(0, len(vocab), 240), strict=True))]
+    store: dict[str, bytes] = {}
+    expected, got = {}, {}
+    for n, (user, item, ts) in enumerate(events):
+        payload = json.dumps({"user_id": user, "item_id": item, "event_type": "view", "ts": ts,
+                              "event_id": f"e{n}"}).encode()
+        out = single.process(user, payload, 0, n, None, store.get(user), now_ms=TS + 10**9)
+        store[user] = out.state
+        expected[f"e{n}"] = json.loads(out.value)
+        state.key = user
+        for record in fn.process_element((user, payload, 0, n, None), ctx):
+            if not isinstance(record, tuple):
+                got[json.loads(bytes(record[1]))["event_id"]] = json.loads(bytes(record[1]))
+    for user in sorted(fn.batch_keys | set(fn.done)):  # the waits end: timers fire on each waiting key
+        state.key = user
+        for record in fn._on_timer(TS, ctx):  # noqa: SLF001
+            if not isinstance(record, tuple):
+                got[json.loads(bytes(record[1]))["event_id"]] = json.loads(bytes(record[1]))
+    assert fn.core.counts["batches"] > 30, "events were batched"
+    assert set(got) == set(expected)
+    for event_id, doc in expected.items():
+        assert [x["item_id"] for x in got[event_id]["items"]] == [x["item_id"] for x in doc["items"]], event_id
+        np.testing.assert_allclose([x["score"] for x in got[event_id]["items"]],
+                                   [x["score"] for x in doc["items"]], atol=1e-5)
+    for user, stored in store.items():
+        a, b = decode_state(stored), decode_state(state.values[user])
+        assert a.keys.tolist() == b.keys.tolist() and b.pending is None
+        np.testing.assert_allclose(a.model, b.model, atol=1e-5)

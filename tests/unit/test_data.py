@@ -112,4 +112,7 @@ def test_training_sequences_are_what_the_job_feeds_the_model():
             window.add(item_key(item), "view", ts, max_len=1000)
         served = model_sequence(index.lookup(window.keys))
         assert served.tolist() == seq.tolist()
+        # and both are the definition, written out here without first_occurrences (which both sides share)
+        ordered = [item for _u, item, _t in sorted((r for r in rows if r[0] == user), key=lambda r: (r[2], r[1]))]
+        assert seq.tolist() == [data.item_vocab.index(i) + 1 for i in dict.fromkeys(ordered)]
         assert len(seq) < sum(r[0] == user for r in rows)  # the log has repeats, and they were dropped

@@ -167,13 +167,19 @@ def test_a_utf8_byte_order_mark_is_allowed():
 
 def test_every_accepted_id_can_cross_into_the_jvm():
     """pemja encodes strings strictly as UTF-16: whatever validation accepts must encode."""
+    accepted, codes = [], set()
     for raw in _fuzz_corpus():
         try:
             event = decode_event(raw, source=SRC, now_ms=NOW)
-        except EventValidationError:
+        except EventValidationError as err:
+            codes.add(err.code)
             continue
         for text in (event.user_id, event.item_id, event.event_id):
             text.encode("utf-16")
+        accepted.append(event)
+    # the corpus reaches both sides: many accepted (non-ASCII and integer ids among them), every reject code
+    assert len(accepted) >= 30 and {"é", "0"} <= {e.user_id for e in accepted}, len(accepted)
+    assert {"bad_encoding", "bad_id", "bad_json", "schema_violation", "too_deep"} <= codes, codes
 
 
 def test_extra_properties_are_allowed():
@@ -293,6 +299,16 @@ def test_output_records_validate_against_their_schemas():
     raw = b"\xff"
     dead = dead_letter_record(raw, reject(raw), SRC, now_ms=NOW)
     Draft202012Validator(schemas["dead_letter"]).validate(json.loads(encode_record(dead)))
+    # the schemas are generated from the same structs, so also hold them to the documented contract (README):
+    # these fields are required, and a record without one of them is refused
+    doc = json.loads(encode_record(rec))
+    contract = {"user_id", "event_id", "trigger_item_id", "items", "model_version", "strategy", "history_len",
+                "event_ts", "emit_ts"}
+    assert contract <= set(schemas["recommendation"]["$defs"]["RecommendationRecord"]["required"])
+    for name in sorted(contract):
+        assert not Draft202012Validator(schemas["recommendation"]).is_valid(
+            {k: v for k, v in doc.items() if k != name}), name
+    assert not Draft202012Validator(schemas["recommendation"]).is_valid({**doc, "items": [{"score": 1.0}]})
 
 
 def test_dead_letter_record_keeps_reason_raw_and_offset():

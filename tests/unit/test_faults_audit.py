@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from deploy.faults import audit
+from deploy.faults import _pace, audit, completed_checkpoints, duplicate_bound
 from operators.errors import ConfigError
 
 
@@ -79,3 +79,47 @@ def test_last_lists_are_compared_with_the_uninterrupted_run():
     one_bad_copy = [*same, doc("e3", [("c", 1.5)], 1)]  # a replayed copy scored from a different state
     assert compare_with_reference(reference, one_bad_copy) == ["u2"]
     assert compare_with_reference(reference, same[:2]) == ["u2"]  # no list at all
+
+
+LOG = """2026-12-03 17:41:30,100 INFO  org.apache.flink.runtime.checkpoint.CheckpointCoordinator    [] - Triggering checkpoint 3 (type=CheckpointType{name='Checkpoint', sharingFilesStrategy=FORWARD_BACKWARD}) @ 1796319690000 for job 3a07.
+2026-12-03 17:41:31,818 INFO  org.apache.flink.runtime.checkpoint.CheckpointCoordinator    [] - Completed checkpoint 3 for job 3a07 (61791 bytes, checkpointDuration=565 ms, finalizationTime=92 ms).
+2026-12-03 17:41:32,100 INFO  org.apache.flink.runtime.checkpoint.CheckpointCoordinator    [] - Triggering checkpoint 4 (type=CheckpointType{name='Checkpoint', sharingFilesStrategy=FORWARD_BACKWARD}) @ 1796319692000 for job 3a07.
+"""  # noqa: E501 - Flink's own lines
+
+
+def test_checkpoints_are_read_from_the_jobs_log_and_bound_the_duplicates_of_each_kill():
+    """Only completed checkpoints count (4 was triggered, never completed); a kill may repeat the lists the job
+    emitted after the last completed checkpoint's barrier and before the kill, nothing earlier."""
+    done = completed_checkpoints(LOG)
+    assert [t for t, _ in done] == [1796319690000]
+    completed_ms = done[0][1]
+    emitted = [1796319689000 + 100 * k for k in range(60)]  # one list every 100 ms from 1 s before the barrier
+    kill = completed_ms + 1000
+    expected = sum(1796319690000 - 250 <= e <= kill for e in emitted)
+    assert duplicate_bound([kill], done, emitted) == expected < len(emitted)
+    assert duplicate_bound([1796319680000], done, emitted) == 0, "before any checkpoint: what was emitted so far"
+    assert duplicate_bound([kill, kill], done, emitted) == 2 * expected
+
+
+def test_a_fault_that_outlasts_the_stream_still_lands_mid_stream():
+    """The next fault's record waits for the previous fault to end, so each fault starts with records to come."""
+    import time
+
+    sent: list[float] = []
+    faults: list[float] = []
+
+    class Producer:
+        def send(self, *_: object, **__: object) -> None:
+            sent.append(time.monotonic())
+
+        def flush(self) -> None:
+            pass
+
+    def slow_fault() -> None:
+        faults.append(time.monotonic())
+        time.sleep(0.3)  # longer than the rest of the stream
+
+    records = [(b"k", b"v")] * 40
+    _pace(records, Producer(), "t", 400.0, {5: slow_fault, 10: slow_fault, 15: slow_fault})
+    assert len(faults) == 3 and all(f < sent[-1] for f in faults), "every fault with records still to come"
+    assert all(b - a >= 0.3 for a, b in zip(faults, faults[1:], strict=False)), "one fault at a time"

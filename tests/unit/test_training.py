@@ -24,7 +24,9 @@ def test_training_beats_popularity(trained_bundle):
     assert metrics["n_users"] > 100 and metrics["n_items"] > 100 and metrics["n_events"] > metrics["n_users"]
     cooc = metrics["baselines"]["cooccurrence"]
     assert cooc["config"]["window"] == 5 and cooc["test"]["ndcg@10"] > popular["ndcg@10"]
-    assert metrics["blend"]["beta"] in (0.0, 0.3, 0.6)
+    # the blend weight is the validation argmax of its own curve (not merely one of the grid's values)
+    curve = {float(b): v for b, v in metrics["blend"]["valid_ndcg@10_by_beta"].items()}
+    assert len(curve) >= 3 and curve[metrics["blend"]["beta"]] == max(curve.values()), curve
     # The served model is chosen on validation and is at least as good there as its parts.
     assert metrics["valid"]["ndcg@10"] >= metrics["models"]["lru"]["valid"]["ndcg@10"] - 1e-9
     assert metrics["train_seconds"] > 0
@@ -38,11 +40,11 @@ def test_report_has_tables_and_a_plot(trained_bundle):
 
 
 def test_manifest_records_parity(trained_bundle):
+    """The manifest says what export checked (batch sizes, the step path); the bound itself is re-measured on
+    the loaded bundle by test_parity_check_reports_every_mismatch, not read back from what export wrote."""
     parity = load_bundle(trained_bundle).manifest["training"]["parity"]
-    assert parity["max_abs_diff"] < 1e-3
     assert parity["batches"][:3] == [1, 7, 32]
-    # the step graph was advanced event by event and matched the full-sequence graph after every event
-    assert parity["step"]["max_abs_diff"] < 1e-3 and parity["step"]["max_state_diff"] < 1e-3
+    assert {"max_abs_diff", "max_state_diff"} <= set(parity["step"])
 
 
 def test_left_pad_keeps_newest_items():
