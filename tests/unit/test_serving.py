@@ -183,60 +183,6 @@ def test_timing_is_accounted_per_part(core):
     assert core.take_timing()["events"] == 0
 
 
-def test_micro_batches_across_users_give_the_same_lists_as_one_event_at_a_time(model):
-    """Cross-key micro-batching changes no list: the same events, deferred and scored 7 users at a time,
-    give the lists and states of serving each event alone."""
-    single = ServingCore(model, top_k=10, history_len=50, input_topic="events")
-    batched = ServingCore(model, top_k=10, history_len=50, input_topic="events")
-    vocab = single.bundle.item_vocab
-    rng = np.random.default_rng(3)
-    events = [(f"u{int(u)}", vocab[int(i)], TS + n) for n, (u, i) in
-              enumerate(zip(rng.integers(0, 12, 300), rng.integers(0, len(vocab), 300), strict=True))]
-    events.append(("u0", "never-seen-item", TS + 400))  # unknown item: served at once in both modes
-    store_a: dict[str, bytes] = {}
-    store_b: dict[str, bytes] = {}
-    done: dict[str, bytes] = {}
-    expected, got = {}, {}
-    batch: list = []
-
-    def flush():
-        for out in batched.run_deferred(batch, TS):
-            done[out.key] = out.state
-            got[json.loads(out.value)["event_id"]] = json.loads(out.value)
-        batch.clear()
-
-    for n, (user, item, ts) in enumerate(events):
-        payload = event(user, item, ts, event_id=f"e{n}")
-        out = single.process(user, payload, 0, n, ts, store_a.get(user), now_ms=TS + 10**9)
-        store_a[user] = out.state
-        expected[f"e{n}"] = json.loads(out.value)
-        if any(d.key == user for d in batch):
-            flush()  # the adapter does the same: a user's earlier event is scored first
-        stored = done.pop(user, None) or store_b.get(user)
-        res = batched.process(user, payload, 0, n, ts, stored, now_ms=TS + 10**9, defer=True)
-        store_b[user] = res.state
-        if hasattr(res, "recent"):
-            batch.append(res)
-            if len(batch) == 7:
-                flush()
-        else:
-            got[f"e{n}"] = json.loads(res.value)
-    flush()
-    store_b.update(done)
-    assert batched.counts["steps"] > 250 and set(got) == set(expected)
-    for event_id, doc in expected.items():
-        other = got[event_id]
-        assert [x["item_id"] for x in other["items"]] == [x["item_id"] for x in doc["items"]], event_id
-        np.testing.assert_allclose([x["score"] for x in other["items"]], [x["score"] for x in doc["items"]],
-                                   atol=1e-5)
-        assert {k: v for k, v in other.items() if k not in ("items", "emit_ts")} == \
-            {k: v for k, v in doc.items() if k not in ("items", "emit_ts")}
-    for user in store_a:
-        a, b = decode_state(store_a[user]), decode_state(store_b[user])
-        assert a.keys.tolist() == b.keys.tolist() and b.pending is None
-        np.testing.assert_allclose(a.model, b.model, atol=1e-5)
-
-
 def test_a_deferred_event_lost_with_its_batch_is_served_from_the_state_alone(core):
     vocab = core.bundle.item_vocab
     store: dict[str, bytes] = {}
