@@ -19,7 +19,7 @@ import pandas as pd
 
 from operators.errors import ConfigError, EventValidationError
 from operators.events import SourcePosition, parse_event
-from operators.window import first_occurrences
+from operators.window import first_occurrences, left_pad_row
 
 __all__ = [
     "DataFormat",
@@ -129,9 +129,7 @@ def left_pad(sequences: Sequence[np.ndarray], length: int) -> np.ndarray:
     """Last ``length`` items of each sequence, left-padded with 0: ``[B, length]`` int64."""
     out = np.zeros((len(sequences), length), dtype=np.int64)
     for row, seq in enumerate(sequences):
-        tail = np.asarray(seq[-length:], dtype=np.int64)
-        if tail.size:
-            out[row, length - tail.size :] = tail
+        out[row] = left_pad_row(np.asarray(seq, dtype=np.int64), length)  # the job's padding, one definition
     return out
 
 
