@@ -12,8 +12,9 @@ event deletes the user's state) -> add to the window (:class:`~operators.state.U
 graph only when missing or written by another model. A late event (out of event-time order) goes to its
 event-time place in the window, and the model takes it as it arrives (one step, no rebuild): a decision,
 its difference from training stated in the README ("Train/serve decisions"); a stateless model reads the
-window every event -> top-C candidates (scored outside the graph, :mod:`operators.scoring`, with the window's exclusion rule;
-users with one or two known items get item-to-item neighbours instead) -> item rules and re-ranking
+window every event -> top-C candidates (scored outside the graph, :mod:`operators.scoring`, with the
+window's exclusion rule; users with one or two known items get item-to-item neighbours instead) -> item rules
+and re-ranking
 (:mod:`operators.item_rules`, :mod:`operators.rerank`) -> JSON bytes.
 """
 
