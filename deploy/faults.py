@@ -543,10 +543,10 @@ def _scenario_kill(ctx: dict, name: str, n: int, kills: int, exactly_once: bool,
 
         def crash() -> None:
             kill_ms = time.time_ns() // 1_000_000
-            kills_ms.append(kill_ms)
             job.rss()
             job.kill()
             dead_ms = time.time_ns() // 1_000_000  # every list emitted after this comes from the restarted job
+            kills_ms.append(dead_ms)  # the killed job may emit until it is dead: the bound's window ends here
             if not standby:
                 job.start(wait=False)  # the supervisor restarts it at once, from the latest checkpoint
             result.kill_to_first_list_s.append(collector.wait_first_list(

@@ -183,20 +183,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--format", choices=["events", "movielens"], default="events")
     t.add_argument("--protocol", default="loo-5core")
     t.add_argument("--out", required=True, help="bundle directory to write")
-    t.add_argument("--epochs", type=int, default=300,
+    from model_export.train import TrainConfig  # the defaults, defined once
+
+    d = {name: f.default for name, f in TrainConfig.__dataclass_fields__.items()}
+    t.add_argument("--epochs", type=int, default=d["max_epochs"],
                    help="upper bound; early stopping and --max-train-seconds end sooner")
-    t.add_argument("--patience", type=int, default=10, help="epochs without validation NDCG@10 gain before stopping")
-    t.add_argument("--max-seq-len", type=int, default=50)
-    t.add_argument("--hidden", type=int, default=64)
-    t.add_argument("--blocks", type=int, default=2)
-    t.add_argument("--dropout", type=float, default=0.2)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--seeds", default="42", help="comma-separated seeds; the best on validation is exported")
-    t.add_argument("--arch", default="lru",
+    t.add_argument("--patience", type=int, default=d["patience"],
+                   help="epochs without validation NDCG@10 gain before stopping")
+    t.add_argument("--max-seq-len", type=int, default=d["max_seq_len"])
+    t.add_argument("--hidden", type=int, default=d["hidden"])
+    t.add_argument("--blocks", type=int, default=d["n_blocks"])
+    t.add_argument("--dropout", type=float, default=d["dropout"])
+    t.add_argument("--lr", type=float, default=d["lr"])
+    t.add_argument("--batch-size", type=int, default=d["batch_size"])
+    t.add_argument("--seeds", default=str(d["seed"]), help="comma-separated seeds; the best on validation is exported")
+    t.add_argument("--arch", default=d["arch"],
                    help="comma-separated: lru (recurrent, served one step per event), sasrec, gru4rec; the best "
                         "on validation is kept")
-    t.add_argument("--max-train-seconds", type=float, default=540.0, help="per model and seed")
+    t.add_argument("--max-train-seconds", type=float, default=d["max_train_seconds"], help="per model and seed")
 
     sub.add_parser("run", help="run the recommendation job (see `streamrec run --help`)", add_help=False)
     sub.add_parser("bench", help="latency/throughput benchmark vs a bare Kafka relay and a Flink identity job "

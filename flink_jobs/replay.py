@@ -417,15 +417,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--speed", type=float, default=None,
                    help="scaled event time (60 = one hour of log per minute); default: as fast as the job keeps up")
     p.add_argument("--max-events", type=int, default=None, help="replay only the first N events after the cut")
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=int, default=_D["top_k"].default)
     p.add_argument("--no-baselines", action="store_true")
-    p.add_argument("--popular-window-days", type=float, default=90.0)
-    p.add_argument("--epochs", type=int, default=45)
-    p.add_argument("--max-seq-len", type=int, default=200)
-    p.add_argument("--max-train-seconds", type=float, default=900.0)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--popular-window-days", type=float, default=_D["popular_window_days"].default)
+    p.add_argument("--epochs", type=int, default=_D["epochs"].default)
+    p.add_argument("--max-seq-len", type=int, default=_D["max_seq_len"].default)
+    p.add_argument("--max-train-seconds", type=float, default=_D["max_train_seconds"].default)
+    p.add_argument("--seed", type=int, default=_D["seed"].default)
     p.add_argument("--catalog", default=None, help="item categories CSV (item_id,categories a|b) for diversity")
-    p.add_argument("--max-in-flight", type=int, default=100)
+    p.add_argument("--max-in-flight", type=int, default=_D["max_in_flight"].default)
     p.add_argument("--rerank", action="append", default=[], metavar="KEY=VALUE",
                    help="re-ranking knob of the model's path, repeatable (see `streamrec config --print-defaults`)")
     p.add_argument("--interests", action="append", default=[], metavar="KEY=VALUE",
@@ -434,6 +434,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="trending knob of the model's path, repeatable; the streamed path's trending boards come "
                         "at processing-time moments, so with trending on its lists differ from --offline's")
     return p
+
+
+_D = ReplayConfig.__dataclass_fields__  # the options' defaults, defined once (ReplayConfig)
 
 
 def config_from_args(args: argparse.Namespace) -> ReplayConfig:

@@ -26,19 +26,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training hyper-parameters (chosen on validation only)."""
+    """Training hyper-parameters (chosen on validation only). These defaults are ``streamrec train``'s: its
+    options take them from here (``flink_jobs/cli.py``), so each is defined once."""
 
-    arch: str = "sasrec"
+    arch: str = "lru"
     max_seq_len: int = 50
     hidden: int = 64
     n_blocks: int = 2
     n_heads: int = 1
     dropout: float = 0.2
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.0
     batch_size: int = 128
-    max_epochs: int = 40
-    patience: int = 5
+    max_epochs: int = 300
+    """Upper bound: early stopping (``patience``) and ``max_train_seconds`` end sooner."""
+    patience: int = 10
     eval_every: int = 1
     seed: int = 42
     threads: int = 2

@@ -26,7 +26,7 @@ def test_training_beats_popularity(trained_bundle):
     assert cooc["config"]["window"] == 5 and cooc["test"]["ndcg@10"] > popular["ndcg@10"]
     # the blend weight is the validation argmax of its own curve (not merely one of the grid's values)
     curve = {float(b): v for b, v in metrics["blend"]["valid_ndcg@10_by_beta"].items()}
-    assert len(curve) >= 3 and curve[metrics["blend"]["beta"]] == max(curve.values()), curve
+    assert len(curve) >= 2 and curve[metrics["blend"]["beta"]] == max(curve.values()), curve
     # The served model is chosen on validation and is at least as good there as its parts.
     assert metrics["valid"]["ndcg@10"] >= metrics["models"]["lru"]["valid"]["ndcg@10"] - 1e-9
     assert metrics["train_seconds"] > 0

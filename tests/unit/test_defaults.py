@@ -1,0 +1,26 @@
+"""Each training default is defined once (``model_export.train.TrainConfig``): ``streamrec train`` with no options
+trains exactly ``TrainConfig()``, and ``streamrec replay``'s options are ``ReplayConfig``'s defaults."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from flink_jobs.cli import build_parser
+from flink_jobs.replay import ReplayConfig, config_from_args
+from flink_jobs.replay import build_parser as replay_parser
+from model_export.train import TrainConfig
+
+
+def test_streamrec_train_defaults_are_train_configs():
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o"])
+    cli = {"max_seq_len": args.max_seq_len, "hidden": args.hidden, "n_blocks": args.blocks, "dropout": args.dropout,
+           "lr": args.lr, "batch_size": args.batch_size, "max_epochs": args.epochs, "patience": args.patience,
+           "max_train_seconds": args.max_train_seconds, "arch": args.arch, "seed": int(args.seeds)}
+    want = asdict(TrainConfig())
+    assert cli == {k: want[k] for k in cli}
+    assert want["arch"] == "lru", "the served architecture is the default"
+
+
+def test_streamrec_replay_defaults_are_replay_configs():
+    cfg = config_from_args(replay_parser().parse_args(["--data", "d", "--out", "o"]))
+    assert cfg == ReplayConfig(data="d", out="o", fmt=cfg.fmt, cutoff=cfg.cutoff)
