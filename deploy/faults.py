@@ -41,7 +41,7 @@ from typing import Any
 from deploy.job_process import PROBE_USER, JobProcess, wait_until_serving
 from deploy.kafka_clients import assigned_consumer
 from deploy.local_kafka import LocalKafka, free_port
-from operators.config import JobConfig
+from operators.config import DEFAULT_MICRO_BATCH, JobConfig
 
 __all__ = ["ScenarioResult", "Audit", "audit", "run_faults", "SCENARIOS", "main"]
 
@@ -647,7 +647,7 @@ def scenario_savepoint(ctx: dict) -> ScenarioResult:
                                              if "restoring from the latest checkpoint" in line), None)
     # micro-batching (on by default): an event waiting in a batch at the savepoint's barrier is in the savepoint as
     # pending, and its list, emitted after the barrier, is emitted again on resume: at most one batch per subtask
-    waiting = JobConfig().batch_size
+    waiting = DEFAULT_MICRO_BATCH
     result.checks["duplicates across a savepoint only from a waiting micro-batch"] = result.duplicates <= waiting
     result.notes["duplicates_bound"] = waiting
     return result
