@@ -5,14 +5,18 @@ Every scenario runs the job the way users do (``streamrec run`` in its own proce
 
 - ``kill9``: ``kill -9`` of the job at random points of a paced stream; a supervisor's restart
   (``streamrec run ... --restore-from latest``) restores the newest checkpoint. Every event answered at least
-  once, duplicates counted (only events after the last checkpoint may repeat), every user's history continues
+  once, duplicates bounded by the checkpoints (for each kill, the lists the killed job emitted after the barrier
+  of its last completed checkpoint, read from the job's log), every kill mid-stream (the stream waits while a
+  fault runs), every user's history continues
   (the ``history_len`` of their last list equals their lists so far, capped), seconds from each kill to the
   first list of the restarted job.
 - ``kill9-exactly-once``: the same with ``--delivery-guarantee exactly-once`` read with ``read_committed``:
   every event answered exactly once.
 - ``savepoint``: SIGTERM to ``streamrec run`` mid-stream (it stops the job with a savepoint) and a restart with
-  ``--restore-from latest``: nothing lost, nothing twice, histories continue.
-- ``broker``: ``kill -9`` of the broker, down for a while, restarted on its data; nothing lost, no job restart.
+  ``--restore-from latest``: nothing lost, histories continue, duplicates at most one micro-batch (an event
+  waiting at the barrier is pending in the savepoint and answered again on resume).
+- ``broker``: ``kill -9`` of the broker, down for a while, restarted on its data; nothing lost, no job restart,
+  duplicates only from records in flight at the outage.
 - ``poison``: fuzzed malformed and poison records between canary events: each in the dead-letter topic with
   the code it deserves, every canary answered, no task restart.
 - ``users``: many distinct users: RSS stays flat, checkpoint size and state bytes per user.
