@@ -20,6 +20,7 @@ and re-ranking
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -176,7 +177,8 @@ class ServingCore:
         n = len(self._popular)
         # Fallback scores decrease with rank so that consumers can still sort by score.
         self._popular_scores = np.round(np.linspace(1.0, 1.0 / max(n, 1), num=n), 6)
-        self._user_id_key = user_id_key
+        # the output's pseudonym of a user id (None: ids go out as they are), built once for lists and dead letters
+        self._pseudonym = None if user_id_key is None else functools.partial(pseudonym, user_id_key)
         self._redact = redact_dead_letters
         self.abuse = abuse or AbuseConfig()
         self.rules = ItemRulesWatcher(item_rules, bundle.item_vocab)
@@ -400,8 +402,8 @@ class ServingCore:
         """The list record for ``state.pending`` and the state to store (pending cleared)."""
         pending = state.pending
         assert pending is not None
-        if self._user_id_key is not None:
-            user_id = pseudonym(self._user_id_key, user_id)
+        if self._pseudonym is not None:
+            user_id = self._pseudonym(user_id)
         record = recommendation_record(
             Event(user_id, pending.item_id, "", pending.ts, pending.event_id), list(zip(items, scores, strict=True)),
             reasons=reasons, model_version=self.version, emit_ms=now_ms, source_ts_ms=pending.source_ts,
@@ -429,9 +431,7 @@ class ServingCore:
         promises that user ids stay off the dead-letter and quarantine topics."""
         record = dead_letter_record(payload, err, source, now_ms=now_ms)
         if self._redact:
-            secret = self._user_id_key
-            record = redact_dead_letter(record, payload, key,
-                                        None if secret is None else (lambda uid: pseudonym(secret, uid)))
+            record = redact_dead_letter(record, payload, key, self._pseudonym)
         return encode_record(record)
 
     def _dead(self, payload: bytes | None, err: EventValidationError, source: SourcePosition, now_ms: int,
