@@ -30,6 +30,7 @@ from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueSt
 
 from flink_jobs.environment import job_log_dir
 from operators.config import JobConfig
+from operators.gc_watch import pauses, settle
 from operators.hotswap import CONTROL_MODEL, CONTROL_SHADOW, ModelLoader, SwapResult
 from operators.live_metrics import Agreement, RecentValues
 from operators.serving import DEAD_LETTER, FORGOTTEN, LIST, QUARANTINE, Deferred, Output, ServingCore
@@ -204,7 +205,8 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self._held: list = []  # side-output records from on_timer while that context is unknown
         self.loader: ModelLoader | None = None  # made in open()
         self.shadow: ServingCore | None = None
-        self._io = [0, 0, 0, 0]  # events, python total, state read, state write (ns)
+        self._io = [0, 0, 0, 0, 0]  # events, python total, state read, state write, longest event (ns)
+        self.gc: dict[str, float] = {}  # collector pauses of the last report interval
 
     def open(self, runtime_context: RuntimeContext) -> None:
         _ensure_file_logging()
@@ -235,7 +237,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self.timing: dict[str, float] = {}
         self._published = 0
         self._publish_metrics()
-        self._io = [0, 0, 0, 0]  # events, python total, state read, state write (ns)
+        self._io = [0, 0, 0, 0, 0]  # events, python total, state read, state write, longest event (ns)
         self._reported = time.perf_counter_ns()
         # cross-key micro-batching (cfg.batch_size > 1): deferred events, and finished users' states waiting
         # for their key to be current again (pending events themselves are in keyed state, with a timer)
@@ -248,6 +250,10 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self._batched = False
         self._control_restored = False
         self.local_counts = LocalCounts(cfg.trending)
+        # the bundle and pyflink are loaded: keep that heap out of the collector's walks (operators/gc_watch.py)
+        frozen = settle()
+        self._gc = pauses().reader()
+        log.info("garbage collector settled", extra={"fields": {"frozen_objects": frozen}})
 
     def process_broadcast_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
         """A control-topic record: trending board or item rules (kept in broadcast state); never fails."""
@@ -364,6 +370,8 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         for field in ("python_total", "state_read", "state_write", "parse", "state_decode", "model", "rerank", "output",
                       "other"):
             m.set(f"{field}_us", self.timing.get(field, 0.0))
+        m.set("gc_pause_ms_max", self.gc.get("pause_ms_max", 0.0))  # the last report interval's
+        m.set("gc_pause_ms_total", self.gc.get("pause_ms_total", 0.0))
         a = self.agreement
         m.set("shadow_lists", a.compared)
         m.set("shadow_overlap_at_k_pct", 100 * a.overlap)
@@ -398,7 +406,10 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         except Exception as exc:
             yield from self._emit(self.core.failed(value[1], value[2], value[3], value[4], exc,
                                                    time.time_ns() // 1_000_000, key=value[0]))
-        self._io[1] += time.perf_counter_ns() - started
+        took = time.perf_counter_ns() - started
+        self._io[1] += took
+        if took > self._io[4]:
+            self._io[4] = took
 
     def _process_element(self, value, ctx):  # noqa: ANN001, ANN202 - pyflink signature
         t0 = time.perf_counter_ns()
@@ -575,7 +586,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         event: every part (the core's, batched work included, and the state access) summed over the interval
         and divided by the same event count, ``other`` the rest of ``python_total`` (the adapter, timers,
         emitting), so the parts add up to ``python_total``."""
-        io, self._io = self._io, [0, 0, 0, 0]
+        io, self._io = self._io, [0, 0, 0, 0, 0]
         self._reported = time.perf_counter_ns()
         n = max(io[0], 1)
         core = self.core.take_timing(events=n)
@@ -583,7 +594,9 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
                  **{k: v for k, v in core.items() if k != "events"}}
         total = io[1] / n / 1e3
         self.timing = {"python_total": total, **parts, "other": max(total - sum(parts.values()), 0.0)}
+        self.gc = self._gc.take()
         log.info("per-event python time", extra={"fields": {"per_event_us": self.timing, "events": io[0],
+                                                            "python_max_us": io[4] / 1e3, "gc": self.gc,
                                                             "counts": dict(self.core.counts)}})
 
 
