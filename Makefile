@@ -8,7 +8,7 @@ JARS_STAMP := deploy/jvm/target/.jars-ok
 comma := ,
 VENV_STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup venv jars demo test test-unit test-integration lint bench clean-runtime
+.PHONY: setup venv jars demo test test-fast test-unit test-integration lint bench clean-runtime
 
 setup: venv jars
 
@@ -32,6 +32,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest tests
+
+# the fast tier: no training, no JVM, no Maven-built artefacts (tests/conftest.py says what is slow)
+test-fast: venv
+	$(PY) -m pytest tests -m "not slow" -q
 
 test-unit: setup
 	$(PY) -m pytest tests/unit

@@ -1,4 +1,10 @@
-"""Shared fixtures: a small generated world and a really trained, exported bundle."""
+"""Shared fixtures: a small generated world and a really trained, exported bundle; and the test tiers.
+
+Tiers (``make test-fast`` runs the first, ``make test`` both): a test is marked ``slow`` when it needs a trained
+model (the ``trained_bundle`` fixture, directly or through another fixture), a real broker or Flink
+(``tests/integration``), or trains or exports a model itself (``@pytest.mark.slow`` on the test). Everything
+else is the fast tier: no training, no JVM, no Maven-built artefacts.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,16 @@ import pytest
 from model_export.generator import GeneratorConfig, generate_events, split_by_time, write_jsonl
 
 WORLD = GeneratorConfig(n_users=600, n_items=300, n_clusters=12, sessions_per_user=3.0, seed=5)
+
+
+SLOW_FIXTURES = frozenset({"trained_bundle", "kafka"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:  # noqa: ARG001
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SLOW_FIXTURES or "integration" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import jsonschema
+import pytest
 import yaml
 
 from deploy.paths import JVM_TARGET, REPO_ROOT
@@ -32,6 +33,7 @@ def deployment() -> dict:
     return yaml.safe_load((K8S / "flinkdeployment.yaml").read_text())
 
 
+@pytest.mark.slow  # reads the Maven-built artefacts (make jars)
 def test_the_flink_deployment_matches_the_operator_crd_but_for_the_flink_2_version():
     doc = deployment()
     assert doc["apiVersion"] == "flink.apache.org/v1beta1" and doc["kind"] == "FlinkDeployment"
@@ -68,6 +70,7 @@ def test_the_job_arguments_parse_and_name_the_mounted_volumes():
     assert conf["execution.checkpointing.dir"] == "file://" + parsed.checkpoint_dir
 
 
+@pytest.mark.slow  # reads the Maven-built artefacts (make jars)
 def test_the_dockerfile_pins_the_projects_flink_and_python():
     pins = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     flink = next(d.split("==")[1] for d in pins["dependencies"] if d.startswith("apache-flink=="))
