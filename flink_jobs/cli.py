@@ -30,10 +30,15 @@ def _train(args: argparse.Namespace) -> int:
         lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
         max_train_seconds=args.max_train_seconds,
     )
+    if args.config_from:
+        from model_export.search import load_searched
+
+        train = load_searched(args.config_from, train)
     seeds = tuple(int(s) for s in args.seeds.split(","))
     archs = tuple(a.strip() for a in args.arch.split(",") if a.strip())
     metrics = run_training(TrainJob(data=args.data, out=args.out, fmt=args.format, protocol=args.protocol,
-                                    train=train, archs=archs, seeds=seeds))
+                                    train=train, archs=archs, seeds=seeds, search_trials=args.search,
+                                    search_timeout_s=args.search_timeout))
     summary = {k: metrics[k] for k in ("model_version", "served", "n_users", "n_items", "n_events", "best_epoch",
                                        "train_seconds")}
     summary["beta"] = metrics["blend"]["beta"]
@@ -42,6 +47,8 @@ def _train(args: argparse.Namespace) -> int:
         summary[f"{name}_test"] = {k: round(v, 4) for k, v in result["test"].items() if k.endswith("@10")}
     if len(seeds) > 1:
         summary["test_over_seeds"] = metrics["seeds"]["summary"]
+    if "search" in metrics:
+        summary["search"] = {k: metrics["search"][k] for k in ("trials", "pruned", "best", "best_valid_ndcg@10")}
     print(json.dumps(summary, indent=1))
     print(f"bundle, metrics.json and report.md written to {args.out}")
     return 0
@@ -201,6 +208,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: lru (recurrent, served one step per event), sasrec, gru4rec; the best "
                         "on validation is kept")
     t.add_argument("--max-train-seconds", type=float, default=d["max_train_seconds"], help="per model and seed")
+    t.add_argument("--search", type=int, default=0, metavar="N",
+                   help="first run an N-trial hyper-parameter search (Optuna TPE, pruned on validation NDCG@10), "
+                        "then train the best configuration; search.json/.md/.png are written beside the bundle")
+    t.add_argument("--search-timeout", type=float, default=None, metavar="SECONDS",
+                   help="stop starting search trials after this long")
+    t.add_argument("--config-from", default=None, metavar="SEARCH_JSON",
+                   help="train exactly the best configuration of an earlier search (its search.json); it sets "
+                        "the searched fields over the options above")
 
     sub.add_parser("run", help="run the recommendation job (see `streamrec run --help`)", add_help=False)
     sub.add_parser("bench", help="latency/throughput benchmark vs a bare Kafka relay and a Flink identity job "

@@ -66,6 +66,10 @@ class TrainJob:
     cooc_grid: tuple[CooccurrenceConfig, ...] = field(default=DEFAULT_COOC_GRID)
     betas: tuple[float, ...] = DEFAULT_BETAS
     report: bool = True
+    search_trials: int = 0
+    """> 0: a hyper-parameter search of this many trials first (:mod:`model_export.search`); its best
+    configuration replaces ``train``'s searched fields."""
+    search_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.protocol != "loo-5core":
@@ -73,6 +77,9 @@ class TrainJob:
             raise ConfigError(msg)
         if not self.archs or not self.seeds:
             msg = "archs and seeds must not be empty"
+            raise ConfigError(msg)
+        if self.search_trials < 0:
+            msg = f"search_trials must be >= 0, got {self.search_trials}"
             raise ConfigError(msg)
         if any(not 0.0 <= b <= 1.0 for b in self.betas):
             msg = f"blend weights must be in [0, 1], got {self.betas}"
@@ -163,6 +170,14 @@ def run_training(job: TrainJob, frame: pd.DataFrame | None = None) -> dict[str, 
     started = time.perf_counter()
     data, split = _load(job, frame)
     log.info("data: users=%d items=%d events=%d", data.n_users, data.n_items, data.n_events)
+    searched = None
+    if job.search_trials:
+        from model_export.search import run_search, searched_config
+
+        searched = run_search(data, split, replace(job.train, arch=job.archs[0]), job.search_trials,
+                              seed=job.seeds[0], timeout_s=job.search_timeout_s)
+        log.info("search: best %s valid ndcg@10 %.4f", searched.best, searched.best_valid_ndcg10)
+        job = replace(job, train=searched_config(job.train, searched.best))
     pop = popularity_scores(split.train, data.n_items)
     baselines: dict[str, Any] = {
         "popular": {
@@ -247,8 +262,13 @@ def run_training(job: TrainJob, frame: pd.DataFrame | None = None) -> dict[str, 
         beta=best["beta"],
     )
     metrics["model_version"] = bundle.version
-    metrics["total_seconds"] = time.perf_counter() - started
     out = Path(job.out)
+    if searched is not None:
+        from model_export.search import summary, write_search
+
+        write_search(searched, out)
+        metrics["search"] = summary(searched)
+    metrics["total_seconds"] = time.perf_counter() - started
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1), "utf-8")
     if job.report:
         curves = {f"{arch} seed {best['seed']}": r.curve for arch, r in best["results"].items()}

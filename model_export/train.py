@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -186,8 +186,12 @@ def _full_batches(
     return batches
 
 
-def train_model(data: SequenceData, split: LooSplit, cfg: TrainConfig) -> TrainResult:
-    """Train ``cfg.arch`` on ``split.train``; keep the epoch with the best validation NDCG@10."""
+def train_model(data: SequenceData, split: LooSplit, cfg: TrainConfig, *,
+                on_eval: Callable[[int, float], None] | None = None, evaluate_test: bool = True) -> TrainResult:
+    """Train ``cfg.arch`` on ``split.train``; keep the epoch with the best validation NDCG@10.
+
+    ``on_eval(epoch, valid_ndcg10)`` is called after every validation (a search prunes there by raising);
+    without ``evaluate_test`` the test split is not scored (``test`` is empty: a search never looks at it)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -230,6 +234,8 @@ def train_model(data: SequenceData, split: LooSplit, cfg: TrainConfig) -> TrainR
             valid = evaluate(model, split.valid_inputs, split.valid_targets, (10,))
             point["valid_ndcg@10"] = valid["ndcg@10"]
             point["valid_recall@10"] = valid["recall@10"]
+            if on_eval is not None:
+                on_eval(epoch, valid["ndcg@10"])
             if valid["ndcg@10"] > best_score:
                 best_score, best_epoch, bad_epochs = valid["ndcg@10"], epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
@@ -245,8 +251,8 @@ def train_model(data: SequenceData, split: LooSplit, cfg: TrainConfig) -> TrainR
     model.eval()
     seconds = time.perf_counter() - started
     valid = evaluate(model, split.valid_inputs, split.valid_targets, cfg.ks)
-    test = evaluate(model, split.test_inputs, split.test_targets, cfg.ks)
+    test = evaluate(model, split.test_inputs, split.test_targets, cfg.ks) if evaluate_test else {}
     log.info(cfg.arch + " best epoch %d valid ndcg@10 %.4f test ndcg@10 %.4f (%.1fs)",
-             best_epoch, valid["ndcg@10"], test["ndcg@10"], seconds)
+             best_epoch, valid["ndcg@10"], test.get("ndcg@10", float("nan")), seconds)
     return TrainResult(model, cfg, best_epoch, valid, test, curve, seconds)
 
