@@ -286,6 +286,8 @@ class _Pipeline:
         job = JobProcess(args, self.work / f"logs-{self.name}")
         if self.kind == "identity":
             job.command = ["-m", "perf.identity_job"]
+        elif self.kind == "identity-state":
+            job.command = ["-m", "perf.identity_job", "--touch-state"]
         self.proc = job.start()
         try:
             self.startup_s = wait_until_serving(job, self.kafka.bootstrap, self.topics[0], self.topics[1],
@@ -335,7 +337,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax, cdf) = plt.subplots(1, 2, figsize=(11, 4))
-    for kind, style in (("job", "o-"), ("job-batch", "d-"), ("identity", "s--"), ("relay", "^:")):
+    for kind, style in (("job", "o-"), ("job-batch", "d-"), ("identity", "s--"), ("identity-state", "x--"),
+                        ("relay", "^:")):
         rows = [r for r in result["rates"] if kind in r]
         if rows:
             rates = [r["rate"] for r in rows]
@@ -361,7 +364,7 @@ def check(result: dict[str, Any]) -> list[str]:
     """The bench's own output checks: every event exactly once per pipeline and rate, numbers present."""
     problems = []
     for r in result["rates"]:
-        for kind in ("job", "job-batch", "relay", "identity"):
+        for kind in ("job", "job-batch", "relay", "identity", "identity-state"):
             if kind in r:
                 x = r[kind]
                 if x["missing"] or x["duplicates"]:
@@ -388,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=1_000)
     p.add_argument("--pipelines", default="job,relay,identity",
                    help="any of job (defaults), job-batch (the job with --micro-batch N), job-single (with "
-                        "--micro-batch 1), relay, identity")
+                        "--micro-batch 1), relay, identity, identity-state (the identity plus a keyed-state read "
+                        "and write of the job's state size per event)")
     p.add_argument("--micro-batch", type=int, default=32, help="micro-batch size of the job-batch pipeline")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--find-max", action="store_true",
@@ -457,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                     result[f"{kind}_counts"] = report.get("counts", {})
     bar.close()
     for slot in result["rates"]:
-        for kind in ("job", "job-batch", "identity"):
+        for kind in ("job", "job-batch", "identity", "identity-state"):
             if kind in slot and "relay" in slot and slot["relay"]["p50_ms"] > 0:
                 slot[kind]["p50_vs_relay"] = slot[kind]["p50_ms"] / slot["relay"]["p50_ms"]
                 slot[kind]["p99_vs_relay"] = slot[kind]["p99_ms"] / slot["relay"]["p99_ms"]
@@ -473,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(result, out.with_suffix(".png"))
     for slot in result["rates"]:
         line = f"{slot['rate']:>7.0f}/s"
-        for kind in ("job", "job-batch", "identity", "relay"):
+        for kind in ("job", "job-batch", "identity", "identity-state", "relay"):
             if kind in slot:
                 x = slot[kind]
                 line += (f" | {kind}: p50 {x['p50_ms']:.1f} p99 {x['p99_ms']:.1f} ms, {x['achieved_eps']:.0f}/s, "
@@ -585,6 +589,9 @@ def _find_max_main(args: Any, result: dict[str, Any], kinds: list[str], work: Pa
         at["job_vs_identity"] = ratio
     if "identity_max_sustained_eps" in result and result["identity_max_sustained_eps"]:
         result["job_vs_identity_max"] = result.get("max_sustained_eps", 0.0) / result["identity_max_sustained_eps"]
+    if result.get("identity_state_max_sustained_eps") and result.get("identity_max_sustained_eps"):
+        result["state_floor_vs_identity_max"] = (result["identity_state_max_sustained_eps"]
+                                                 / result["identity_max_sustained_eps"])
     result["problems"] = check_find_max(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -592,6 +599,7 @@ def _find_max_main(args: Any, result: dict[str, Any], kinds: list[str], work: Pa
     plot_find_max(result, out.with_suffix(".png"))
     print(json.dumps({k: result.get(k) for k in ("max_sustained_eps", "identity_max_sustained_eps",
                                                  "job_batch_max_sustained_eps", "job_vs_identity_max",
+                                                 "identity_state_max_sustained_eps", "state_floor_vs_identity_max",
                                                  "per_event_us")}, indent=1))
     if half is not None:
         for kind, r in result["at_half_job_max"].items():

@@ -2,6 +2,12 @@
 one thread-mode Python keyed function, Kafka sinks, same connector and checkpoint settings) with a function
 that forwards each payload unchanged. The difference to the real job is what streamrec's own work costs.
 
+With ``--touch-state`` (the bench's ``identity-state`` pipeline) the function also does what any job that keeps
+a user's window in Flink keyed state must do per event: read the user's value and write back one of the real
+job's size (:data:`STATE_BYTES`, a 200-event window with the LRU state), through the same state descriptor
+(pickled bytes, TTL). The difference to it is streamrec's own computation; the difference between the two
+baselines is the platform's price of keyed state in thread mode.
+
     python -m perf.identity_job --bootstrap-servers H:P --bundle DIR --checkpoint-dir DIR --input-topic T ...
 """
 
@@ -11,10 +17,16 @@ import os
 import sys
 from pathlib import Path
 
-from pyflink.common import Row
-from pyflink.datastream.functions import KeyedProcessFunction
+from pyflink.common import Row, Types
+from pyflink.common.time import Time
+from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
+from flink_jobs.functions import STATE_NAME
 from flink_jobs.recommend_job import build_arg_parser, build_job, config_from_args
+
+STATE_BYTES = 4_134
+"""The real job's state per user at 200 events (``operators/state.py``'s layout, LRU 2 x 64, 3 shown lists)."""
 
 
 class IdentityFunction(KeyedProcessFunction):
@@ -24,17 +36,43 @@ class IdentityFunction(KeyedProcessFunction):
         yield Row(value[0], value[1])
 
 
+class StateTouchingFunction(KeyedProcessFunction):
+    """The identity, plus one keyed-state read and one write of :data:`STATE_BYTES` per event."""
+
+    def __init__(self, ttl_ms: int) -> None:
+        self.ttl_ms = ttl_ms
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        ttl = (StateTtlConfig.new_builder(Time.milliseconds(self.ttl_ms))
+               .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+               .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired).build())
+        descriptor = ValueStateDescriptor(STATE_NAME, Types.PICKLED_BYTE_ARRAY())
+        descriptor.enable_time_to_live(ttl)
+        self.state = runtime_context.get_state(descriptor)
+
+    def process_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
+        stored = self.state.value()
+        payload = bytes(value[1])
+        # a new value each event, as the job's (its window moved): the stored bytes shifted by the payload
+        body = (payload + (stored or b""))[:STATE_BYTES]
+        self.state.update(body.ljust(STATE_BYTES, b"\0"))
+        yield Row(value[0], value[1])
+
+
 def main(argv: list[str] | None = None) -> int:
     from deploy.paths import flink_connector_jar, java_home
 
     parser = build_arg_parser()
+    parser.add_argument("--touch-state", action="store_true",
+                        help="read and write the user's keyed state per event, as the real job does")
     args, _ = parser.parse_known_args(argv)
     cfg = config_from_args(args)
     os.environ.setdefault("JAVA_HOME", java_home())
     if args.log_dir:
         Path(args.log_dir).mkdir(parents=True, exist_ok=True)
         os.environ["FLINK_LOG_DIR"] = str(Path(args.log_dir).resolve())
-    env = build_job(cfg, flink_connector_jar(args.connector_jar), function=IdentityFunction())
+    function = StateTouchingFunction(cfg.state_ttl_ms) if args.touch_state else IdentityFunction()
+    env = build_job(cfg, flink_connector_jar(args.connector_jar), function=function)
     env.execute(cfg.job_name + "-identity")
     return 0
 
