@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from model_export.data import LooSplit, SequenceData
 from model_export.train import TrainConfig, train_model
 from operators.errors import ConfigError
@@ -120,7 +122,19 @@ def run_search(data: SequenceData, split: LooSplit, base: TrainConfig, trials: i
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5))
     started = time.perf_counter()
-    study.optimize(objective, n_trials=trials, timeout=timeout_s, catch=())
+    bar = tqdm(total=trials, desc="search", unit="trial", disable=not base.progress)
+
+    def progress(study: Any, trial: Any) -> None:  # noqa: ANN401, ARG001 - optuna's callback signature
+        bar.update()
+        row = rows[-1] if rows else {}
+        best = max((r["valid_ndcg10"] for r in rows if r.get("state") == "complete"), default=float("nan"))
+        last = row.get("valid_ndcg10", row.get("last_valid_ndcg@10", 0.0))
+        bar.set_postfix_str(f"last {row.get('state', '?')} {last:.4f}, best valid ndcg@10 {best:.4f}")
+
+    try:
+        study.optimize(objective, n_trials=trials, timeout=timeout_s, catch=(), callbacks=[progress])
+    finally:
+        bar.close()
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         msg = "every search trial was pruned or failed; widen --search or the time budget"
