@@ -521,13 +521,15 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
     def _on_timer(self, timestamp, ctx):  # noqa: ANN001, ANN202 - pyflink signature
         """A deferred event's wait is over: run its batch if it has not run, and store the user's new state.
         After a failover (nothing in memory) the pending event is scored from the state alone. Counts waiting
-        in :class:`LocalCounts` are sent when their time is due."""
+        in :class:`LocalCounts` are sent when the counts timer fires."""
         current = ctx.get_current_key()
         key = current if isinstance(current, str) else current[0]
         now_ms = time.time_ns() // 1_000_000
         if self._counts_timer and timestamp >= self._counts_timer:
+            # everything waiting goes now: a flush at an event since this timer was set would otherwise leave
+            # the later counts waiting with no timer (none is set on this key: it may be a forgotten user's)
             self._counts_timer = 0
-            yield from self._accepted_rows(self.local_counts.due(now_ms))
+            yield from self._accepted_rows(self.local_counts.flush(now_ms))
         if key in self.batch_keys:
             yield from self._flush()
         done = self.done.pop(key, None)

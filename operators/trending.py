@@ -208,8 +208,8 @@ class LocalCounts:
     """Accepted events combined per item before they leave the recommender (one record per item and flush
     instead of one per event): decayed sums compose, so ``bump(previous, ts, combined)`` downstream gives the
     count the single events would have. Flushed when ``every_ms`` of processing time have passed since the last
-    flush (checked at each event, and by :meth:`due` from a timer, so that a subtask whose events stop still
-    sends what it holds) or when ``max_items`` items are waiting. Counts still waiting are lost on a failure (item
+    flush (checked at each event; :meth:`flush` from a timer sends everything, so that a subtask whose events stop
+    still sends what it holds) or when ``max_items`` items are waiting. Counts still waiting are lost on a failure (item
     counts are approximate by design)."""
 
     def __init__(self, cfg: TrendingConfig, every_ms: int = 200, max_items: int = 1000) -> None:
@@ -230,6 +230,11 @@ class LocalCounts:
     def due(self, now_ms: int) -> list[tuple[str, int, float]]:
         """The combined records waiting, when ``every_ms`` have passed since the last flush (else none)."""
         return self._take(now_ms) if self.items and now_ms - self.flushed_at >= self.every_ms else []
+
+    def flush(self, now_ms: int) -> list[tuple[str, int, float]]:
+        """Every combined record waiting, now (the adapter's timer for a subtask whose events stopped: it was set
+        ``every_ms`` after counts began to wait, and nothing else may be left waiting after it)."""
+        return self._take(now_ms) if self.items else []
 
     def _take(self, now_ms: int) -> list[tuple[str, int, float]]:
         self.flushed_at = now_ms

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from flink_jobs.functions import DEAD_LETTER_TAG, SHADOW_TAG, RecommendFunction
+from flink_jobs.functions import ACCEPTED_TAG, DEAD_LETTER_TAG, SHADOW_TAG, RecommendFunction
 from operators.abuse import AbuseConfig
 from operators.config import JobConfig
 from operators.serving import ServingCore
@@ -259,3 +259,17 @@ def test_the_adapters_micro_batches_give_the_lists_of_one_event_at_a_time(functi
         a, b = decode_state(stored), decode_state(state.values[user])
         assert a.keys.tolist() == b.keys.tolist() and b.pending is None
         np.testing.assert_allclose(a.model, b.model, atol=1e-5)
+
+
+def test_the_counts_timer_sends_every_count_still_waiting(function):
+    """A flush at an event after the counts timer was set (the next event came ``every_ms`` after the last flush)
+    must not leave the counts added since then waiting with no timer: when the timer fires, all of them go."""
+    fn, state, ctx = function
+    vocab = fn.core.bundle.item_vocab
+    for n in range(3):
+        _drive(fn, state, ctx, f"buyer-{n}", vocab[n], TS + n)
+    assert fn._counts_timer and fn.local_counts.items  # noqa: SLF001 - counts waiting, a timer set for them
+    fn.local_counts.flushed_at = time.time_ns() // 1_000_000  # as if an event had just flushed the counts
+    state.key = "buyer-0"
+    sent = [r for r in fn._on_timer(fn._counts_timer, ctx) if isinstance(r, tuple) and r[0] is ACCEPTED_TAG]  # noqa: SLF001
+    assert sent and not fn.local_counts.items, "counts left waiting after the timer, with no timer to send them"

@@ -46,6 +46,9 @@ def test_local_counts_combine_events_exactly_and_flush_on_time():
     # events stop: the timer's check sends what waits once every_ms have passed, and nothing twice
     assert local.add("c", TS, 1.0, now_ms=1_400) == []
     assert local.due(1_450) == [] and local.due(1_500) == [("c", TS, 1.0)] and local.due(2_000) == []
+    # the timer's flush sends everything waiting, however recent the last flush
+    assert local.add("d", TS, 1.0, now_ms=1_550) == []
+    assert local.flush(1_560) == [("d", TS, 1.0)] and local.flush(1_570) == [] and local.items == {}
 
 
 def test_board_publishes_its_top_items_and_forgets_faded_ones():
