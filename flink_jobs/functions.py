@@ -48,6 +48,7 @@ __all__ = [
     "ACCEPTED_TYPE_INFO",
     "CONTROL_STATE",
     "STATE_NAME",
+    "user_state_descriptor",
     "RecommendFunction",
     "TrendingFunction",
     "subtask_info",
@@ -193,6 +194,21 @@ def subtask_info(runtime_context: RuntimeContext) -> tuple[int, int]:
         return runtime_context.get_index_of_this_subtask(), runtime_context.get_number_of_parallel_subtasks()
 
 
+def user_state_descriptor(ttl_ms: int) -> ValueStateDescriptor:
+    """The user's packed state (:mod:`operators.state`): one value per user, expiring ``ttl_ms`` after its last
+    write. PICKLED_BYTE_ARRAY: pyflink 2.0's thread mode mishandles PRIMITIVE_ARRAY(BYTE) state; pickling bytes
+    is cheap."""
+    ttl = (
+        StateTtlConfig.new_builder(Time.milliseconds(ttl_ms))
+        .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
+        .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
+        .build()
+    )
+    descriptor = ValueStateDescriptor(STATE_NAME, Types.PICKLED_BYTE_ARRAY())
+    descriptor.enable_time_to_live(ttl)
+    return descriptor
+
+
 class RecommendFunction(KeyedBroadcastProcessFunction):
     """Keyed by user (the Kafka record key): packed state in, one list or dead letter out; the control topic
     as the broadcast input."""
@@ -217,16 +233,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             "model_version": bundle.version, "onnx_provider": model.active_provider, "items": bundle.n_items,
             "recurrent": bundle.recurrent, "state_floats": bundle.state_size,
             "code": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}})
-        ttl = (
-            StateTtlConfig.new_builder(Time.milliseconds(cfg.state_ttl_ms))
-            .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
-            .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
-            .build()
-        )
-        # PICKLED_BYTE_ARRAY: pyflink 2.0 thread mode mishandles PRIMITIVE_ARRAY(BYTE) state; pickling bytes is cheap
-        descriptor = ValueStateDescriptor(STATE_NAME, Types.PICKLED_BYTE_ARRAY())
-        descriptor.enable_time_to_live(ttl)
-        self.state = runtime_context.get_state(descriptor)
+        self.state = runtime_context.get_state(user_state_descriptor(cfg.state_ttl_ms))
         self.metrics = PushedGauges(runtime_context.get_metrics_group().add_group("streamrec"))
         self.subtask = subtask_info(runtime_context)[0]
         self.loader = ModelLoader(build=lambda path: ServingCore.from_config(cfg, bundle_path=str(path)),
@@ -254,6 +261,10 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         frozen = settle()
         self._gc = pauses().reader()
         log.info("garbage collector settled", extra={"fields": {"frozen_objects": frozen}})
+
+    def close(self) -> None:
+        if getattr(self, "_gc", None) is not None:
+            self._gc.close()  # a restarted subtask in the same TaskManager counts with a new reader
 
     def process_broadcast_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
         """A control-topic record: trending board or item rules (kept in broadcast state); never fails."""

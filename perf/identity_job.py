@@ -17,12 +17,10 @@ import os
 import sys
 from pathlib import Path
 
-from pyflink.common import Row, Types
-from pyflink.common.time import Time
+from pyflink.common import Row
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import StateTtlConfig, ValueStateDescriptor
 
-from flink_jobs.functions import STATE_NAME
+from flink_jobs.functions import user_state_descriptor
 from flink_jobs.recommend_job import build_arg_parser, build_job, config_from_args
 
 STATE_BYTES = 4_134
@@ -43,12 +41,7 @@ class StateTouchingFunction(KeyedProcessFunction):
         self.ttl_ms = ttl_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        ttl = (StateTtlConfig.new_builder(Time.milliseconds(self.ttl_ms))
-               .set_update_type(StateTtlConfig.UpdateType.OnCreateAndWrite)
-               .set_state_visibility(StateTtlConfig.StateVisibility.NeverReturnExpired).build())
-        descriptor = ValueStateDescriptor(STATE_NAME, Types.PICKLED_BYTE_ARRAY())
-        descriptor.enable_time_to_live(ttl)
-        self.state = runtime_context.get_state(descriptor)
+        self.state = runtime_context.get_state(user_state_descriptor(self.ttl_ms))
 
     def process_element(self, value, ctx):  # noqa: ANN001, ANN201 - pyflink signature
         stored = self.state.value()

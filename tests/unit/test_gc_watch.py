@@ -15,6 +15,10 @@ def test_readers_see_collections_since_their_last_take() -> None:
     assert 0 < taken["pause_ms_max"] <= taken["pause_ms_total"]
     assert first.take()["collections"] == 0  # reset by the take
     assert second.take()["full_collections"] >= 1  # another reader's take does not reset this one
+    first.close()
+    gc.collect()
+    assert first.take()["collections"] == 0 and second.take()["collections"] >= 1  # a closed reader stops counting
+    second.close()
 
 
 def test_settle_freezes_the_loaded_heap_and_raises_the_young_threshold() -> None:
