@@ -83,7 +83,8 @@ REPORT_EVERY_NS = 5_000_000_000
 PUBLISH_EVERY_NS = 1_000_000_000
 METRIC_COUNTS = (("lists", "lists_emitted"), ("cold_start", "lists_cold_start"),
                  ("dead_letter", "events_dead_lettered"), ("rebuilds", "state_rebuilds"),
-                 ("errors", "processing_errors"), ("forgotten", "users_forgotten"),
+                 ("late_rebuilds", "late_event_rebuilds"), ("errors", "processing_errors"),
+                 ("forgotten", "users_forgotten"),
                  ("quarantined", "events_quarantined"), ("trending_updates", "trending_updates"),
                  ("control_errors", "control_errors"), ("model_swaps", "model_swaps"),
                  ("models_refused", "models_refused"))

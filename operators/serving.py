@@ -9,9 +9,10 @@ event deletes the user's state) -> add to the window (:class:`~operators.state.U
 (:mod:`operators.abuse`: an implausible event is quarantined, not stored) -> model input
 (:func:`~operators.window.model_input`) -> score: a recurrent model advances its per-user state by one step
 (``step.onnx``, cost independent of the history); its state is rebuilt from the window with the full-sequence
-graph only when missing or written by another model. A late event (out of event-time order) goes to its
-event-time place in the window, and the model takes it as it arrives (one step, no rebuild): a decision,
-its difference from training stated in the README ("Train/serve decisions"); a stateless model reads the
+graph only when missing, written by another model, or after a late event: a late event (older than the user's
+newest) goes to its event-time place in the window and the state is rebuilt from the window, so that the model
+sees the user's events in event-time order, as training does (stepping it in arrival order instead moved
+NDCG@10 measurably on a replay with late arrivals: ``perf/results/late-events.json``); a stateless model reads the
 window every event -> top-C candidates (scored outside the graph, :mod:`operators.scoring`, with the
 window's exclusion rule; users with one or two known items get item-to-item neighbours instead) -> item rules
 and re-ranking
@@ -213,7 +214,11 @@ class ServingCore:
         self._purchase_code = EVENT_CODES["purchase"]
         self.timing = [0] * (len(TIMING_FIELDS) + 1)  # events, then ns per field
         self._rerank_ns = 0  # part of "model" (ranking), reported on its own
-        self.counts = {"lists": 0, "cold_start": 0, "dead_letter": 0, "rebuilds": 0, "steps": 0, "errors": 0,
+        self.rebuild_late = True
+        """Rebuild a recurrent state at a late event (training's order); False steps it in arrival order (the
+        previous behaviour, kept to measure the difference: ``perf.late_events``)."""
+        self.counts = {"lists": 0, "cold_start": 0, "dead_letter": 0, "rebuilds": 0, "late_rebuilds": 0,
+                       "steps": 0, "errors": 0,
                        "batches": 0, "state_resets": 0, "forgotten": 0,
                        "quarantined": 0, "trending_updates": 0, "control_errors": 0, "model_swaps": 0,
                        "models_refused": 0}
@@ -340,6 +345,11 @@ class ServingCore:
                        if self.stream_neighbors is not None and event_item else None)
             item = self._step_item(indices, event_item)
             inp = self._input(indices, state)
+            if self.rebuild_late and newest_before and event.ts < newest_before and self.bundle.recurrent:
+                # training reads a user's events in event-time order: a late event rebuilds the state from the
+                # window (in that order) rather than stepping it in arrival order
+                state.model = None
+                self.counts["late_rebuilds"] += 1
             self._start_fresh(state, inp, item)
             t2 = time.perf_counter_ns()
             if defer and self._steppable(state) and (not inp.cold or item):
