@@ -45,6 +45,7 @@ from typing import Any
 from deploy.job_process import PROBE_USER, JobProcess, wait_until_serving
 from deploy.kafka_clients import assigned_consumer
 from deploy.local_kafka import LocalKafka, free_port
+from deploy.process import group_rss_mb
 from operators.config import DEFAULT_MICRO_BATCH, JobConfig
 
 __all__ = ["ScenarioResult", "Audit", "audit", "run_faults", "SCENARIOS", "main"]
@@ -243,24 +244,6 @@ def _pace(records: list[tuple[bytes, bytes]], producer, topic: str, rate: float,
     return last_ms
 
 
-def _group_rss_mb(pgid: int) -> float:
-    """Resident memory of every process in a process group (the job's Python client and its JVM)."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    return round(total / 1024, 1)
-
-
 _RESTART = re.compile(r"switched from state \w+ to RESTARTING")
 _CHECKPOINT = re.compile(r"Completed checkpoint \d+ for job \w+ \((\d+) bytes")
 _TRIGGERED = re.compile(r"Triggering checkpoint (\d+) .*? @ (\d+) for job (\w+)")
@@ -281,17 +264,20 @@ def completed_checkpoints(log_text: str) -> list[tuple[int, int]]:
 
 
 def duplicate_bound(kills_ms: list[int], checkpoints: list[tuple[int, int]], emitted_ms: list[int],
-                    slack_ms: int = 250) -> int:
+                    slack_ms: int = 250, ends_ms: list[int] | None = None) -> int:
     """What at-least-once may repeat: for each kill, the lists emitted after the barrier of the last checkpoint
     completed before the kill (its trigger time, less ``slack_ms`` for clocks and a micro-batch's wait) and
-    before the kill. A restore replays exactly the events behind those lists (one subtask: records before the
-    barrier were answered before it)."""
+    before the failed attempt ended: the kill itself when the whole job died with it, or ``ends_ms[i]`` when
+    part of it ran on (a TaskManager's loss: the other subtasks serve until Flink has cancelled them, which it
+    has when the job switches back to RUNNING). A restore replays exactly the events behind those lists
+    (records before the barrier were answered before it)."""
     emitted = sorted(emitted_ms)
     bound = 0
-    for kill in kills_ms:
+    for i, kill in enumerate(kills_ms):
         before = [t for t, done in checkpoints if done < kill]
         since = (max(before) - slack_ms) if before else 0
-        bound += bisect.bisect_right(emitted, kill) - bisect.bisect_left(emitted, since)
+        end = ends_ms[i] if ends_ms is not None else kill
+        bound += bisect.bisect_right(emitted, end) - bisect.bisect_left(emitted, since)
     return bound
 
 
@@ -365,7 +351,7 @@ class Job:
         return code, took
 
     def rss(self) -> float:
-        rss = _group_rss_mb(self.proc.proc.pid) if self.proc and self.proc.alive() else 0.0
+        rss = group_rss_mb(self.proc.proc.pid) if self.proc and self.proc.alive() else 0.0
         self.rss_peak = max(self.rss_peak, rss)
         return rss
 
@@ -529,12 +515,16 @@ class Sizes:
     poison: int
     users: int
     rate: float
+    cluster_events: int = 4_000
+    cluster_kills: int = 2
+    cluster_rate: float = 150
+    """The cluster runs on the same 2 cores: 2 TaskManagers at parallelism 2 carry ~500 lists/s here."""
 
 
 QUICK = Sizes(kill_events=10_000, kills=3, eo_events=4_000, eo_kills=2, broker_events=6_000, broker_down_s=10,
               poison=2_000, users=20_000, rate=400)
 FULL = Sizes(kill_events=100_000, kills=5, eo_events=20_000, eo_kills=3, broker_events=20_000, broker_down_s=15,
-             poison=10_000, users=1_000_000, rate=600)
+             poison=10_000, users=1_000_000, rate=600, cluster_events=20_000, cluster_kills=4, cluster_rate=200)
 
 
 def _scenario_kill(ctx: dict, name: str, n: int, kills: int, exactly_once: bool, standby: bool) -> ScenarioResult:
@@ -588,6 +578,88 @@ def scenario_kill9_cold(ctx: dict) -> ScenarioResult:
 def scenario_kill9_exactly_once(ctx: dict) -> ScenarioResult:
     s = ctx["sizes"]
     return _scenario_kill(ctx, "kill9-exactly-once", s.eo_events, s.eo_kills, exactly_once=True, standby=True)
+
+
+def _scenario_cluster(ctx: dict, name: str, victims: list[str], *, ha: bool) -> ScenarioResult:
+    """``kill -9`` of ``victims[i]`` (processes of a standalone cluster of 2 TaskManagers x 1 slot, the job at
+    parallelism 2) at random points mid-stream, each started again at once as a supervisor would: Flink restarts
+    (a TaskManager's loss) or recovers (a JobManager's, with high availability) the job from its latest completed
+    checkpoint."""
+    from deploy.cluster_job import ClusterJob
+
+    s, kafka = ctx["sizes"], ctx["kafka"]
+    result = ScenarioResult(name)
+    records, sent = _events(s.cluster_events, seed=ctx["seed"] + 4, tag=name)
+    n = len(records)
+    points = sorted(random.Random(ctx["seed"] + 4).sample(range(n // 5, n * 4 // 5), len(victims)))
+    kills_ms: list[int] = []
+    ends_ms: list[int] = []
+    template = ctx["job"](name, [])  # fresh topics and the local job's arguments, less the supervisor's restore
+    args = [a for a in template.args if a not in ("--restore-from", "latest")]
+    job = ClusterJob(kafka, template.work, template.topics, args, taskmanagers=2, ha=ha)
+    collector = None
+    try:
+        job.start()
+        collector = Collector(kafka.bootstrap, job.topics["output"], job.topics["dead"])
+        collector.start()
+
+        def crash() -> None:
+            victim = victims[len(kills_ms)]
+            kill_ms = time.time_ns() // 1_000_000
+            job.rss()
+            job.kill(victim)
+            kills_ms.append(kill_ms)  # the window of the bound ends when the job runs again, not here
+            result.notes.setdefault("restart_ready_s", []).append(job.restart(victim))
+            # the rest of the cluster may serve on until Flink cancels it: the restored attempt's first list is the
+            # first one after the job switched to RUNNING again (the last switch: a restart may take two tries)
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and not job.running_since(kill_ms):
+                time.sleep(0.2)
+            took = collector.wait_first_list(kafka.bootstrap, job.topics["input"], kill_ms,
+                                             max(job.running_since(kill_ms) or [kill_ms]), alive=job.alive)
+            ends_ms.append(max(job.running_since(kill_ms) or [kills_ms[-1]]))  # the restart that served
+            result.kill_to_first_list_s.append(took)
+            # back in service once the restored job has checkpointed: the next kill (the stream waits for this
+            # fault to end) restores from after this one, so no event is replayed twice on one bound
+            deadline = time.monotonic() + 120
+            while not job.checkpoints_since(ends_ms[-1]) and time.monotonic() < deadline:
+                time.sleep(0.2)
+
+        last_send = _stream_with_faults(ctx, result, job, collector, records, sent, {p: crash for p in points})
+        job.rss()
+        result.rss_mb["peak"] = job.rss_peak
+    finally:
+        if collector is not None:
+            collector.stop()
+        job.stop()
+    lists, _ = collector.snapshot()
+    bound = duplicate_bound(kills_ms, completed_checkpoints(job.log_text()),
+                            [int(d.get("emit_ts") or 0) for d in lists], ends_ms=ends_ms)
+    result.checks["duplicates only from after each kill's last checkpoint"] = result.duplicates <= bound
+    result.notes["duplicates_bound"] = bound
+    # a process's loss is a job restart by design: the check is that each kill caused one, from a checkpoint
+    result.checks.pop("no task restart", None)
+    restored = len(re.findall(r"Restoring job \w+ from Checkpoint", job.log_text()))
+    result.notes["restored_from_checkpoint"] = restored
+    result.checks["the job restarted from a checkpoint after every kill"] = restored >= len(points)
+    result.notes["kills_mid_stream"] = sum(k < last_send for k in kills_ms)
+    result.checks["every kill mid-stream"] = result.notes["kills_mid_stream"] == len(points)
+    result.checks["lists flowed again after every kill"] = \
+        len(result.kill_to_first_list_s) == len(points) and all(t != float("inf") for t in result.kill_to_first_list_s)
+    result.notes.update(kill_points=points, killed=victims, running_again_ms=ends_ms,
+                        restart="started again at once (streamrec cluster restart --name)")
+    return result
+
+
+def scenario_cluster_taskmanager(ctx: dict) -> ScenarioResult:
+    """Each TaskManager killed in turn."""
+    kills = ctx["sizes"].cluster_kills
+    return _scenario_cluster(ctx, "cluster-tm", [f"taskmanager-{i % 2}" for i in range(kills)], ha=False)
+
+
+def scenario_cluster_jobmanager(ctx: dict) -> ScenarioResult:
+    """The JobManager killed, with high availability (ZooKeeper): the one started again recovers the job."""
+    return _scenario_cluster(ctx, "cluster-jm", ["jobmanager"] * max(1, ctx["sizes"].cluster_kills // 2), ha=True)
 
 
 def scenario_broker(ctx: dict) -> ScenarioResult:
@@ -752,6 +824,8 @@ SCENARIOS = {
     "savepoint": scenario_savepoint,
     "poison": scenario_poison,
     "users": scenario_users,
+    "cluster-tm": scenario_cluster_taskmanager,
+    "cluster-jm": scenario_cluster_jobmanager,
 }
 
 

@@ -59,9 +59,37 @@ def stop_group(pgid: int, timeout_s: float = 20.0) -> None:
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
+            reap(pgid)
             if not group_alive(pgid):
                 return
             time.sleep(0.2)
+
+
+def reap(pid: int) -> None:
+    """Collect ``pid``'s exit status when it is this process's child (a group leader that exited stays a zombie,
+    and a zombie keeps its group alive, until its parent collects it)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of every process in a process group (MB), e.g. a job's Python client and its JVM."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return round(total / 1024, 1)
 
 
 class ManagedProcess:

@@ -4,7 +4,11 @@
 Prometheus reporter on 127.0.0.1, this interpreter as the Python executable, thread mode), then starts one
 JobManager and N TaskManagers with the wheel's ``bin/jobmanager.sh`` / ``bin/taskmanager.sh`` in the
 foreground, each in its own process group, and records them in ``<dir>/cluster.json``. ``down`` stops exactly
-those process groups (never processes found by name). ``status`` asks the REST API.
+those process groups (never processes found by name). ``status`` asks the REST API. ``up --ha`` starts a
+ZooKeeper server first (the one inside ``flink-dist``, ``bin/zookeeper.sh``) and configures JobManager high
+availability with it; ``restart --name`` starts a process that died again (a supervisor's restart: a
+TaskManager, or the JobManager, which then recovers its jobs from ZooKeeper and their latest checkpoints);
+``add-taskmanager`` adds one.
 
 ``streamrec deploy`` submits the job with the wheel's ``bin/flink run -d -py``, shipping the project's code as
 a directory with ``-pyfs`` (a copy of the ``operators`` and ``flink_jobs`` packages: the workers import that
@@ -34,8 +38,9 @@ from deploy.process import stop_group
 from flink_jobs.environment import python_executable, site_packages
 from operators.errors import ConfigError, StreamrecError
 
-__all__ = ["ClusterLayout", "cluster_config", "cluster_up", "cluster_down", "cluster_status", "deploy_job",
-           "stop_job", "ship_code", "main_cluster", "main_deploy", "main_stop"]
+__all__ = ["ClusterLayout", "cluster_config", "cluster_up", "start_process", "start_taskmanager",
+           "cluster_down", "cluster_status",
+           "deploy_job", "stop_job", "ship_code", "main_cluster", "main_deploy", "main_stop"]
 
 log = logging.getLogger("streamrec.cluster")
 
@@ -129,6 +134,10 @@ def cluster_config(layout: ClusterLayout, *, slots: int, rest_port: int, rpc_por
         "jobmanager.bind-host": "127.0.0.1",
         "jobmanager.memory.process.size": "1024m",
         "jobmanager.execution.failover-strategy": "region",
+        # a TaskManager that died is noticed within seconds, not the default 50 s (10 s heartbeats): until then
+        # a restart deploys into its slot, fails and restarts again (measured: 6 restarts for 2 kills)
+        "heartbeat.interval": "2 s",
+        "heartbeat.timeout": "20 s",
         "taskmanager.bind-host": "127.0.0.1",
         "taskmanager.host": "127.0.0.1",
         "taskmanager.numberOfTaskSlots": slots,
@@ -187,18 +196,70 @@ def _alive(pid: int, layout: ClusterLayout) -> bool:
     return status != "Z" and f"FLINK_CONF_DIR={layout.conf}".encode() in environ.split(b"\0")
 
 
-def _start(script: str, layout: ClusterLayout, name: str) -> dict:
+def _script(name: str) -> list[str]:
+    """The wheel's script (and arguments) that runs the process ``name`` in the foreground."""
+    if name == "zookeeper":
+        return ["zookeeper.sh", "start-foreground", "1"]
+    if name == "jobmanager":
+        return ["jobmanager.sh", "start-foreground"]
+    if name.startswith("taskmanager-"):
+        return ["taskmanager.sh", "start-foreground"]
+    msg = f"unknown cluster process {name!r} (zookeeper, jobmanager or taskmanager-N)"
+    raise ConfigError(msg)
+
+
+def _start(layout: ClusterLayout, name: str) -> dict:
+    script, *args = _script(name)
     out = (layout.log / f"{name}.out").open("ab")
     proc = subprocess.Popen(  # noqa: S603 - the wheel's own script
-        ["bash", str(pyflink_home() / "bin" / script), "start-foreground"], env=_environment(layout),
+        ["bash", str(pyflink_home() / "bin" / script), *args], env=_environment(layout),
         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=layout.root)
     out.close()
     return {"name": name, "pid": proc.pid, "pgid": proc.pid}
 
 
+def _zookeeper(layout: ClusterLayout) -> dict[str, object]:
+    """A single ZooKeeper server on 127.0.0.1 (the one inside ``flink-dist``, run by the wheel's
+    ``bin/zookeeper.sh``) for JobManager high availability: writes ``zoo.cfg``, returns Flink's HA settings."""
+    port = free_port()
+    data = layout.root / "zookeeper"
+    data.mkdir(parents=True, exist_ok=True)
+    (layout.conf / "zoo.cfg").write_text(
+        "# written by `streamrec cluster up --ha`\n"
+        f"tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={data}\nclientPort={port}\n"
+        "clientPortAddress=127.0.0.1\nadmin.enableServer=false\n")
+    return {
+        "high-availability.type": "zookeeper",
+        "high-availability.zookeeper.quorum": f"127.0.0.1:{port}",
+        "high-availability.zookeeper.path.root": "/flink",
+        "high-availability.cluster-id": "/streamrec",
+        "high-availability.storageDir": (layout.root / "ha").as_uri(),
+        "high-availability.jobmanager.port": str(free_port()),
+        # a JobManager started again leads once the dead one's ZooKeeper session has expired: 10 s, not 60 s
+        # (the server caps it at 20 ticks: 40 s, measured as the JobManager's 40 s to come back)
+        "high-availability.zookeeper.client.session-timeout": "10 s",
+    }
+
+
+def _wait_port(address: str, timeout_s: float) -> bool:
+    import socket
+
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.3)
+    return False
+
+
 def cluster_up(root: Path, *, taskmanagers: int = 1, slots: int = 2, rest_port: int = 8081,
-               metrics_ports: str = "9250-9270", timeout_s: float = 180.0) -> dict:
-    """Write the config, start the JobManager and TaskManagers, wait until every slot has registered."""
+               metrics_ports: str = "9250-9270", timeout_s: float = 180.0, ha: bool = False) -> dict:
+    """Write the config, start the JobManager and TaskManagers (and, with ``ha``, a ZooKeeper server first: a
+    JobManager that dies and is started again recovers its jobs from their latest checkpoints), wait until
+    every slot has registered."""
     import yaml
 
     layout = ClusterLayout(root.resolve())
@@ -228,14 +289,23 @@ def cluster_up(root: Path, *, taskmanagers: int = 1, slots: int = 2, rest_port: 
         shutil.copy2(pyflink_home() / "conf" / name, layout.conf / name)
     config = cluster_config(layout, slots=slots, rest_port=rest_port, rpc_port=free_port(),
                             metrics_ports=metrics_ports)
+    processes = []
+    if ha:
+        config.update(_zookeeper(layout))
+        processes.append(_start(layout, "zookeeper"))
+        if not _wait_port(str(config["high-availability.zookeeper.quorum"]), 60):
+            for proc in processes:
+                stop_group(proc["pgid"])
+            msg = f"ZooKeeper did not listen within 60 s; see {layout.log}"
+            raise StreamrecError(msg)
     (layout.conf / "config.yaml").write_text(
         "# written by `streamrec cluster up`; edit the command's options, not this file\n"
         + yaml.safe_dump(config, sort_keys=False, width=100_000))
-    processes = [_start("jobmanager.sh", layout, "jobmanager")]
-    processes += [_start("taskmanager.sh", layout, f"taskmanager-{n}") for n in range(taskmanagers)]
+    processes.append(_start(layout, "jobmanager"))
+    processes += [_start(layout, f"taskmanager-{n}") for n in range(taskmanagers)]
     rest = f"127.0.0.1:{rest_port}"
     state = {"rest": rest, "taskmanagers": taskmanagers, "slots": slots, "processes": processes,
-             "metrics_ports": metrics_ports, "started": time.time()}
+             "metrics_ports": metrics_ports, "ha": ha, "started": time.time()}
     layout.state_file.write_text(json.dumps(state, indent=1))
     deadline = time.monotonic() + timeout_s
     overview: dict = {}
@@ -259,6 +329,59 @@ def cluster_up(root: Path, *, taskmanagers: int = 1, slots: int = 2, rest_port: 
     state["start_s"] = round(time.monotonic() - t0, 1)
     layout.state_file.write_text(json.dumps(state, indent=1))
     return {**state, "overview": overview, "dir": str(layout.root)}
+
+
+def start_process(root: Path, name: str, timeout_s: float = 120.0) -> dict:
+    """Start a process of the running cluster under ``root`` again after it died (what a supervisor does): a
+    TaskManager (also a new name: one more TaskManager) or, with ``--ha``, the JobManager. Records it in
+    ``cluster.json`` and waits until it serves: a TaskManager registered, the JobManager's REST API answering.
+    Returns the process with ``ready_s``."""
+    layout = ClusterLayout(root.resolve())
+    state = layout.read_state()
+    if not state or not any(_alive(p["pid"], layout) for p in state["processes"]):
+        msg = f"no running cluster in {layout.root}; `streamrec cluster up` first"
+        raise ConfigError(msg)
+    _script(name)  # a known kind of process
+    if any(p["name"] == name and _alive(p["pid"], layout) for p in state["processes"]):
+        msg = f"{name} is running; `streamrec cluster status` lists the processes"
+        raise ConfigError(msg)
+    if name == "jobmanager" and not state.get("ha"):
+        msg = ("a JobManager started again without high availability has lost its jobs; "
+               "`streamrec cluster up --ha` keeps them (ZooKeeper)")
+        raise ConfigError(msg)
+    rest = state["rest"]
+    try:  # a killed TaskManager stays listed until its heartbeats time out: wait for an id not seen before
+        known = {tm["id"] for tm in _rest(f"http://{rest}/taskmanagers")["taskmanagers"]}
+    except (OSError, ValueError):
+        known = set()
+    proc = _start(layout, name)
+    state["processes"] = [p for p in state["processes"] if p["name"] != name] + [proc]
+    state["taskmanagers"] = sum(p["name"].startswith("taskmanager-") for p in state["processes"])
+    layout.state_file.write_text(json.dumps(state, indent=1))
+    t0, deadline = time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(proc["pid"], layout):
+            msg = f"{name} exited during start-up; see {layout.log}"
+            raise StreamrecError(msg)
+        try:
+            if name == "jobmanager":
+                _rest(f"http://{rest}/overview")
+                return {**proc, "ready_s": round(time.monotonic() - t0, 1)}
+            if {tm["id"] for tm in _rest(f"http://{rest}/taskmanagers")["taskmanagers"]} - known:
+                return {**proc, "ready_s": round(time.monotonic() - t0, 1)}
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    msg = f"{name} did not get ready within {timeout_s:.0f} s; see {layout.log}"
+    raise StreamrecError(msg)
+
+
+def start_taskmanager(root: Path, name: str | None = None, timeout_s: float = 120.0) -> dict:
+    """One more TaskManager (``name`` None) or ``name`` again after it died: :func:`start_process`."""
+    if name is None:
+        state = ClusterLayout(root.resolve()).read_state() or {"processes": []}
+        name = f"taskmanager-{sum(p['name'].startswith('taskmanager-') for p in state['processes'])}"
+    return start_process(root, name, timeout_s)
 
 
 def cluster_down(root: Path, timeout_s: float = 30.0) -> list[str]:
@@ -385,7 +508,13 @@ def stop_job(jobmanager: str, job_id: str, savepoint_dir: str, timeout_s: float 
 # ---------------------------------------------------------------------------------------------------- CLI
 def main_cluster(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="streamrec cluster", description="a local Flink standalone cluster")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("action", choices=["up", "down", "status", "add-taskmanager", "restart"],
+                   help="add-taskmanager: start one more TaskManager; restart --name N: start a process that died "
+                        "again (a TaskManager, or with --ha the JobManager)")
+    p.add_argument("--name", default=None, help="restart: the process (e.g. taskmanager-1 or jobmanager, as "
+                                                "`status` lists them)")
+    p.add_argument("--ha", action="store_true", help="up: JobManager high availability with a local ZooKeeper "
+                                                     "(a JobManager started again recovers the jobs)")
     p.add_argument("--dir", default=None, help="where the cluster's config, logs, checkpoints and savepoints "
                                                "live (default: .streamrec/cluster)")
     p.add_argument("--taskmanagers", type=int, default=1)
@@ -398,10 +527,16 @@ def main_cluster(argv: list[str]) -> int:
     try:
         if args.action == "up":
             state = cluster_up(root, taskmanagers=args.taskmanagers, slots=args.slots, rest_port=args.rest_port,
-                               metrics_ports=args.metrics_ports)
+                               metrics_ports=args.metrics_ports, ha=args.ha)
             print(json.dumps({k: state[k] for k in ("rest", "taskmanagers", "slots", "start_s", "dir")}))
             print(f"cluster up in {state['start_s']} s: REST and web UI http://{state['rest']}, "
                   f"`streamrec deploy --jobmanager {state['rest']} ...`", file=sys.stderr)
+            return 0
+        if args.action in ("add-taskmanager", "restart"):
+            if args.action == "restart" and not args.name:
+                p.error("restart needs --name (see `streamrec cluster status`)")
+            started = start_taskmanager(root) if args.action == "add-taskmanager" else start_process(root, args.name)
+            print(json.dumps({k: started[k] for k in ("name", "pid", "ready_s")}))
             return 0
         if args.action == "down":
             stopped = cluster_down(root)
