@@ -12,7 +12,7 @@ event deletes the user's state) -> add to the window (:class:`~operators.state.U
 graph only when missing, written by another model, or after a late event: a late event (older than the user's
 newest) goes to its event-time place in the window and the state is rebuilt from the window, so that the model
 sees the user's events in event-time order, as training does (stepping it in arrival order instead moved
-NDCG@10 measurably on a replay with late arrivals: ``perf/results/late-events.json``); a stateless model reads the
+NDCG@10 on a replay with late arrivals: ``perf/results/train-serve-skew-*.json``); a stateless model reads the
 window every event -> top-C candidates (scored outside the graph, :mod:`operators.scoring`, with the
 window's exclusion rule; users with one or two known items get item-to-item neighbours instead) -> item rules
 and re-ranking
@@ -216,7 +216,7 @@ class ServingCore:
         self._rerank_ns = 0  # part of "model" (ranking), reported on its own
         self.rebuild_late = True
         """Rebuild a recurrent state at a late event (training's order); False steps it in arrival order (the
-        previous behaviour, kept to measure the difference: ``perf.late_events``)."""
+        previous behaviour, kept to measure the difference: ``perf.train_serve_skew``)."""
         self.counts = {"lists": 0, "cold_start": 0, "dead_letter": 0, "rebuilds": 0, "late_rebuilds": 0,
                        "steps": 0, "errors": 0,
                        "batches": 0, "state_resets": 0, "forgotten": 0,

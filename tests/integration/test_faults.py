@@ -1,5 +1,6 @@
 """A small subset of `streamrec faults`, through the console script: kill -9 of the job with a hot standby
-taking over, stop with a savepoint (SIGTERM) and resume, and poison records between canary events."""
+taking over, stop with a savepoint (SIGTERM) and resume, poison records between canary events; and on a standalone
+cluster, kill -9 of each TaskManager in turn."""
 
 from __future__ import annotations
 
