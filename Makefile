@@ -8,7 +8,7 @@ JARS_STAMP := deploy/jvm/target/.jars-ok
 comma := ,
 VENV_STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup venv jars demo test test-fast test-unit test-integration lint bench clean-runtime
+.PHONY: setup venv jars demo test test-fast test-unit test-integration lint docs bench clean-runtime
 
 setup: venv jars
 
@@ -44,7 +44,11 @@ test-integration: setup
 	$(PY) -m pytest tests/integration
 
 lint: venv
-	$(VENV)/bin/ruff check operators model_export flink_jobs deploy perf tests
+	$(VENV)/bin/ruff check operators model_export flink_jobs deploy perf tests docs
+
+# the documentation site (docs/, mkdocs.yml) into .streamrec/site; strict: a broken link or page fails the build
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: setup
 	$(PY) -m perf.bench_onnx

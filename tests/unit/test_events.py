@@ -299,7 +299,8 @@ def test_output_records_validate_against_their_schemas():
     raw = b"\xff"
     dead = dead_letter_record(raw, reject(raw), SRC, now_ms=NOW)
     Draft202012Validator(schemas["dead_letter"]).validate(json.loads(encode_record(dead)))
-    # the schemas are generated from the same structs, so also hold them to the documented contract (README):
+    # the schemas are generated from the same structs, so also hold them to the documented contract
+    # (docs/concepts/event-contract.md):
     # these fields are required, and a record without one of them is refused
     doc = json.loads(encode_record(rec))
     contract = {"user_id", "event_id", "trigger_item_id", "items", "model_version", "strategy", "history_len",
