@@ -492,11 +492,13 @@ def _running(ctx: dict, result: ScenarioResult, extra: list[str], *, read_commit
 
 
 def _stream_with_faults(ctx: dict, result: ScenarioResult, job: Job, collector: Collector,
-                        records: list[tuple[bytes, bytes]], sent: dict[str, str], faults: dict[int, Any]) -> int:
-    """Send ``records`` at the scenario rate with ``faults`` injected on the way, wait for every answer, and
-    audit the topics against an uninterrupted run. Returns when the last record was sent (epoch ms)."""
+                        records: list[tuple[bytes, bytes]], sent: dict[str, str], faults: dict[int, Any],
+                        rate: float | None = None) -> int:
+    """Send ``records`` at ``rate`` (default: the scenario rate) with ``faults`` injected on the way, wait for
+    every answer, and audit the topics against an uninterrupted run. Returns when the last record was sent
+    (epoch ms)."""
     producer = _producer(ctx["kafka"].bootstrap)
-    last_ms = _pace(records, producer, job.topics["input"], ctx["sizes"].rate, faults)
+    last_ms = _pace(records, producer, job.topics["input"], rate or ctx["sizes"].rate, faults)
     producer.close()
     _await_answers(collector, sent, timeout_s=300)
     _fill(result, collector, sent, job, reference=reference_lists(ctx["bundle"], job.topics["input"], records))
@@ -625,7 +627,8 @@ def _scenario_cluster(ctx: dict, name: str, victims: list[str], *, ha: bool) -> 
             while not job.checkpoints_since(ends_ms[-1]) and time.monotonic() < deadline:
                 time.sleep(0.2)
 
-        last_send = _stream_with_faults(ctx, result, job, collector, records, sent, {p: crash for p in points})
+        last_send = _stream_with_faults(ctx, result, job, collector, records, sent, {p: crash for p in points},
+                                        rate=s.cluster_rate)
         job.rss()
         result.rss_mb["peak"] = job.rss_peak
     finally:

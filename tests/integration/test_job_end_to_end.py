@@ -192,3 +192,69 @@ def test_a_job_whose_python_workers_cannot_start_exits_non_zero_with_the_cause(k
     assert proc.returncode == 1, output[-3000:]
     assert "streamrec: error: job streamrec-recommend failed after 1 restart attempts" in output
     assert "pemja" in output.split("streamrec: error:")[-1]
+
+
+def _trending_touched(doc: dict) -> bool:
+    return doc["strategy"] == "trending" or any("trending" in (i.get("reason") or {}) for i in doc["items"])
+
+
+def test_with_every_default_on_the_lists_equal_the_offline_core_until_trending_touches_them(
+        kafka, trained_bundle, world_events, tmp_path):
+    """The comparison above switches the in-stream neighbour counts off (four partitions: another arrival order
+    of different users' events than the offline loop's). With one partition the arrival order is fixed, so here
+    every default is on: micro-batching (32), in-stream neighbour counts, trending, interests, explanations.
+    Trending boards reach the job at processing-time moments; a list no board touched (no item with a trending
+    reason, not a trending cold-start list) is the list without trending (a bonus lifts only the items it
+    reasons on), so every user's lists are compared with the offline core, list for list, up to the first one a
+    board touched (the lists shown feed the later ones)."""
+    from operators.config import JobConfig
+    from operators.trending import TrendingConfig
+
+    topics = {name: f"{topic}.defaults" for name, topic in TOPICS.items()}
+    kafka.create_topics({topics["input"]: 1, topics["output"]: 1, topics["dead"]: 1})
+    _, replay = split_by_time(world_events)
+    users = set(sorted({e["user_id"] for e in replay})[:200])
+    records = to_records([e for e in replay if e["user_id"] in users][:1500], malformed_share=0.0, seed=4)
+    args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(trained_bundle),
+            "--checkpoint-dir", str(tmp_path / "checkpoints"), "--input-topic", topics["input"],
+            "--output-topic", topics["output"], "--dead-letter-topic", topics["dead"], "--top-k", str(TOP_K),
+            "--group-id", "it-job-defaults"]
+    with JobProcess(args, tmp_path / "logs") as job:
+        wait_until_serving(job, kafka.bootstrap, topics["input"], topics["output"], timeout_s=240)
+        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", max_in_flight_requests_per_connection=1)
+        futures = [(rec, producer.send(topics["input"], key=rec.key, value=rec.value)) for rec in records]
+        producer.flush()
+        sent = [(rec, fut.get(timeout=30)) for rec, fut in futures]
+        producer.close()
+        got = consume_all(kafka.bootstrap, [topics["output"]], {topics["output"]: len(records)}, timeout_s=180)
+        assert job.alive(), job.log_tail()
+    streamed = {doc["event_id"]: doc for _, doc in got[topics["output"]]}
+    cfg = JobConfig(bootstrap_servers=kafka.bootstrap, bundle_path=str(trained_bundle), checkpoint_dir="-",
+                    input_topic=topics["input"], top_k=TOP_K, onnx_providers=("CPUExecutionProvider",),
+                    trending=TrendingConfig(enabled=False))
+    core = ServingCore.from_config(cfg)
+    assert core.stream_neighbors is not None  # the in-stream neighbour counts are on, as in the job
+    store: dict[str, bytes] = {}
+    touched: set[str] = set()
+    compared = 0
+    for rec, meta in sorted(sent, key=lambda s: s[1].offset):  # the one partition's order: the job's order
+        user = rec.key.decode()
+        out = core.process(user, rec.value, meta.partition, meta.offset, meta.timestamp, store.get(user),
+                           now_ms=meta.timestamp)
+        assert out.kind == LIST
+        store[user] = out.state
+        expected = json.loads(out.value)
+        doc = streamed[expected["event_id"]]
+        for field in ("history_len", "trigger_item_id", "event_ts", "model_version"):  # order-independent parts
+            assert doc[field] == expected[field], field
+        if user in touched or _trending_touched(doc):
+            touched.add(user)
+            continue
+        assert [(i["item_id"], i.get("reason")) for i in doc["items"]] == \
+            [(i["item_id"], i.get("reason")) for i in expected["items"]], expected["event_id"]
+        assert [i["score"] for i in doc["items"]] == pytest.approx([i["score"] for i in expected["items"]], abs=1e-5)
+        assert doc["strategy"] == expected["strategy"]
+        compared += 1
+    assert compared > 1000, (compared, len(touched))
+    assert core.counts["steps"] > 1000
+    assert sum(d["strategy"] == "neighbors" for d in streamed.values()) > 0  # the neighbour path was exercised
