@@ -97,7 +97,7 @@ def ensure_demo_bundle(cfg: DemoConfig, home: Path, history: list[dict] | None =
         history, _ = split_by_time(generate_events(cfg.world))
     data = write_jsonl(history, home / "data" / "demo-train.jsonl")
     print(f"training an LRU model on {len(history)} generated events -> {path}", flush=True)
-    metrics = run_training(TrainJob(data=str(data), out=str(path), fmt="events",
+    metrics = run_training(TrainJob(data=str(data), out=str(path), fmt="events", seeds=(42,),  # quick
                                     train=TrainConfig(max_epochs=10, patience=3,
                                                                      max_train_seconds=240)))
     base = metrics["baselines"]

@@ -66,10 +66,20 @@ def write_report(metrics: dict[str, Any], curves: dict[str, list[dict[str, float
     lines.append(_row(f"**served: {metrics['served']}**", metrics["valid"]))
     seeds = metrics.get("seeds")
     if seeds and len(seeds.get("runs", [])) > 1:
-        lines += ["", f"## Over {len(seeds['runs'])} seeds (test, served model)", "",
-                  "| metric | mean | std | min | max |", "|---|---|---|---|---|"]
-        for key, s in seeds["summary"].items():
-            lines.append(f"| {key} | {s['mean']:.4f} | {s['std']:.4f} | {s['min']:.4f} | {s['max']:.4f} |")
+        lines += ["", f"## Over {len(seeds['runs'])} seeds (the served model of each seed)", "",
+                  "| split | metric | mean | ± s.e. | std | min | max |", "|---|---|---|---|---|---|---|"]
+        for split, summary in (("test", seeds["summary"]), ("valid", seeds.get("valid_summary", {}))):
+            for key, s in summary.items():
+                lines.append(f"| {split} | {key} | {s['mean']:.4f} | {s.get('sem', float('nan')):.4f} | "
+                             f"{s['std']:.4f} | {s['min']:.4f} | {s['max']:.4f} |")
+        lines += ["", "| seed | arch | beta | valid NDCG@10 | test NDCG@10 |", "|---|---|---|---|---|"]
+        lines += [f"| {r['seed']} | {r['arch']} | {r['beta']} | {r['valid']['ndcg@10']:.4f} | "
+                  f"{r['test']['ndcg@10']:.4f} |" for r in seeds["runs"]]
+    exported = (seeds or {}).get("exported")
+    if exported:
+        config = ", ".join(f"{k} {v}" for k, v in exported["config"].items() if k != "progress")
+        lines += ["", f"**Exported** (the best seed on validation): seed {exported['seed']}, {exported['arch']}, "
+                  f"beta {exported['beta']}; configuration: {config}."]
     lines += [
         "",
         "## Choices",

@@ -19,9 +19,14 @@ from model_export.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
 from model_export.model import RECURRENT_ARCHS, SASRecConfig, build_model
 from operators.errors import ConfigError
 
-__all__ = ["TrainConfig", "TrainResult", "train_model", "evaluate", "popularity_scores", "left_pad"]
+__all__ = ["DEFAULT_SEEDS", "TrainConfig", "TrainResult", "train_model", "evaluate", "popularity_scores", "left_pad"]
 
 log = logging.getLogger(__name__)
+
+
+DEFAULT_SEEDS: tuple[int, ...] = (42, 43, 44)
+"""``streamrec train``'s seeds: three, so that no reported figure is one lucky draw (the first is
+``TrainConfig.seed``)."""
 
 
 @dataclass(frozen=True)

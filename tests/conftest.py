@@ -50,6 +50,7 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory, world_events: list[
             fmt="events",
             n_candidates=120,
             archs=("lru",),
+            seeds=(42,),
             train=TrainConfig(max_seq_len=20, hidden=32, max_epochs=12, patience=3, lr=1e-3, progress=False),
             cooc_grid=(CooccurrenceConfig(window=5, decay=0.7, alpha=0.5, top_n=50),),
             betas=(0.3, 0.6),  # always blended, so the co-occurrence inputs of the graphs are exercised

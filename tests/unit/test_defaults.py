@@ -8,16 +8,20 @@ from dataclasses import asdict
 from flink_jobs.cli import build_parser
 from flink_jobs.replay import ReplayConfig, config_from_args
 from flink_jobs.replay import build_parser as replay_parser
-from model_export.train import TrainConfig
+from model_export.pipeline import TrainJob
+from model_export.train import DEFAULT_SEEDS, TrainConfig
 
 
 def test_streamrec_train_defaults_are_train_configs():
     args = build_parser().parse_args(["train", "--data", "d", "--out", "o"])
     cli = {"max_seq_len": args.max_seq_len, "hidden": args.hidden, "n_blocks": args.blocks, "dropout": args.dropout,
            "lr": args.lr, "batch_size": args.batch_size, "max_epochs": args.epochs, "patience": args.patience,
-           "max_train_seconds": args.max_train_seconds, "arch": args.arch, "seed": int(args.seeds)}
+           "max_train_seconds": args.max_train_seconds, "arch": args.arch}
     want = asdict(TrainConfig())
     assert cli == {k: want[k] for k in cli}
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    assert seeds == TrainJob(data="d", out="o").seeds == DEFAULT_SEEDS and seeds[0] == want["seed"]
+    assert len(seeds) >= 3, "a default report over seeds, not one draw"
     assert want["arch"] == "lru", "the served architecture is the default"
 
 

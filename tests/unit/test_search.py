@@ -98,7 +98,7 @@ def test_search_files_and_refusals(split, tmp_path: Path) -> None:  # noqa: ANN0
 def test_train_with_search_exports_the_best_configuration(world_events: list[dict], tmp_path: Path) -> None:
     history, _ = split_by_time(world_events)
     data = write_jsonl(history, tmp_path / "train.jsonl")
-    metrics = run_training(TrainJob(data=str(data), out=str(tmp_path / "bundle"), n_candidates=50,
+    metrics = run_training(TrainJob(data=str(data), out=str(tmp_path / "bundle"), n_candidates=50, seeds=(42,),
                                     train=replace(BASE, max_epochs=3), search_trials=2, report=False,
                                     betas=(0.0, 0.5)))
     doc = json.loads((tmp_path / "bundle" / "search.json").read_text())

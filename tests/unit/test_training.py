@@ -128,3 +128,35 @@ def test_gru4rec_trains_and_exports_with_parity(tmp_path):
                            n_candidates=20, training={}, popular_items=[], sample_inputs=samples)
     assert bundle.manifest["model"]["arch"] == "gru4rec"
     assert bundle.manifest["training"]["parity"]["max_abs_diff"] < 1e-3
+
+
+def test_several_seeds_report_mean_and_standard_error_and_export_the_best_on_validation(tmp_path):
+    """``streamrec train`` trains every seed (three by default): metrics.json gives the mean and standard error
+    over them on test and validation, the exported model is the seed best on validation, and the report names
+    it with its configuration."""
+    import pandas as pd
+
+    from model_export.pipeline import TrainJob, run_training
+
+    rng = np.random.default_rng(0)
+    rows = [{"user_id": f"u{u}", "item_id": f"i{(u * 3 + t * 7 + int(rng.integers(0, 3))) % 50}",
+             "ts": 1_767_225_600_000 + 1000 * t, "event_type": "view"}
+            for u in range(80) for t in range(10 + int(rng.integers(0, 6)))]
+    data = tmp_path / "log.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in pd.DataFrame(rows).to_dict("records")) + "\n")
+    metrics = run_training(TrainJob(data=str(data), out=str(tmp_path / "b"), n_candidates=30, seeds=(1, 2, 3),
+                                    betas=(0.0, 0.5),
+                                    train=TrainConfig(max_seq_len=8, hidden=16, max_epochs=2, progress=False)))
+    seeds = metrics["seeds"]
+    assert [r["seed"] for r in seeds["runs"]] == [1, 2, 3]
+    for split, summary in (("test", seeds["summary"]), ("valid", seeds["valid_summary"])):
+        values = np.array([r[split]["ndcg@10"] for r in seeds["runs"]])
+        s = summary["ndcg@10"]
+        assert s["n"] == 3 and s["mean"] == pytest.approx(values.mean())
+        assert s["sem"] == pytest.approx(values.std(ddof=1) / np.sqrt(3))
+    best = max(seeds["runs"], key=lambda r: r["valid"]["ndcg@10"])
+    assert seeds["exported"]["seed"] == best["seed"] and metrics["test"] == best["test"]
+    assert seeds["exported"]["config"]["seed"] == best["seed"]
+    assert load_bundle(tmp_path / "b").manifest["training"]["config"]["seed"] == best["seed"]
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "## Over 3 seeds" in report and f"**Exported** (the best seed on validation): seed {best['seed']}" in report
