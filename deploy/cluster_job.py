@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import time
 import urllib.request
 from pathlib import Path
 
+from deploy.flink_log import CHECKPOINT_BYTES, RESTART, RUNNING, completed_checkpoints, log_time_ms
 from deploy.job_process import wait_until_serving
 from deploy.local_kafka import LocalKafka, free_port
 from deploy.process import group_alive, group_rss_mb, reap
@@ -29,8 +29,6 @@ __all__ = ["ClusterJob"]
 log = logging.getLogger(__name__)
 
 _LIVE_STATES = {"CREATED", "INITIALIZING", "RUNNING", "RESTARTING"}
-_RUNNING = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?Job \S+ \(\w+\) switched from state "
-                      r"(?:RESTARTING|CREATED) to RUNNING", re.M)
 
 
 def _roll(path: Path) -> int:
@@ -129,27 +127,21 @@ class ClusterJob:
 
     def checkpoints_since(self, since_ms: int) -> int:
         """Checkpoints completed after ``since_ms`` (epoch ms; the JobManagers' logs)."""
-        from deploy.faults import completed_checkpoints
-
         return sum(done > since_ms for _, done in completed_checkpoints(self.log_text()))
 
     def running_since(self, since_ms: int) -> list[int]:
         """Epoch ms of every switch of the job to RUNNING after ``since_ms`` (the JobManagers' logs, local time):
         a restart (``RESTARTING -> RUNNING``: the failed attempt's tasks are all cancelled by then) or a recovery
         by a JobManager started again (``CREATED -> RUNNING``)."""
-        import datetime
-
-        text = self.log_text()
-        times = (int(datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp() * 1000)
-                 for m in _RUNNING.finditer(text))
+        times = (log_time_ms(m[1]) for m in RUNNING.finditer(self.log_text()))
         return sorted(t for t in times if t > since_ms)
 
     # ------------------------------------------------------------------------------------------------ report
     def restarts(self) -> int:
-        return len(re.findall(r"switched from state \w+ to RESTARTING", self.log_text()))
+        return len(RESTART.findall(self.log_text()))
 
     def checkpoint_bytes(self) -> int | None:
-        sizes = re.findall(r"Completed checkpoint \d+ for job \w+ \((\d+) bytes", self.log_text())
+        sizes = CHECKPOINT_BYTES.findall(self.log_text())
         return int(sizes[-1]) if sizes else None
 
     def rss(self) -> float:

@@ -25,7 +25,6 @@ Every scenario runs the job the way users do (``streamrec run`` in its own proce
 from __future__ import annotations
 
 import bisect
-import datetime
 import json
 import logging
 import os
@@ -42,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy.flink_log import CHECKPOINT_BYTES, RESTART, completed_checkpoints
 from deploy.job_process import PROBE_USER, JobProcess, wait_until_serving
 from deploy.kafka_clients import assigned_consumer
 from deploy.local_kafka import LocalKafka, free_port
@@ -244,25 +244,6 @@ def _pace(records: list[tuple[bytes, bytes]], producer, topic: str, rate: float,
     return last_ms
 
 
-_RESTART = re.compile(r"switched from state \w+ to RESTARTING")
-_CHECKPOINT = re.compile(r"Completed checkpoint \d+ for job \w+ \((\d+) bytes")
-_TRIGGERED = re.compile(r"Triggering checkpoint (\d+) .*? @ (\d+) for job (\w+)")
-_COMPLETED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?Completed checkpoint (\d+) for job (\w+)", re.M)
-
-
-def completed_checkpoints(log_text: str) -> list[tuple[int, int]]:
-    """``(triggered_ms, completed_ms)`` of every completed checkpoint in a job's log (the JobManager's lines;
-    the log's clock is local time)."""
-    triggered = {(m[3], int(m[1])): int(m[2]) for m in _TRIGGERED.finditer(log_text)}
-    out = []
-    for m in _COMPLETED.finditer(log_text):
-        at = datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()  # naive: local time
-        t = triggered.get((m[3], int(m[2])))
-        if t is not None:
-            out.append((t, int(at * 1000)))
-    return sorted(out)
-
-
 def duplicate_bound(kills_ms: list[int], checkpoints: list[tuple[int, int]], emitted_ms: list[int],
                     slack_ms: int = 250, ends_ms: list[int] | None = None) -> int:
     """What at-least-once may repeat: for each kill, the lists emitted after the barrier of the last checkpoint
@@ -356,12 +337,12 @@ class Job:
         return rss
 
     def restarts(self) -> int:
-        return len(_RESTART.findall(_flink_logs(self.log_dirs)))
+        return len(RESTART.findall(_flink_logs(self.log_dirs)))
 
     def checkpoint_bytes(self) -> int | None:
         """The size of the last completed checkpoint (of the last incarnation that made one)."""
         for log_dir in reversed(self.log_dirs):
-            sizes = _CHECKPOINT.findall(_flink_logs([log_dir]))
+            sizes = CHECKPOINT_BYTES.findall(_flink_logs([log_dir]))
             if sizes:
                 return int(sizes[-1])
         return None

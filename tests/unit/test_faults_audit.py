@@ -99,6 +99,26 @@ def test_checkpoints_are_read_from_the_jobs_log_and_bound_the_duplicates_of_each
     assert duplicate_bound([kill], done, emitted) == expected < len(emitted)
     assert duplicate_bound([1796319680000], done, emitted) == 0, "before any checkpoint: what was emitted so far"
     assert duplicate_bound([kill, kill], done, emitted) == 2 * expected
+    # a TaskManager's loss: the other subtasks emit until the job runs again, and those lists count too
+    running_again = kill + 1500
+    assert duplicate_bound([kill], done, emitted, ends_ms=[running_again]) == \
+        sum(1796319690000 - 250 <= e <= running_again for e in emitted) > expected
+
+
+RUNNING_LOG = """2026-12-07 03:39:21,102 INFO  org.apache.flink.runtime.executiongraph.ExecutionGraph       [] - Job streamrec-recommend (9f556192742595af1a41a660ce5862d9) switched from state CREATED to RUNNING.
+2026-12-07 03:40:01,000 INFO  org.apache.flink.runtime.executiongraph.ExecutionGraph       [] - Job streamrec-recommend (9f556192742595af1a41a660ce5862d9) switched from state RUNNING to RESTARTING.
+2026-12-07 03:40:11,005 INFO  org.apache.flink.runtime.executiongraph.ExecutionGraph       [] - Job streamrec-recommend (9f556192742595af1a41a660ce5862d9) switched from state RESTARTING to RUNNING.
+2026-12-07 03:40:11,006 INFO  org.apache.flink.runtime.executiongraph.Execution            [] - Source: kafka (1/2) switched from CREATED to SCHEDULED.
+"""  # noqa: E501 - Flink's own lines
+
+
+def test_the_jobmanagers_log_gives_restarts_and_switches_to_running():
+    from deploy.flink_log import RESTART, RUNNING, log_time_ms
+
+    assert len(RESTART.findall(RUNNING_LOG)) == 1
+    times = [log_time_ms(m[1]) for m in RUNNING.finditer(RUNNING_LOG)]  # a start (or recovery), then a restart
+    assert times == [log_time_ms("2026-12-07 03:39:21,102"), log_time_ms("2026-12-07 03:40:11,005")]
+    assert times[1] - times[0] == 49_903
 
 
 def test_a_fault_that_outlasts_the_stream_still_lands_mid_stream():
