@@ -146,9 +146,9 @@ class ClusterJob:
 
     def rss(self) -> float:
         """Resident memory of the JobManager and every live TaskManager (MB)."""
-        rss = sum(group_rss_mb(p["pgid"]) for p in self.processes() if group_alive(p["pgid"]))
+        rss = round(sum(group_rss_mb(p["pgid"]) for p in self.processes() if group_alive(p["pgid"])), 1)
         self.rss_peak = max(self.rss_peak, rss)
-        return round(rss, 1)
+        return rss
 
     def stop(self) -> None:
         """Every process group the cluster started (the job with it)."""
