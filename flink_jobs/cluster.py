@@ -355,7 +355,9 @@ def start_process(root: Path, name: str, timeout_s: float = 120.0) -> dict:
     except (OSError, ValueError):
         known = set()
     proc = _start(layout, name)
-    state["processes"] = [p for p in state["processes"] if p["name"] != name] + [proc]
+    known = any(p["name"] == name for p in state["processes"])  # in its place: `down` stops in reverse order
+    state["processes"] = ([proc if p["name"] == name else p for p in state["processes"]] if known
+                          else [*state["processes"], proc])
     state["taskmanagers"] = sum(p["name"].startswith("taskmanager-") for p in state["processes"])
     layout.state_file.write_text(json.dumps(state, indent=1))
     t0, deadline = time.monotonic(), time.monotonic() + timeout_s
