@@ -587,6 +587,13 @@ def _scenario_cluster(ctx: dict, name: str, victims: list[str], *, ha: bool) -> 
         collector.start()
 
         def crash() -> None:
+            try:
+                fault()
+            except Exception as exc:  # a fault that could not be carried out fails the scenario, with the reason
+                log.exception("fault %d of %s failed", len(kills_ms), name)
+                result.notes.setdefault("fault_errors", []).append(repr(exc))
+
+        def fault() -> None:
             victim = victims[len(kills_ms)]
             kill_ms = time.time_ns() // 1_000_000
             job.rss()
@@ -616,7 +623,10 @@ def _scenario_cluster(ctx: dict, name: str, victims: list[str], *, ha: bool) -> 
         if collector is not None:
             collector.stop()
         job.stop()
+    result.checks["every fault carried out"] = not result.notes.get("fault_errors") and \
+        len(kills_ms) == len(ends_ms) == len(points)
     lists, _ = collector.snapshot()
+    ends_ms += kills_ms[len(ends_ms):]  # a fault that failed half-way: its window ends at its kill
     bound = duplicate_bound(kills_ms, completed_checkpoints(job.log_text()),
                             [int(d.get("emit_ts") or 0) for d in lists], ends_ms=ends_ms)
     result.checks["duplicates only from after each kill's last checkpoint"] = result.duplicates <= bound

@@ -208,6 +208,16 @@ def _script(name: str) -> list[str]:
     raise ConfigError(msg)
 
 
+def _exited(pid: int) -> bool:
+    """Whether a process this command started has exited (gone, or a zombie). Not :func:`_alive`: right after
+    the fork the child may not have exec'd yet, and its environment is still this process's (no
+    ``FLINK_CONF_DIR``), so that check would call a starting process dead (seen under load)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def _start(layout: ClusterLayout, name: str) -> dict:
     script, *args = _script(name)
     out = (layout.log / f"{name}.out").open("ab")
@@ -310,7 +320,7 @@ def cluster_up(root: Path, *, taskmanagers: int = 1, slots: int = 2, rest_port: 
     deadline = time.monotonic() + timeout_s
     overview: dict = {}
     while time.monotonic() < deadline:
-        dead = [p["name"] for p in processes if not _alive(p["pid"], layout)]
+        dead = [p["name"] for p in processes if _exited(p["pid"])]
         if dead:
             cluster_down(layout.root)
             msg = f"{', '.join(dead)} exited during start-up; see {layout.log}"
@@ -355,14 +365,14 @@ def start_process(root: Path, name: str, timeout_s: float = 120.0) -> dict:
     except (OSError, ValueError):
         known = set()
     proc = _start(layout, name)
-    known = any(p["name"] == name for p in state["processes"])  # in its place: `down` stops in reverse order
-    state["processes"] = ([proc if p["name"] == name else p for p in state["processes"]] if known
+    listed = any(p["name"] == name for p in state["processes"])  # in its place: `down` stops in reverse order
+    state["processes"] = ([proc if p["name"] == name else p for p in state["processes"]] if listed
                           else [*state["processes"], proc])
     state["taskmanagers"] = sum(p["name"].startswith("taskmanager-") for p in state["processes"])
     layout.state_file.write_text(json.dumps(state, indent=1))
     t0, deadline = time.monotonic(), time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _alive(proc["pid"], layout):
+        if _exited(proc["pid"]):
             msg = f"{name} exited during start-up; see {layout.log}"
             raise StreamrecError(msg)
         try:

@@ -63,7 +63,8 @@ def test_cluster_taskmanager_kill(trained_bundle, tmp_path):
                              "per-user state as in an uninterrupted run": True,
                              "duplicates only from after each kill's last checkpoint": True,
                              "the job restarted from a checkpoint after every kill": True,
-                             "every kill mid-stream": True, "lists flowed again after every kill": True}, row
+                             "every kill mid-stream": True, "lists flowed again after every kill": True,
+                             "every fault carried out": True}, (row, result.stderr[-4000:])
     assert row["events"] == 2000 and row["missing"] == 0 and row["lists"] >= 2000
     # the bound is what the checkpoints say (a restore from an older one, or from none, would exceed it), below
     # the events sent: each kill replays at most the ~2 s since its last checkpoint and the seconds until the job
