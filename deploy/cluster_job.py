@@ -5,15 +5,13 @@ of every operator on each TaskManager), and the faults a cluster meets: ``kill -
 high availability, the JobManager's) process group and a supervisor starting it again (``streamrec cluster restart
 --name``). Its interface is the
 local job's (:class:`deploy.faults.Job`): ``start``, ``alive``, ``restarts``, ``checkpoint_bytes``, ``rss``,
-``stop``, ``log_dirs``.
+``stop``; its logs are the cluster's (``log_text``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 from deploy.flink_log import CHECKPOINT_BYTES, RESTART, RUNNING, completed_checkpoints, log_time_ms
 from deploy.job_process import wait_until_serving
 from deploy.local_kafka import LocalKafka, free_port
-from deploy.process import group_alive, group_rss_mb, reap
+from deploy.process import group_alive, group_rss_mb, kill_group
 from flink_jobs.cluster import ClusterLayout, cluster_down, cluster_up, deploy_job, start_process
 
 __all__ = ["ClusterJob"]
@@ -47,7 +45,6 @@ class ClusterJob:
         self.taskmanagers = taskmanagers
         self.ha = ha
         self.layout = ClusterLayout((work / "cluster").resolve())
-        self.log_dirs = [self.layout.log]
         self.rest: str | None = None
         self.job_id: str | None = None
         self.started_at = 0.0
@@ -112,13 +109,7 @@ class ClusterJob:
         """``kill -9`` of one process group of the cluster (a TaskManager's JVM and the Python it runs in thread
         mode, or the JobManager)."""
         proc = next(p for p in self.processes() if p["name"] == name)
-        os.killpg(proc["pgid"], signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            reap(proc["pid"])  # the group's leader is this process's child: a zombie would keep the group alive
-            if not group_alive(proc["pgid"]):
-                break
-            time.sleep(0.05)
+        kill_group(proc["pgid"])
         log.info("%s killed (pgid %d)", name, proc["pgid"])
 
     def restart(self, name: str) -> float:

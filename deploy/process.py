@@ -57,12 +57,28 @@ def stop_group(pgid: int, timeout_s: float = 20.0) -> None:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            reap(pgid)
-            if not group_alive(pgid):
-                return
-            time.sleep(0.2)
+        if _wait_gone(pgid, wait):
+            return
+
+
+def kill_group(pgid: int, timeout_s: float = 30.0) -> bool:
+    """``kill -9`` of process group ``pgid`` (a fault, not a stop); True once none of its members is left."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    return _wait_gone(pgid, timeout_s)
+
+
+def _wait_gone(pgid: int, timeout_s: float, poll_s: float = 0.05) -> bool:
+    """Wait until no member of group ``pgid`` is left, collecting its leader when it is this process's child."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reap(pgid)
+        if not group_alive(pgid):
+            return True
+        time.sleep(poll_s)
+    return False
 
 
 def reap(pid: int) -> None:

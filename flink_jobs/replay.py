@@ -183,10 +183,11 @@ def _catalog_path(cfg: ReplayConfig) -> str | None:
     return None
 
 
-def replay_offline(cfg: ReplayConfig, plan: ReplayPlan, bundle: Path, name: str,
-                   job: JobConfig) -> tuple[dict[str, EmittedList], dict[str, Any]]:
-    """The operator code without Flink and Kafka: RocksDB state, one record after the other."""
-    core = ServingCore.from_config(job, str(bundle))
+def replay_offline(cfg: ReplayConfig | None, plan: ReplayPlan, bundle: Path, name: str, job: JobConfig, *,
+                   core: ServingCore | None = None) -> tuple[dict[str, EmittedList], dict[str, Any]]:
+    """The operator code without Flink and Kafka: RocksDB state, one record after the other (``core``: a serving
+    core made by the caller, e.g. with a behaviour switched for a comparison)."""
+    core = core or ServingCore.from_config(job, str(bundle))
     store = RocksStateStore()
     lists: dict[str, EmittedList] = {}
     rejected: set[str] = set()

@@ -26,20 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
-import time
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-from tqdm import tqdm
-
 from model_export.data import load_interactions
-from model_export.replay import EmittedList, ReplayPlan, decode_list, evaluate, paired_bootstrap, plan_replay
+from model_export.replay import EmittedList, ReplayPlan, evaluate, paired_bootstrap, plan_replay
 from operators.config import JobConfig
-from operators.offline import MemoryStateStore, OfflineRecord, serve_offline
+from operators.offline import OfflineRecord
 from operators.rerank import RerankConfig
-from operators.serving import LIST, ServingCore
+from operators.serving import ServingCore
 from operators.trending import TrendingConfig
 
 HISTORY_LEN = JobConfig.history_len
@@ -89,21 +85,17 @@ def late_arrivals(plan: ReplayPlan, share: float, late_by: tuple[int, ...], seed
 
 def serve(cfg: JobConfig, plan: ReplayPlan, *, rebuild_late: bool, label: str) -> tuple[dict[str, EmittedList],
                                                                                           dict]:
-    """Every record through one serving core, in the plan's order; the lists by event id and the cost."""
+    """Every record through one serving core, in the plan's order (the offline replay's path); the lists by event
+    id and the cost."""
+    from flink_jobs.replay import replay_offline
+
     core = ServingCore.from_config(cfg)
     core.rebuild_late = rebuild_late
-    lists: dict[str, EmittedList] = {}
-    store = MemoryStateStore()
-    t0 = time.perf_counter()
-    for _record, out, _ms in tqdm(serve_offline(core, plan.records, store), total=len(plan.records), desc=label,
-                                  unit="ev", mininterval=1.0, file=sys.stderr):
-        if out.kind == LIST:
-            event_id, emitted = decode_list(out.value)
-            lists[event_id] = emitted
-    wall = time.perf_counter() - t0
-    return lists, {"us_per_event": round(1e6 * wall / len(plan.records), 1), "wall_s": round(wall, 1),
-                   "steps": core.counts["steps"], "rebuilds": core.counts["rebuilds"],
-                   "late_rebuilds": core.counts["late_rebuilds"], "lists": len(lists)}
+    lists, stats = replay_offline(None, plan, Path(cfg.bundle_path), label, cfg, core=core)
+    return lists, {"us_per_event": round(1e6 * stats["wall_s"] / len(plan.records), 1),
+                   "wall_s": round(stats["wall_s"], 1), "steps": core.counts["steps"],
+                   "rebuilds": core.counts["rebuilds"], "late_rebuilds": core.counts["late_rebuilds"],
+                   "lists": len(lists)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,16 @@ TOPICS = {"input": "it.events", "output": "it.recs", "dead": "it.dead"}
 TOP_K = 10
 
 
+def send_all(bootstrap: str, topic: str, records: list) -> list:
+    """Send every record in order (one request in flight); ``(record, its metadata)`` for each."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_in_flight_requests_per_connection=1)
+    futures = [(rec, producer.send(topic, key=rec.key, value=rec.value)) for rec in records]
+    producer.flush()
+    sent = [(rec, fut.get(timeout=30)) for rec, fut in futures]
+    producer.close()
+    return sent
+
+
 def consume_all(bootstrap: str, topics: list[str], want: dict[str, int], timeout_s: float) -> dict[str, list]:
     """Read until every topic has its expected count, then 2 s more so that duplicates would show up too."""
     consumer = assigned_consumer(bootstrap, topics, from_beginning=True)
@@ -65,11 +75,7 @@ def run(request, kafka, trained_bundle, world_events, tmp_path_factory):
             "--rerank", "neighbor_refresh=false"]
     with JobProcess(args, work / "logs") as job:
         wait_until_serving(job, kafka.bootstrap, topics["input"], topics["output"], timeout_s=240)
-        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", max_in_flight_requests_per_connection=1)
-        futures = [(rec, producer.send(topics["input"], key=rec.key, value=rec.value)) for rec in records]
-        producer.flush()
-        sent = [(rec, fut.get(timeout=30)) for rec, fut in futures]
-        producer.close()
+        sent = send_all(kafka.bootstrap, topics["input"], records)
         n_valid = sum(rec.valid for rec in records)
         got = consume_all(kafka.bootstrap, [topics["output"], topics["dead"]],
                           {topics["output"]: n_valid, topics["dead"]: len(records) - n_valid}, timeout_s=180)
@@ -221,11 +227,7 @@ def test_with_every_default_on_the_lists_equal_the_offline_core_until_trending_t
             "--group-id", "it-job-defaults"]
     with JobProcess(args, tmp_path / "logs") as job:
         wait_until_serving(job, kafka.bootstrap, topics["input"], topics["output"], timeout_s=240)
-        producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", max_in_flight_requests_per_connection=1)
-        futures = [(rec, producer.send(topics["input"], key=rec.key, value=rec.value)) for rec in records]
-        producer.flush()
-        sent = [(rec, fut.get(timeout=30)) for rec, fut in futures]
-        producer.close()
+        sent = send_all(kafka.bootstrap, topics["input"], records)
         got = consume_all(kafka.bootstrap, [topics["output"]], {topics["output"]: len(records)}, timeout_s=180)
         assert job.alive(), job.log_tail()
     streamed = {doc["event_id"]: doc for _, doc in got[topics["output"]]}

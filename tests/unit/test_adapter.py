@@ -221,7 +221,8 @@ def test_pseudonymised_job_redacts_dead_letters_and_quarantine(trained_bundle, t
 
 def test_the_adapters_micro_batches_give_the_lists_of_one_event_at_a_time(function, trained_bundle):
     """Driven through RecommendFunction itself (its batching rule, timers, the finished states it holds until the
-    user's key comes back): the same events give the lists and the states of serving each event alone."""
+    user's key comes back): the same events, late ones among them, give the lists and the states of serving each
+    event alone."""
     import numpy as np
 
     from operators.state import decode_state
@@ -230,7 +231,8 @@ def test_the_adapters_micro_batches_give_the_lists_of_one_event_at_a_time(functi
     single = ServingCore.from_config(fn.cfg, bundle_path=str(trained_bundle))
     vocab = fn.core.bundle.item_vocab
     rng = np.random.default_rng(3)
-    events = [(f"u{int(u)}", vocab[int(i)], TS + n) for n, (u, i) in
+    # every 7th event is ~100 events late (for its user, older than their newest): rebuilt, batched or not
+    events = [(f"u{int(u)}", vocab[int(i)], TS + n - (100 if n % 7 == 3 else 0)) for n, (u, i) in
               enumerate(zip(rng.integers(0, 12, 240), rng.integers(0, len(vocab), 240), strict=True))]
     store: dict[str, bytes] = {}
     expected, got = {}, {}
@@ -250,6 +252,7 @@ def test_the_adapters_micro_batches_give_the_lists_of_one_event_at_a_time(functi
             if not isinstance(record, tuple):
                 got[json.loads(bytes(record[1]))["event_id"]] = json.loads(bytes(record[1]))
     assert fn.core.counts["batches"] > 30, "events were batched"
+    assert fn.core.counts["late_rebuilds"] == single.counts["late_rebuilds"] > 10, "late events among them"
     assert set(got) == set(expected)
     for event_id, doc in expected.items():
         assert [x["item_id"] for x in got[event_id]["items"]] == [x["item_id"] for x in doc["items"]], event_id
