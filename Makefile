@@ -8,7 +8,7 @@ JARS_STAMP := deploy/jvm/target/.jars-ok
 comma := ,
 VENV_STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup venv jars demo test test-fast test-unit test-integration lint docs bench clean-runtime
+.PHONY: setup venv jars demo test test-fast test-integration lint docs bench clean-runtime
 
 setup: venv jars
 
@@ -37,14 +37,12 @@ test: setup
 test-fast: venv
 	$(PY) -m pytest tests -m "not slow" -q
 
-test-unit: setup
-	$(PY) -m pytest tests/unit
-
 test-integration: setup
 	$(PY) -m pytest tests/integration
 
 lint: venv
 	$(VENV)/bin/ruff check operators model_export flink_jobs deploy perf tests docs
+	$(VENV)/bin/lint-imports
 
 # the documentation site (docs/, mkdocs.yml) into .streamrec/site; strict: a broken link or page fails the build
 docs: venv

@@ -16,11 +16,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-from deploy.flink_log import CHECKPOINT_BYTES, RESTART, RUNNING, completed_checkpoints, log_time_ms
-from deploy.job_process import wait_until_serving
-from deploy.local_kafka import LocalKafka, free_port
-from deploy.process import group_alive, group_rss_mb, kill_group
-from flink_jobs.cluster import ClusterLayout, cluster_down, cluster_up, deploy_job, start_process
+from deploy.cluster import ClusterLayout, cluster_down, cluster_up, deploy_job, start_process
+from deploy.harness.flink_log import CHECKPOINT_BYTES, RESTART, RUNNING, completed_checkpoints, log_time_ms
+from deploy.harness.job_process import wait_until_serving
+from deploy.harness.local_kafka import LocalKafka, free_port
+from deploy.harness.process import group_alive, group_rss_mb, kill_group
 
 __all__ = ["ClusterJob"]
 

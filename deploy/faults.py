@@ -41,11 +41,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy.flink_log import CHECKPOINT_BYTES, RESTART, completed_checkpoints
-from deploy.job_process import PROBE_USER, JobProcess, wait_until_serving
-from deploy.kafka_clients import assigned_consumer
-from deploy.local_kafka import LocalKafka, free_port
-from deploy.process import group_rss_mb
+from deploy.harness import collect
+from deploy.harness.flink_log import CHECKPOINT_BYTES, RESTART, completed_checkpoints
+from deploy.harness.job_process import PROBE_USER, JobProcess, wait_until_serving
+from deploy.harness.local_kafka import LocalKafka, free_port
+from deploy.harness.process import group_rss_mb
 from operators.config import DEFAULT_MICRO_BATCH, JobConfig
 
 __all__ = ["ScenarioResult", "Audit", "audit", "run_faults", "SCENARIOS", "main"]
@@ -137,40 +137,21 @@ def _dead_event_id(doc: dict) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------- plumbing
-class Collector(threading.Thread):
-    """Reads the output and dead-letter topics from the beginning until stopped."""
+class Collector(collect.Collector):
+    """Every list and dead letter from the beginning, and the ``emit_ts`` of every list, the probe's included
+    (what "lists flow again" is measured on)."""
 
     def __init__(self, bootstrap: str, output: str, dead: str, *, read_committed: bool = False) -> None:
-        super().__init__(daemon=True)
-        extra = {"isolation_level": "read_committed"} if read_committed else {}
-        self.consumer = assigned_consumer(bootstrap, [output, dead], from_beginning=True, **extra)
-        self.output, self.dead = output, dead
-        self.lists: list[dict] = []
-        self.dead_letters: list[dict] = []
+        super().__init__(bootstrap, output, dead, from_beginning=True, read_committed=read_committed,
+                         name="fault-collector")
         self.emits: list[int] = []
-        """``emit_ts`` of every list, probes included (what "lists flow again" is measured on)."""
-        self.lock = threading.Lock()
-        self.halt = threading.Event()
 
-    def run(self) -> None:
-        while not self.halt.is_set():
-            try:
-                polled = self.consumer.poll(timeout_ms=200)
-            except Exception as exc:  # the broker scenario takes the broker away; the consumer reconnects
-                log.debug("collector poll failed: %s", exc)
-                time.sleep(0.5)
-                continue
-            for records in polled.values():
-                for record in records:
-                    doc = json.loads(record.value)
-                    with self.lock:
-                        if record.topic == self.output:
-                            self.emits.append(int(doc["emit_ts"]))
-                    if str(doc.get("event_id", "")).startswith(PROBE_USER) or doc.get("user_id") == PROBE_USER:
-                        continue
-                    with self.lock:
-                        (self.lists if record.topic == self.output else self.dead_letters).append(doc)
-        self.consumer.close()
+    def on_list(self, value: bytes, now_ms: float, *, probe: bool) -> None:  # noqa: ARG002
+        doc = json.loads(value)
+        with self.lock:
+            self.emits.append(int(doc["emit_ts"]))
+            if not probe:
+                self.lists.append(doc)
 
     def first_list_since(self, since_ms: int, after_ms: int | None = None) -> float | None:
         """Seconds from ``since_ms`` to the first list emitted after ``after_ms`` (default: ``since_ms``)."""
@@ -197,14 +178,6 @@ class Collector(threading.Thread):
         finally:
             producer.close(timeout=5)
         return round(took, 2) if took is not None else float("inf")
-
-    def snapshot(self) -> tuple[list[dict], list[dict]]:
-        with self.lock:
-            return list(self.lists), list(self.dead_letters)
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(timeout=10)
 
 
 def _producer(bootstrap: str):  # noqa: ANN202 - kafka-python has no type hints
@@ -358,7 +331,7 @@ class Job:
 
 def _events(n: int, seed: int, tag: str) -> tuple[list[tuple[bytes, bytes]], dict[str, str]]:
     """``n`` generated events (the demo's world, so the demo bundle knows the items), unique event ids."""
-    from model_export.generator import GeneratorConfig, generate_events
+    from deploy.harness.generator import GeneratorConfig, generate_events
 
     events = generate_events(GeneratorConfig(n_users=max(50, n // 20), seed=seed))[:n]
     records, sent = [], {}
@@ -737,7 +710,7 @@ def _health(port: int) -> dict:
 
 
 def scenario_poison(ctx: dict) -> ScenarioResult:
-    from model_export.generator import MALFORMED_KINDS, to_records
+    from deploy.harness.generator import MALFORMED_KINDS, to_records
 
     s, kafka = ctx["sizes"], ctx["kafka"]
     result = ScenarioResult("poison")
@@ -880,8 +853,8 @@ def table(doc: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from deploy.paths import runtime_dir
-    from flink_jobs.demo import bundle_or_demo
+    from deploy.harness.demo_bundle import bundle_or_demo
+    from deploy.harness.paths import runtime_dir
 
     p = argparse.ArgumentParser(prog="streamrec faults", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller scenarios (under 20 minutes on 2 cores)")

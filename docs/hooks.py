@@ -14,7 +14,7 @@ PLACEHOLDER = "{{ streamrec_config_defaults }}"
 
 
 def config_defaults() -> str:
-    from flink_jobs.cli import main
+    from deploy.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -7,12 +7,19 @@ nothing from the checkout's dev tooling (``deploy/``).
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import sysconfig
 import tempfile
 from pathlib import Path
 
-__all__ = ["python_executable", "site_packages", "project_root", "worker_pythonpath", "job_log_dir"]
+from operators.errors import SetupError
+
+__all__ = ["python_executable", "site_packages", "project_root", "worker_pythonpath", "job_log_dir", "java_home",
+           "flink_connector_jar", "JVM_TARGET"]
+
+JVM_TARGET = Path(__file__).resolve().parents[1] / "deploy" / "jvm" / "target"
+"""Where ``make jars`` (Maven, ``deploy/jvm/pom.xml``) puts the JVM artefacts of a checkout."""
 
 
 def python_executable() -> str:
@@ -46,3 +53,30 @@ def job_log_dir() -> Path:
     """Where Python code running inside Flink tasks logs: ``$FLINK_LOG_DIR`` (set by Flink's scripts and by
     ``streamrec run --log-dir``), else the system temp directory."""
     return Path(os.environ.get("FLINK_LOG_DIR") or tempfile.gettempdir())
+
+
+def java_home(explicit: str | None = None) -> str:
+    """JAVA_HOME: the argument, else ``$JAVA_HOME``, else derived from ``java`` on PATH."""
+    home = explicit or os.environ.get("JAVA_HOME")
+    if home and Path(home, "bin", "java").exists():
+        return home
+    java = shutil.which("java")
+    if java:
+        return str(Path(java).resolve().parent.parent)
+    msg = "no Java found: install OpenJDK 17 and set JAVA_HOME (e.g. /usr/lib/jvm/java-17-openjdk-amd64)"
+    raise SetupError(msg)
+
+
+def jars_missing(what: Path) -> SetupError:
+    """The error for a JVM artefact that ``make jars`` should have built."""
+    return SetupError(f"{what} is missing; run `make jars` (mvn -f deploy/jvm/pom.xml package) first")
+
+
+def flink_connector_jar(explicit: str | None = None) -> Path:
+    """The shaded Flink Kafka connector jar: the argument, else ``$STREAMREC_CONNECTOR_JAR``, else the one
+    ``make jars`` fetched."""
+    default = JVM_TARGET / "flink-lib" / "flink-sql-connector-kafka.jar"
+    jar = Path(explicit or os.environ.get("STREAMREC_CONNECTOR_JAR") or default)
+    if not jar.is_file():
+        raise jars_missing(jar)
+    return jar.resolve()

@@ -29,12 +29,13 @@ from pyflink.datastream.output_tag import OutputTag
 from pyflink.datastream.state import MapStateDescriptor, StateTtlConfig, ValueStateDescriptor
 
 from flink_jobs.environment import job_log_dir
+from operators.batching import MicroBatcher, failover_pending
 from operators.config import JobConfig
 from operators.gc_watch import pauses, settle
 from operators.hotswap import CONTROL_MODEL, CONTROL_SHADOW, ModelLoader, SwapResult
-from operators.live_metrics import Agreement, RecentValues
+from operators.live_metrics import RecentValues
 from operators.serving import DEAD_LETTER, FORGOTTEN, LIST, QUARANTINE, Deferred, Output, ServingCore
-from operators.state import has_pending
+from operators.shadow import ShadowScorer
 from operators.trending import CONTROL_TRENDING, ItemCount, LocalCounts, TrendingBoard, bump
 
 __all__ = [
@@ -212,7 +213,10 @@ def user_state_descriptor(ttl_ms: int) -> ValueStateDescriptor:
 
 class RecommendFunction(KeyedBroadcastProcessFunction):
     """Keyed by user (the Kafka record key): packed state in, one list or dead letter out; the control topic
-    as the broadcast input."""
+    as the broadcast input. What to do with an event is decided by the pure parts it holds: the serving core
+    (:class:`operators.serving.ServingCore`), the micro-batcher (:class:`operators.batching.MicroBatcher`), the
+    shadow (:class:`operators.shadow.ShadowScorer`) and the model loader (:class:`operators.hotswap.ModelLoader`);
+    this class reads and writes Flink state, sets timers and emits records."""
 
     def __init__(self, cfg: JobConfig) -> None:
         self.cfg = cfg
@@ -221,7 +225,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self._side = None  # pyflink's side-output context, for records from on_timer (see _side_output_context)
         self._held: list = []  # side-output records from on_timer while that context is unknown
         self.loader: ModelLoader | None = None  # made in open()
-        self.shadow: ServingCore | None = None
+        self.shadow = ShadowScorer(k=cfg.top_k)
         self._io = [0, 0, 0, 0, 0]  # events, python total, state read, state write, longest event (ns)
         self.gc: dict[str, float] = {}  # collector pauses of the last report interval
 
@@ -239,7 +243,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self.subtask = subtask_info(runtime_context)[0]
         self.loader = ModelLoader(build=lambda path: ServingCore.from_config(cfg, bundle_path=str(path)),
                                   smoke=lambda core: core.smoke())
-        self.agreement = Agreement(k=cfg.top_k)
+        self.shadow = ShadowScorer(k=cfg.top_k)
         self.latency_ms = RecentValues()
         self._versions: set[tuple[str, str]] = set()
         self.timing: dict[str, float] = {}
@@ -247,14 +251,10 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         self._publish_metrics()
         self._io = [0, 0, 0, 0, 0]  # events, python total, state read, state write, longest event (ns)
         self._reported = time.perf_counter_ns()
-        # cross-key micro-batching (cfg.batch_size > 1): deferred events, and finished users' states waiting
-        # for their key to be current again (pending events themselves are in keyed state, with a timer)
-        self.batch: list[Deferred] | None = [] if cfg.batch_size > 1 and bundle.recurrent else None
-        self.batch_keys: set[str] = set()
-        self.done: dict[str, bytes] = {}
-        self._shadow_inputs: dict[str, tuple] = {}  # deferred events' (record, stored state) for the shadow
-        self._last_event_ns = 0
-        self._wait_ns = cfg.micro_batch_wait_ms * 1_000_000
+        # cross-key micro-batching (cfg.batch_size > 1, a recurrent model): the batcher holds the deferred events
+        # and finished users' states waiting for their key to be current again (pending events themselves are
+        # in keyed state, with a timer)
+        self.batcher = MicroBatcher(cfg.batch_size, cfg.micro_batch_wait_ms, enabled=bundle.recurrent)
         self._batched = False
         self._control_restored = False
         self.local_counts = LocalCounts(cfg.trending)
@@ -353,7 +353,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             self.core = result.core
             self.core.counts["model_swaps"] += 1
         else:
-            self.shadow = result.core
+            self.shadow.core = result.core
         result.core = None
 
     def _swap_results(self):  # noqa: ANN202 - generator of records
@@ -361,7 +361,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         one; either way each subtask reports on the control-result topic."""
         for result in self.loader.poll():
             if result.ok:
-                if result.kind == CONTROL_MODEL and self.batch:
+                if result.kind == CONTROL_MODEL and len(self.batcher):
                     yield from self._flush()  # events deferred under the serving model are scored by it
                 self._apply(result)
             else:
@@ -384,7 +384,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             m.set(f"{field}_us", self.timing.get(field, 0.0))
         m.set("gc_pause_ms_max", self.gc.get("pause_ms_max", 0.0))  # the last report interval's
         m.set("gc_pause_ms_total", self.gc.get("pause_ms_total", 0.0))
-        a = self.agreement
+        a = self.shadow.agreement
         m.set("shadow_lists", a.compared)
         m.set("shadow_overlap_at_k_pct", 100 * a.overlap)
         m.set("next_events_judged", a.judged)
@@ -392,7 +392,7 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         m.set("shadow_next_event_hits", a.shadow_hits)
         m.set("lists_cold_start_pct", 100 * counts["cold_start"] / counts["lists"] if counts["lists"] else 0)
         # streamrec_<role>_model{model_version="..."}: 1 for the version in that role now, 0 for earlier ones
-        roles = {"serving": self.core.version, "shadow": self.shadow.version if self.shadow is not None else None}
+        roles = {"serving": self.core.version, "shadow": self.shadow.version}
         for role, version in roles.items():
             if version is not None:
                 self._versions.add((role, version))
@@ -428,24 +428,20 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         if not self._control_restored:
             self._restore_control(ctx)
         key = value[0]
-        batching = self.batch is not None
-        if batching and key in self.batch_keys:
+        batcher = self.batcher
+        if batcher.waiting(key):
             yield from self._flush()  # this user's previous event is still waiting: score it first
-        done = self.done.pop(key, None) if batching else None
+        done = batcher.finished_state(key)
         state = self.state
         stored = done if done is not None else state.value()
         now_ms = time.time_ns() // 1_000_000
-        if done is None and has_pending(stored):
-            # an event deferred before a failover (its batch was lost): serve it before the new one
+        if failover_pending(done, stored):  # its batch was lost with a failover: serve it before this one
             previous = self.core.resolve(key, stored, now_ms)
             if previous is not None:
                 stored = done = previous.state
                 yield from self._emit(previous)
         t1 = time.perf_counter_ns()
-        # defer only while events come close together (another is waiting, or the last came within the wait):
-        # a lone event at low load is served at once, without a timer round trip for a batch of one
-        defer = batching and (bool(self.batch) or t0 - self._last_event_ns < self._wait_ns)
-        self._last_event_ns = t0
+        defer = batcher.defer(t0)
         out = self.core.process(key, value[1], value[2], value[3], value[4], stored, now_ms, defer=defer)
         t2 = time.perf_counter_ns()
         if out.state == b"":  # forget_user: everything held for this user goes, in state and in memory
@@ -468,46 +464,31 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             if out.accepted is not None:  # counted now; its list follows with the batch
                 accepted, out.accepted = out.accepted, None
                 yield from self._accepted(accepted)
-            self.batch.append(out)
-            self.batch_keys.add(key)
-            if self.shadow is not None:  # scored by the shadow once the batch has served the user's list
-                self._shadow_inputs[key] = (value, stored)
+            # the shadow scores it once the batch has served the user's list
+            full = batcher.add(out, (value, stored) if self.shadow.core is not None else None)
             ctx.timer_service().register_processing_time_timer(now_ms + self.cfg.micro_batch_wait_ms)
-            if len(self.batch) >= self.cfg.batch_size:
+            if full:
                 yield from self._flush()
         else:
             yield from self._emit(out)
             if out.kind == LIST:
                 if value[4]:
                     self.latency_ms.add(time.time_ns() / 1e6 - value[4])
-                if self.shadow is not None:
-                    yield from self._shadow(key, value, stored, now_ms, out)
+                yield from self._shadow(key, value, stored, now_ms, out)
         if out.state != b"":  # never a timer on a forgotten user's key: it would keep the key in state
             self._counts_timer_for(ctx, now_ms)
 
     def _forget(self, key: str) -> None:
         """``forget_user``: nothing of the user stays in this function's memory either (the user's waiting event,
         if any, was scored before the forget event was processed: see ``batch_keys``)."""
-        self.done.pop(key, None)
-        self._shadow_inputs.pop(key, None)
-        self.agreement.forget(key)
+        self.batcher.forget(key)
+        self.shadow.forget(key)
 
     def _shadow(self, key: str, value, stored: bytes | None, now_ms: int, served: Output):  # noqa: ANN001, ANN202
-        """The shadow model scores the same event from the same stored state, after the user's list is out; its
-        list goes to the shadow topic, its agreement with the served list to the metrics. Its new state is
-        dropped (so it rebuilds from the window each event: a shadow costs a full-window inference)."""
-        try:
-            out = self.shadow.process(key, value[1], value[2], value[3], value[4], stored, now_ms)
-            if out.kind != LIST:
-                return
-            serving_doc, shadow_doc = json.loads(served.value), json.loads(out.value)
-            self.agreement.observe(key, serving_doc.get("trigger_item_id", ""))
-            self.agreement.lists(key, [i["item_id"] for i in serving_doc["items"]],
-                                 [i["item_id"] for i in shadow_doc["items"]])
+        """The shadow's list of the same event (:class:`operators.shadow.ShadowScorer`), to the shadow topic."""
+        out = self.shadow.score(key, value, stored, now_ms, served, self.core.counts)
+        if out is not None:
             yield SHADOW_TAG, Row(out.key, out.value)
-        except Exception as exc:  # noqa: BLE001 - the shadow never costs a served list
-            self.core.counts["errors"] += 1
-            log.error("shadow model failed on an event: %s", exc)
 
     def _counts_timer_for(self, ctx, now_ms: int) -> None:  # noqa: ANN001 - pyflink context
         """Counts are waiting in :class:`LocalCounts` and no timer will send them: one timer (on the current
@@ -542,9 +523,9 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
             # the later counts waiting with no timer (none is set on this key: it may be a forgotten user's)
             self._counts_timer = 0
             yield from self._accepted_rows(self.local_counts.flush(now_ms))
-        if key in self.batch_keys:
+        if self.batcher.waiting(key):
             yield from self._flush()
-        done = self.done.pop(key, None)
+        done = self.batcher.finished_state(key)
         if done is not None:
             self.state.update(done)
         else:
@@ -557,21 +538,21 @@ class RecommendFunction(KeyedBroadcastProcessFunction):
         # The next event registers one on its own key.
 
     def _flush(self):  # noqa: ANN202 - generator of records
-        batch, self.batch, self.batch_keys = self.batch, [], set()
-        if len(batch) > 1 and not self._batched:
+        batch = self.batcher.take()
+        if len(batch.events) > 1 and not self._batched:
             self._batched = True
-            log.info("first cross-key micro-batch", extra={"fields": {"batch_events": len(batch)}})
-        source_ts = [d.user.pending.source_ts if d.user.pending is not None else None for d in batch]
+            log.info("first cross-key micro-batch", extra={"fields": {"batch_events": len(batch.events)}})
+        source_ts = [d.user.pending.source_ts if d.user.pending is not None else None for d in batch.events]
         now_ms = time.time_ns() // 1_000_000
-        shadow_inputs, self._shadow_inputs = self._shadow_inputs, {}
-        for deferred, sent, out in zip(batch, source_ts, self.core.run_deferred(batch, now_ms), strict=True):
-            self.done[deferred.key] = out.state  # stored when this user's key is current again
+        for deferred, sent, out in zip(batch.events, source_ts, self.core.run_deferred(batch.events, now_ms),
+                                       strict=True):
+            self.batcher.finish(deferred.key, out.state)  # stored when this user's key is current again
             yield from self._emit(out)
             if out.kind == LIST:  # the same gauges and shadow scoring as an event served at once
                 if sent:
                     self.latency_ms.add(time.time_ns() / 1e6 - sent)
-                inputs = shadow_inputs.get(deferred.key)
-                if self.shadow is not None and inputs is not None:
+                inputs = batch.shadow_inputs.get(deferred.key)
+                if inputs is not None:
                     yield from self._shadow(deferred.key, inputs[0], inputs[1], now_ms, out)
 
     def _accepted(self, accepted: tuple[str, int, float]):  # noqa: ANN202 - generator of records

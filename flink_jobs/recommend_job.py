@@ -5,7 +5,7 @@ Run locally (Flink MiniCluster)::
 
     python -m flink_jobs.recommend_job --bootstrap-servers 127.0.0.1:9092 --bundle DIR --checkpoint-dir DIR
 
-Submit to a standalone cluster with ``streamrec deploy --jobmanager HOST:PORT ...`` (:mod:`flink_jobs.cluster`:
+Submit to a standalone cluster with ``streamrec deploy --jobmanager HOST:PORT ...`` (:mod:`deploy.cluster`:
 ``flink run -d -py`` with the project's code shipped by ``-pyfs``), or on Kubernetes (``deploy/k8s``).
 
 Only known arguments are parsed (Flink may add its own), and no path depends on the working directory.
@@ -24,7 +24,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # `flink run -py flink_jobs/recommend_job.py`: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flink_jobs.environment import python_executable, site_packages, worker_pythonpath  # noqa: E402
+from flink_jobs.environment import (  # noqa: E402
+    flink_connector_jar,
+    java_home,
+    python_executable,
+    site_packages,
+    worker_pythonpath,
+)
 from flink_jobs.lifecycle import watch_job  # noqa: E402
 from operators.abuse import AbuseConfig  # noqa: E402
 from operators.bundle import load_bundle  # noqa: E402
@@ -690,8 +696,6 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         log.info("ignoring arguments not meant for streamrec: %s", unknown)
     try:
-        from deploy.paths import flink_connector_jar, java_home
-
         cfg = config_from_args(args)
         auth = kafka_auth_from_args(args)
         bundle = load_bundle(cfg.bundle_path)

@@ -10,7 +10,7 @@ scored. Models and baselines are bundles served by the same code; confidence int
 bootstrap over users.
 
 This module is pure (no Kafka, no Flink): :func:`plan_replay` builds the records, :func:`evaluate` turns the
-emitted lists into the summary, :func:`write_report` draws it. ``flink_jobs.replay`` runs the paths.
+emitted lists into the summary, :func:`write_report` draws it. ``deploy.replay`` runs the paths.
 """
 
 from __future__ import annotations

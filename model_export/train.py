@@ -32,7 +32,7 @@ DEFAULT_SEEDS: tuple[int, ...] = (42, 43, 44)
 @dataclass(frozen=True)
 class TrainConfig:
     """Training hyper-parameters (chosen on validation only). These defaults are ``streamrec train``'s: its
-    options take them from here (``flink_jobs/cli.py``), so each is defined once."""
+    options take them from here (``deploy/cli.py``), so each is defined once."""
 
     arch: str = "lru"
     max_seq_len: int = 50

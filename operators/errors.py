@@ -1,6 +1,6 @@
 """Exception hierarchy of streamrec: one root, one subclass per concept."""
 
-__all__ = ["StreamrecError", "ConfigError", "BundleError", "EventValidationError", "StateLayoutError"]
+__all__ = ["StreamrecError", "ConfigError", "SetupError", "BundleError", "EventValidationError", "StateLayoutError"]
 
 
 class StreamrecError(Exception):
@@ -9,6 +9,11 @@ class StreamrecError(Exception):
 
 class ConfigError(StreamrecError, ValueError):
     """A job, training or replay setting is invalid; the message names the setting and the fix."""
+
+
+class SetupError(StreamrecError):
+    """The machine lacks something streamrec needs (Java, the Maven-built jars, an installed extra, the
+    ``streamrec`` script); the message says how to install it. Not a setting: no option fixes it."""
 
 
 class BundleError(StreamrecError):

@@ -86,7 +86,7 @@ def _collect(bootstrap: str, topic: str, expected: int, kind: str, tag: str, idl
     """Read the output topic until every expected record arrived (or ``idle_s`` without news)."""
     import msgspec
 
-    from deploy.kafka_clients import assigned_consumer
+    from deploy.harness.kafka_clients import assigned_consumer
 
     consumer = assigned_consumer(bootstrap, [topic], from_beginning=False, fetch_max_wait_ms=5,
                                  max_poll_records=2000)
@@ -131,7 +131,7 @@ def _relay(bootstrap: str, src: str, dst: str, stop: Any) -> None:
     """consume -> produce, key and value unchanged: the floor any Kafka-to-Kafka pipeline pays."""
     from kafka import KafkaProducer
 
-    from deploy.kafka_clients import assigned_consumer
+    from deploy.harness.kafka_clients import assigned_consumer
 
     consumer = assigned_consumer(bootstrap, [src], from_beginning=False, fetch_max_wait_ms=5, max_poll_records=2000)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
@@ -265,7 +265,7 @@ class _Pipeline:
             self.proc.start()
             time.sleep(2)
             return self
-        from deploy.job_process import JobProcess, wait_until_serving
+        from deploy.harness.job_process import JobProcess, wait_until_serving
 
         args = ["--bootstrap-servers", self.kafka.bootstrap, "--bundle", str(self.bundle), "--checkpoint-dir",
                 str(self.work / f"ck-{self.name}"), "--input-topic", self.topics[0], "--output-topic",
@@ -377,8 +377,8 @@ def check(result: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
-    from deploy.local_kafka import LocalKafka
-    from deploy.paths import runtime_dir
+    from deploy.harness.local_kafka import LocalKafka
+    from deploy.harness.paths import runtime_dir
     from perf.bench_bundle import bench_bundle
 
     p = argparse.ArgumentParser(prog="streamrec bench", description=__doc__.split("\n\n")[0])
@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=home / "bench"))
     catalog = None
     if not args.bundle:  # the bench bundle's items are the generator's: its taste clusters are their categories
-        from model_export.generator import GeneratorConfig, write_catalog
+        from deploy.harness.generator import GeneratorConfig, write_catalog
 
         catalog = write_catalog(GeneratorConfig(n_items=args.catalog), work / "catalog.csv")
     result: dict[str, Any] = {
@@ -502,8 +502,8 @@ def _find_max_main(args: Any, result: dict[str, Any], kinds: list[str], work: Pa
     job's maximum (latency side by side, the job's per-event gauges there); then ``--catalog-items``."""
     from tqdm.auto import tqdm
 
-    from deploy.local_kafka import LocalKafka
-    from deploy.paths import runtime_dir
+    from deploy.harness.local_kafka import LocalKafka
+    from deploy.harness.paths import runtime_dir
     from perf.bench_bundle import bench_bundle
 
     order = [k for k in kinds if k.startswith("job")] + [k for k in kinds if not k.startswith("job")]
@@ -567,7 +567,7 @@ def _find_max_main(args: Any, result: dict[str, Any], kinds: list[str], work: Pa
         catalogs = []
         for n_items in sizes:
             path = bench_bundle(runtime_dir() / "bench" / "bundles", n_items, neighbors=args.catalog_neighbors)
-            from model_export.generator import GeneratorConfig, write_catalog
+            from deploy.harness.generator import GeneratorConfig, write_catalog
             from operators.bundle import load_bundle
 
             cat = write_catalog(GeneratorConfig(n_items=n_items), work / f"catalog-{n_items}.csv")

@@ -38,7 +38,7 @@ def bench_bundle(root: Path, n_items: int, *, hidden: int = 64, seq_len: int = 2
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    from model_export.generator import GeneratorConfig, item_categories
+    from deploy.harness.generator import GeneratorConfig, item_categories
 
     model = build_model(SASRecConfig(n_items=n_items, max_seq_len=seq_len, hidden=hidden, n_blocks=2,
                                      dropout=0.0, arch="lru")).eval()

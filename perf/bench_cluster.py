@@ -26,8 +26,8 @@ import numpy as np
 from kafka import KafkaProducer
 from tqdm import tqdm
 
-from deploy.kafka_clients import assigned_consumer
-from deploy.local_kafka import LocalKafka, free_port
+from deploy.harness.kafka_clients import assigned_consumer
+from deploy.harness.local_kafka import LocalKafka, free_port
 from operators.bundle import load_bundle
 
 STREAMREC = str(Path(sys.executable).parent / "streamrec")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flink_jobs.demo import bundle_or_demo
+from deploy.harness.demo_bundle import bundle_or_demo
 from operators.bundle import load_bundle
 from operators.inference import OnnxModel
 from operators.stats import latency_summary

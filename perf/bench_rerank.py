@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iters", type=int, default=3000)
     p.add_argument("--out", default=str(RESULTS / "rerank.json"))
     args = p.parse_args(argv)
-    from model_export.generator import GeneratorConfig, item_categories
+    from deploy.harness.generator import GeneratorConfig, item_categories
 
     bundle = load_bundle(args.bundle or bench_bundle(Path(".streamrec/bench/bundles"), 10_000))
     if bundle.item_embeddings() is None:

@@ -47,7 +47,7 @@ def state_bytes(history: int, state_size: int) -> int:
 def recall(exact: OnnxModel, ann: OnnxModel, bundle, rows: int, seed: int = 1) -> float:  # noqa: ANN001
     """Mean share of the exact top-C that the ANN path returns, over ``rows`` users whose vectors the model
     computes from histories drawn from one or two of the catalog's taste clusters (as real users' are)."""
-    from model_export.generator import GeneratorConfig, item_categories
+    from deploy.harness.generator import GeneratorConfig, item_categories
 
     rng = np.random.default_rng(seed)
     clusters = item_categories(GeneratorConfig(n_items=bundle.n_items))

@@ -53,7 +53,7 @@ class StateTouchingFunction(KeyedProcessFunction):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deploy.paths import flink_connector_jar, java_home
+    from deploy.harness.paths import flink_connector_jar, java_home
 
     parser = build_arg_parser()
     parser.add_argument("--touch-state", action="store_true",

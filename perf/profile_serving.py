@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model_export.generator import GeneratorConfig, item_categories
+from deploy.harness.generator import GeneratorConfig, item_categories
 from operators.bundle import load_bundle
 from operators.gc_watch import pauses, settle
 from operators.inference import OnnxModel

@@ -87,7 +87,7 @@ def serve(cfg: JobConfig, plan: ReplayPlan, *, rebuild_late: bool, label: str) -
                                                                                           dict]:
     """Every record through one serving core, in the plan's order (the offline replay's path); the lists by event
     id and the cost."""
-    from flink_jobs.replay import replay_offline
+    from deploy.replay import replay_offline
 
     core = ServingCore.from_config(cfg)
     core.rebuild_late = rebuild_late
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = plan_replay(load_interactions(args.data, args.format), args.cutoff)
     bundle = args.bundle
     if bundle is None:
-        from flink_jobs.replay import ReplayConfig, prepare_bundles
+        from deploy.replay import ReplayConfig, prepare_bundles
 
         work = Path(".streamrec/skew") / out.stem
         cfg = ReplayConfig(data=args.data, out=str(work), fmt=args.format, cutoff=args.cutoff, baselines=False,

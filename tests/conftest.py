@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from model_export.generator import GeneratorConfig, generate_events, split_by_time, write_jsonl
+from deploy.harness.generator import GeneratorConfig, generate_events, split_by_time, write_jsonl
 
 WORLD = GeneratorConfig(n_users=600, n_items=300, n_clusters=12, sessions_per_user=3.0, seed=5)
 

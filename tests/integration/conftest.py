@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy.local_kafka import LocalKafka
+from deploy.harness.local_kafka import LocalKafka
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from deploy.kafka_clients import assigned_consumer
-from deploy.local_kafka import free_port
+from deploy.harness.kafka_clients import assigned_consumer
+from deploy.harness.local_kafka import free_port
 from operators.bundle import load_bundle
 
 pytestmark = pytest.mark.integration

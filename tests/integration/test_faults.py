@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from deploy.paths import streamrec_executable
+from deploy.harness.paths import streamrec_executable
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from deploy.job_process import JobProcess, wait_until_serving
+from deploy.harness.job_process import JobProcess, wait_until_serving
 from operators.bundle import load_bundle
 
 pytestmark = pytest.mark.integration

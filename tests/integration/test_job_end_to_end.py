@@ -9,10 +9,10 @@ from collections import defaultdict
 import pytest
 from kafka import KafkaProducer
 
-from deploy.job_process import PROBE_USER as PROBE
-from deploy.job_process import JobProcess, wait_until_serving
-from deploy.kafka_clients import assigned_consumer
-from model_export.generator import MALFORMED_KINDS, split_by_time, to_records
+from deploy.harness.generator import MALFORMED_KINDS, split_by_time, to_records
+from deploy.harness.job_process import PROBE_USER as PROBE
+from deploy.harness.job_process import JobProcess, wait_until_serving
+from deploy.harness.kafka_clients import assigned_consumer
 from operators.bundle import load_bundle
 from operators.inference import OnnxModel
 from operators.rerank import RerankConfig

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_export.generator import write_catalog, write_jsonl
+from deploy.harness.generator import write_catalog, write_jsonl
 from tests.conftest import WORLD
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import time
 import pytest
 from kafka import KafkaProducer
 
-from deploy.job_process import JobProcess, wait_until_serving
-from deploy.kafka_clients import assigned_consumer
+from deploy.harness.job_process import JobProcess, wait_until_serving
+from deploy.harness.kafka_clients import assigned_consumer
 from operators.bundle import load_bundle
 from operators.serving import pseudonym
 

@@ -11,10 +11,10 @@ import time
 import pytest
 from kafka import KafkaProducer
 
-from deploy.job_process import PROBE_USER, JobProcess, wait_until_serving
-from deploy.kafka_clients import assigned_consumer
-from deploy.local_kafka import LocalKafka
-from deploy.paths import streamrec_executable
+from deploy.harness.job_process import PROBE_USER, JobProcess, wait_until_serving
+from deploy.harness.kafka_clients import assigned_consumer
+from deploy.harness.local_kafka import LocalKafka
+from deploy.harness.paths import streamrec_executable
 
 pytestmark = pytest.mark.integration
 

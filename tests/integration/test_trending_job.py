@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from deploy.job_process import JobProcess, wait_until_serving
-from deploy.kafka_clients import assigned_consumer
-from model_export.generator import write_catalog
+from deploy.harness.generator import write_catalog
+from deploy.harness.job_process import JobProcess, wait_until_serving
+from deploy.harness.kafka_clients import assigned_consumer
 from operators.bundle import load_bundle
 from tests.conftest import WORLD
 

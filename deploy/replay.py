@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from deploy.job_process import PROBE_USER
+from deploy.harness.collect import Collector
 from model_export.replay import (
     EmittedList,
     ReplayPlan,
@@ -45,7 +44,6 @@ from operators.stats import latency_summary
 __all__ = ["ReplayConfig", "run_replay", "build_parser", "main"]
 
 log = logging.getLogger("streamrec.replay")
-PROBE = PROBE_USER.encode()
 
 
 @dataclass(frozen=True)
@@ -207,49 +205,39 @@ def replay_offline(cfg: ReplayConfig | None, plan: ReplayPlan, bundle: Path, nam
                    "duplicates": 0, "rejected": rejected}
 
 
-class _Collector(threading.Thread):
-    """Reads the job's output and dead-letter topics: lists by event id, latency = receive - source time."""
+class _Collector(Collector):
+    """Lists by event id (latency = receive - source time), duplicates, and which events were dead-lettered."""
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        from deploy.kafka_clients import assigned_consumer
-
-        super().__init__(daemon=True, name="replay-collector")
-        self.consumer = assigned_consumer(bootstrap, topics, from_beginning=True, fetch_max_wait_ms=5,
-                                          max_poll_records=2000)
-        self.output = topics[0]
-        self.lists: dict[str, EmittedList] = {}
+        super().__init__(bootstrap, topics[0], topics[1:], from_beginning=True, poll_ms=50,
+                         name="replay-collector", fetch_max_wait_ms=5, max_poll_records=2000)
+        self.by_event: dict[str, EmittedList] = {}
         self.received_at: list[float] = []
         self.duplicates = 0
         self.dead = 0
         self.rejected: set[str] = set()
-        self.stop = threading.Event()
 
     @property
     def answered(self) -> int:
-        return len(self.lists) + self.dead + self.duplicates
+        return len(self.by_event) + self.dead + self.duplicates
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            for records in self.consumer.poll(timeout_ms=50).values():
-                now_ms = time.time() * 1000
-                for record in records:
-                    if PROBE in record.value:  # by event id: the key may be a pseudonym
-                        continue
-                    if record.topic != self.output:  # dead letter or quarantine: which event it was
-                        self.dead += 1
-                        raw = json.loads(record.value).get("raw")
-                        try:
-                            self.rejected.add(json.loads(raw)["event_id"])
-                        except (TypeError, ValueError, KeyError):
-                            pass
-                        continue
-                    event_id, emitted = decode_list(record.value, now_ms)
-                    if event_id in self.lists:
-                        self.duplicates += 1
-                        continue
-                    self.lists[event_id] = emitted
-                    self.received_at.append(now_ms)
-        self.consumer.close()
+    def on_dead(self, value: bytes, now_ms: float) -> None:  # noqa: ARG002 - which event it was
+        self.dead += 1
+        raw = json.loads(value).get("raw")
+        try:
+            self.rejected.add(json.loads(raw)["event_id"])
+        except (TypeError, ValueError, KeyError):
+            pass
+
+    def on_list(self, value: bytes, now_ms: float, *, probe: bool) -> None:
+        if probe:
+            return
+        event_id, emitted = decode_list(value, now_ms)
+        if event_id in self.by_event:
+            self.duplicates += 1
+            return
+        self.by_event[event_id] = emitted
+        self.received_at.append(now_ms)
 
 
 def replay_streamed(cfg: ReplayConfig, plan: ReplayPlan, bundle: Path, name: str, kafka: Any,
@@ -258,7 +246,7 @@ def replay_streamed(cfg: ReplayConfig, plan: ReplayPlan, bundle: Path, name: str
     unanswered events) or by scaled event time (``--speed``)."""
     from kafka import KafkaProducer
 
-    from deploy.job_process import JobProcess, wait_until_serving
+    from deploy.harness.job_process import JobProcess, wait_until_serving
 
     topics = [f"replay.{name}.out", f"replay.{name}.dead"]
     source = f"replay.{name}.in"
@@ -309,10 +297,10 @@ def replay_streamed(cfg: ReplayConfig, plan: ReplayPlan, bundle: Path, name: str
         ended = max(collector.received_at) / 1000 if collector.received_at else time.time()
         wall = time.time() - started
     finally:
-        collector.stop.set()
+        collector.stop()
         job.stop()
     replay_wall = ended - replay_started
-    return collector.lists, {"wall_s": wall, "startup_s": startup, "dead_letter": collector.dead,
+    return collector.by_event, {"wall_s": wall, "startup_s": startup, "dead_letter": collector.dead,
                              "rejected": collector.rejected,
                              "duplicates": collector.duplicates,
                              "throughput_eps": plan.n_replayed / max(replay_wall, 1e-9)}
@@ -347,7 +335,7 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
         for name, path in bundles.items():
             lists[name], stats[name] = replay_offline(cfg, plan, path, name, _job_for(job, name))
     else:
-        from deploy.local_kafka import LocalKafka
+        from deploy.harness.local_kafka import LocalKafka
 
         with LocalKafka(work / "kafka") as kafka:
             for name, path in bundles.items():

@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from model_export.generator import MALFORMED_KINDS, GeneratorConfig, generate_events, split_by_time, to_records
+from deploy.harness.generator import MALFORMED_KINDS, GeneratorConfig, generate_events, split_by_time, to_records
 from operators.errors import ConfigError, EventValidationError
 from operators.events import SourcePosition, decode_event, parse_event
 

@@ -1,13 +1,14 @@
-"""Where things are: the one module that reads the environment (argument > env > default)."""
+"""Where things are for the tools (argument > environment > default); what the job itself needs from its
+environment (Java, the connector jar) is :mod:`flink_jobs.environment`'s, re-exported here."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
-from operators.errors import ConfigError
+from flink_jobs.environment import JVM_TARGET, flink_connector_jar, jars_missing, java_home
+from operators.errors import SetupError
 
 __all__ = [
     "REPO_ROOT",
@@ -19,20 +20,7 @@ __all__ = [
     "streamrec_executable",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-JVM_TARGET = REPO_ROOT / "deploy" / "jvm" / "target"
-
-
-def java_home(explicit: str | None = None) -> str:
-    """JAVA_HOME: the argument, else ``$JAVA_HOME``, else derived from ``java`` on PATH."""
-    home = explicit or os.environ.get("JAVA_HOME")
-    if home and Path(home, "bin", "java").exists():
-        return home
-    java = shutil.which("java")
-    if java:
-        return str(Path(java).resolve().parent.parent)
-    msg = "no Java found: install OpenJDK 17 and set JAVA_HOME (e.g. /usr/lib/jvm/java-17-openjdk-amd64)"
-    raise ConfigError(msg)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def java_executable(explicit_home: str | None = None) -> str:
@@ -40,25 +28,12 @@ def java_executable(explicit_home: str | None = None) -> str:
     return str(Path(java_home(explicit_home), "bin", "java"))
 
 
-def _jars_missing(what: Path) -> ConfigError:
-    return ConfigError(f"{what} is missing; run `make jars` (mvn -f deploy/jvm/pom.xml package) first")
-
-
 def kafka_broker_classpath(explicit: str | None = None) -> str:
     """Classpath of the Kafka broker jars fetched by ``make jars``."""
     folder = Path(explicit or os.environ.get("STREAMREC_KAFKA_LIB") or JVM_TARGET / "kafka-broker")
     if not any(folder.glob("kafka_2.13-*.jar")):
-        raise _jars_missing(folder)
+        raise jars_missing(folder)
     return str(folder / "*")
-
-
-def flink_connector_jar(explicit: str | None = None) -> Path:
-    """The shaded Flink Kafka connector jar fetched by ``make jars``."""
-    default = JVM_TARGET / "flink-lib" / "flink-sql-connector-kafka.jar"
-    jar = Path(explicit or os.environ.get("STREAMREC_CONNECTOR_JAR") or default)
-    if not jar.is_file():
-        raise _jars_missing(jar)
-    return jar.resolve()
 
 
 def runtime_dir(explicit: str | None = None) -> Path:
@@ -73,5 +48,5 @@ def streamrec_executable() -> str:
     script = Path(sys.executable).parent / "streamrec"
     if not script.exists():
         msg = f"{script} is missing; install the project (`make setup`)"
-        raise ConfigError(msg)
+        raise SetupError(msg)
     return str(script)

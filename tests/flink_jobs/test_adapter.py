@@ -109,8 +109,8 @@ def _drive(fn, state, ctx, user: str, item: str, ts: int) -> list:  # noqa: ANN0
 
 def test_batched_lists_feed_the_latency_gauge_and_the_shadow(function, trained_bundle):
     fn, state, ctx = function
-    assert fn.batch is not None, "micro-batching is on (micro_batch=4)"
-    fn.shadow = ServingCore.from_config(fn.cfg, bundle_path=str(trained_bundle))
+    assert fn.batcher.enabled, "micro-batching is on (micro_batch=4)"
+    fn.shadow.core = ServingCore.from_config(fn.cfg, bundle_path=str(trained_bundle))
     vocab = fn.core.bundle.item_vocab
     out = []
     # the first event comes alone (served at once); the next four close together: deferred, the 4th fills the batch
@@ -121,7 +121,7 @@ def test_batched_lists_feed_the_latency_gauge_and_the_shadow(function, trained_b
     shadow = [r for r in out if isinstance(r, tuple) and r[0] is SHADOW_TAG]
     assert len(lists) == 5
     assert len(shadow) == 5, "the shadow model scores batched events too"
-    assert fn.agreement.compared == 5
+    assert fn.shadow.agreement.compared == 5
     assert fn.latency_ms.n == 5, "batched lists feed the latency gauge"
 
 
@@ -132,7 +132,7 @@ def test_a_swap_scores_the_waiting_batch_with_the_model_it_was_deferred_under(fu
     vocab = fn.core.bundle.item_vocab
     for n, user in enumerate(["a", "b", "c"]):  # the first is served at once, the next two wait
         _drive(fn, state, ctx, user, vocab[n], TS + n)
-    assert len(fn.batch) == 2
+    assert len(fn.batcher) == 2
     old_version = fn.core.version
     new = ServingCore.from_config(fn.cfg, bundle_path=str(trained_bundle))
     new.tag, new.version = fn.core.tag + 1, "retrained"
@@ -147,12 +147,12 @@ def test_a_swap_scores_the_waiting_batch_with_the_model_it_was_deferred_under(fu
     out = [r for r in fn._swap_results() if not isinstance(r, tuple)]  # noqa: SLF001 - lists only
     versions = [json.loads(bytes(r[1]))["model_version"] for r in out]
     assert versions == [old_version, old_version], "the waiting lists come from the model they were deferred under"
-    assert fn.core is new and not fn.batch
+    assert fn.core is new and not len(fn.batcher)
 
 
 def _held_ids(fn) -> str:  # noqa: ANN001
     """Every per-user thing the adapter keeps in memory, as text (keys and values)."""
-    held = [fn.done, fn.batch_keys, fn._shadow_inputs, fn.agreement.last]  # noqa: SLF001
+    held = [fn.batcher.finished, fn.batcher.keys, fn.batcher.batch.shadow_inputs, fn.shadow.agreement.last]
     return repr([(list(h.keys()) if isinstance(h, dict) else sorted(h)) for h in held])
 
 
@@ -161,7 +161,7 @@ def test_forget_user_leaves_nothing_of_the_user_in_the_adapters_memory(function,
     for them: the shadow agreement's last lists, a finished batch's state waiting to be stored, the shadow
     inputs. The agreement is keyed by a per-process keyed digest: no raw user id in memory at any time."""
     fn, state, ctx = function
-    fn.shadow = ServingCore.from_config(fn.cfg, bundle_path=str(trained_bundle))
+    fn.shadow.core = ServingCore.from_config(fn.cfg, bundle_path=str(trained_bundle))
     vocab = fn.core.bundle.item_vocab
     user = "forget-me-7f3a"
     for n in range(3):  # alone, then close together: deferred and batched
@@ -169,18 +169,18 @@ def test_forget_user_leaves_nothing_of_the_user_in_the_adapters_memory(function,
         _drive(fn, state, ctx, f"other-{n}", vocab[n + 5], TS + n)
     state.key = user
     list(fn._on_timer(TS, ctx))  # noqa: SLF001 - the batch's wait is over
-    assert fn.agreement.compared >= 2
+    assert fn.shadow.agreement.compared >= 2
     assert user not in _held_ids(fn), "per-user memory is keyed by a digest, never by the raw id"
     forget = json.dumps({"user_id": user, "event_type": "forget_user", "ts": TS + 9}).encode()
     state.key = user
     out = list(fn.process_element((user, forget, 0, 9, int(time.time() * 1000)), ctx))
     assert not [r for r in out if not isinstance(r, tuple)], "forget_user emits no list"
     assert user not in state.values
-    remembered = len(fn.agreement.last)
-    fn.agreement.forget("other-0")
-    assert len(fn.agreement.last) == remembered - 1, "forget drops exactly the user's entry"
-    assert fn.agreement._id(user) not in fn.agreement.last  # noqa: SLF001
-    assert user not in fn.done and user not in fn._shadow_inputs  # noqa: SLF001
+    remembered = len(fn.shadow.agreement.last)
+    fn.shadow.agreement.forget("other-0")
+    assert len(fn.shadow.agreement.last) == remembered - 1, "forget drops exactly the user's entry"
+    assert fn.shadow.agreement._id(user) not in fn.shadow.agreement.last  # noqa: SLF001
+    assert user not in fn.batcher.finished and user not in fn.batcher.batch.shadow_inputs
 
 
 def test_pseudonymised_job_redacts_dead_letters_and_quarantine(trained_bundle, tmp_path, monkeypatch):
@@ -246,7 +246,7 @@ def test_the_adapters_micro_batches_give_the_lists_of_one_event_at_a_time(functi
         for record in fn.process_element((user, payload, 0, n, None), ctx):
             if not isinstance(record, tuple):
                 got[json.loads(bytes(record[1]))["event_id"]] = json.loads(bytes(record[1]))
-    for user in sorted(fn.batch_keys | set(fn.done)):  # the waits end: timers fire on each waiting key
+    for user in sorted(fn.batcher.keys | set(fn.batcher.finished)):  # the waits end: timers fire on each waiting key
         state.key = user
         for record in fn._on_timer(TS, ctx):  # noqa: SLF001
             if not isinstance(record, tuple):

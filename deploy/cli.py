@@ -61,7 +61,7 @@ def _run(argv: list[str]) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from flink_jobs.demo import DemoConfig, run_demo
+    from deploy.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(events=args.events, rate=args.rate, malformed_share=args.malformed_share,
                      top_k=args.top_k, bundle=args.bundle, retrain=args.retrain, print_lists=not args.quiet)
@@ -113,7 +113,7 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from model_export.generator import GeneratorConfig, generate_events, write_catalog, write_jsonl
+    from deploy.harness.generator import GeneratorConfig, generate_events, write_catalog, write_jsonl
 
     cfg = GeneratorConfig(n_users=args.users, n_items=args.items, seed=args.seed)
     events = generate_events(cfg)
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--retrain", action="store_true", help="train the demo model even if one exists")
     d.add_argument("--quiet", action="store_true", help="print only the summary")
 
-    from flink_jobs.replay import build_parser as replay_parser
+    from deploy.replay import build_parser as replay_parser
 
     replay_parser(sub.add_parser("replay", help="replay evaluation: what the job would have achieved on an event "
                                                 "log (model vs baselines, latency)"))
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "model":
             return _model(args)
         if args.command == "replay":
-            from flink_jobs.replay import main as replay_main
+            from deploy.replay import main as replay_main
 
             return replay_main(args)
         return _generate(args)

@@ -11,7 +11,7 @@ import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 OURS = {"operators", "flink_jobs", "model_export", "deploy", "perf", "tests"}
 # base dependencies nothing imports by name, with the reason they are there
 INDIRECT = {"llvmlite": "numba's compiler", "apache-flink": "imported as pyflink",

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from deploy.paths import JVM_TARGET, REPO_ROOT
+from deploy.harness.paths import JVM_TARGET, REPO_ROOT
 from flink_jobs.recommend_job import build_arg_parser
 
 K8S = REPO_ROOT / "deploy" / "k8s"

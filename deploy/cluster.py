@@ -33,8 +33,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.local_kafka import free_port
-from deploy.process import stop_group
+from deploy.harness.local_kafka import free_port
+from deploy.harness.process import stop_group
 from flink_jobs.environment import python_executable, site_packages
 from operators.errors import ConfigError, StreamrecError
 
@@ -59,7 +59,7 @@ def pyflink_home() -> Path:
 
 def reporter_jar() -> Path:
     """The loopback Prometheus reporter built by ``make jars`` (``deploy/jvm/reporter``)."""
-    from deploy.paths import JVM_TARGET
+    from deploy.harness.paths import JVM_TARGET
 
     jar = Path(os.environ.get("STREAMREC_REPORTER_JAR") or JVM_TARGET.parent / "reporter" / "target"
                / "streamrec-prometheus-reporter.jar")
@@ -111,7 +111,7 @@ class ClusterLayout:
 
 
 def default_cluster_dir() -> Path:
-    from deploy.paths import runtime_dir
+    from deploy.harness.paths import runtime_dir
 
     return runtime_dir() / "cluster"
 
@@ -173,7 +173,7 @@ def _rest(url: str, timeout: float = 5.0) -> dict:
 def _flink_env(**extra: str) -> dict[str, str]:
     """The environment the wheel's ``bin/`` scripts run with: this Java and interpreter, no ``PYTHONPATH`` (the
     workers' path comes from ``python.pythonpath`` and the job's shipped code)."""
-    from deploy.paths import java_home
+    from deploy.harness.paths import java_home
 
     env = dict(os.environ, JAVA_HOME=java_home(), PYFLINK_PYTHON=python_executable(), **extra)
     env.pop("PYTHONPATH", None)
@@ -456,7 +456,7 @@ def ship_code(into: Path) -> Path:
 
 
 def _flink_cli(args: list[str], timeout_s: float) -> subprocess.CompletedProcess:
-    from deploy.paths import runtime_dir
+    from deploy.harness.paths import runtime_dir
 
     env = _flink_env(FLINK_LOG_DIR=str(runtime_dir() / "flink-client-log"))
     return subprocess.run(["bash", str(pyflink_home() / "bin" / "flink"), *args], env=env,  # noqa: S603
@@ -481,7 +481,7 @@ def _absolute_paths(job_args: list[str]) -> list[str]:
 def deploy_job(jobmanager: str, job_args: list[str], *, from_savepoint: str | None = None,
                ship_dir: Path | None = None, timeout_s: float = 300.0) -> dict:
     """``flink run -d -py`` with the shipped code; returns the job id and the submission time."""
-    from deploy.paths import runtime_dir
+    from deploy.harness.paths import runtime_dir
 
     code = ship_code(ship_dir or runtime_dir() / "ship")
     args = _absolute_paths(job_args)

@@ -119,7 +119,7 @@ def model(trained_bundle):
 
 @pytest.fixture(scope="module")
 def world_catalog(model):
-    from model_export.generator import item_categories
+    from deploy.harness.generator import item_categories
     from tests.conftest import WORLD
 
     return {i: frozenset({c}) for i, c in item_categories(WORLD).items()}

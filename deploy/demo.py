@@ -9,28 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from deploy.job_process import PROBE_USER, JobProcess, wait_until_serving
-from deploy.kafka_clients import assigned_consumer
-from deploy.local_kafka import LocalKafka
-from deploy.paths import runtime_dir
-from model_export.generator import (
-    GeneratorConfig,
-    generate_events,
-    split_by_time,
-    to_records,
-    write_catalog,
-    write_jsonl,
-)
-from operators.bundle import load_bundle
-from operators.errors import BundleError
+from deploy.harness.collect import Collector
+from deploy.harness.demo_bundle import DEMO_WORLD, ensure_demo_bundle
+from deploy.harness.generator import GeneratorConfig, generate_events, split_by_time, to_records, write_catalog
+from deploy.harness.job_process import JobProcess, wait_until_serving
+from deploy.harness.kafka_clients import assigned_consumer
+from deploy.harness.local_kafka import LocalKafka
+from deploy.harness.paths import runtime_dir
 from operators.stats import latency_summary
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "ensure_demo_bundle", "bundle_or_demo"]
+__all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
 log = logging.getLogger("streamrec.demo")
 
@@ -52,7 +43,7 @@ class DemoConfig:
     warmup_events: int = 3_000
     """The newest events of the users' history (before the replay) sent first, untimed, as fast as the job
     takes them: users start with a history, and the JVM has compiled its hot paths before latency is measured."""
-    world: GeneratorConfig = field(default_factory=lambda: GeneratorConfig(n_users=3_000, n_items=1_000))
+    world: GeneratorConfig = DEMO_WORLD
 
 
 @dataclass
@@ -77,86 +68,36 @@ class DemoResult:
         )
 
 
-def ensure_demo_bundle(cfg: DemoConfig, home: Path, history: list[dict] | None = None) -> Path:
-    """Reuse the demo bundle if it verifies; otherwise train one on the generated history
-    (the first 80% of ``cfg.world`` by event time; pass it as ``history`` when already generated)."""
-    from model_export.pipeline import TrainJob, run_training
-    from model_export.train import TrainConfig
-
-    path = Path(cfg.bundle) if cfg.bundle else home / "models" / "demo"
-    if not cfg.retrain:
-        try:
-            load_bundle(path)
-            log.info("using model bundle %s", path)
-            return path
-        except BundleError as err:
-            if cfg.bundle:
-                raise
-            log.info("no usable demo bundle (%s); training one", err)
-    if history is None:
-        history, _ = split_by_time(generate_events(cfg.world))
-    data = write_jsonl(history, home / "data" / "demo-train.jsonl")
-    print(f"training an LRU model on {len(history)} generated events -> {path}", flush=True)
-    metrics = run_training(TrainJob(data=str(data), out=str(path), fmt="events", seeds=(42,),  # quick
-                                    train=TrainConfig(max_epochs=10, patience=3,
-                                                                     max_train_seconds=240)))
-    base = metrics["baselines"]
-    print(
-        f"trained {metrics['model_version']}: test ndcg@10={metrics['test']['ndcg@10']:.4f} "
-        f"recall@10={metrics['test']['recall@10']:.4f} (popularity {base['popular']['test']['ndcg@10']:.4f}, "
-        f"co-occurrence {base['cooccurrence']['test']['ndcg@10']:.4f}) in {metrics['train_seconds']:.1f}s; "
-        f"report: {path / 'report.md'}",
-        flush=True,
-    )
-    return path
-
-
-def bundle_or_demo(path: str | None) -> str:
-    """``path`` if given, else the demo bundle (trained first if missing): the benchmarks' default."""
-    return path if path is not None else str(ensure_demo_bundle(DemoConfig(), runtime_dir()))
-
-
-class _Collector(threading.Thread):
-    """Reads the output and dead-letter topics while the replay runs."""
+class _Collector(Collector):
+    """Counts lists and dead letters from now on (the warm-up's lists are already out), with latencies; prints
+    them as they come."""
 
     def __init__(self, bootstrap: str, output_topic: str, dead_letter_topic: str, cfg: DemoConfig) -> None:
-        super().__init__(daemon=True, name="demo-consumer")
+        super().__init__(bootstrap, output_topic, dead_letter_topic, from_beginning=False, poll_ms=100,
+                         name="demo-consumer", fetch_max_wait_ms=5)
         self.cfg = cfg
-        self.output_topic = output_topic
-        # from now on: the warm-up's lists are already out when this starts
-        self.consumer = assigned_consumer(bootstrap, [output_topic, dead_letter_topic], from_beginning=False,
-                                          fetch_max_wait_ms=5)
-        self.lists = 0
-        self.dead = 0
+        self.n_lists = 0
+        self.n_dead = 0
         self.latencies: list[float] = []
         self.provider: str | None = None
         self.model_version: str | None = None
-        self.stop_event = threading.Event()
-        self.lock = threading.Lock()
 
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            for records in self.consumer.poll(timeout_ms=100).values():
-                now_ms = time.time() * 1000
-                for record in records:
-                    self._handle(record, now_ms)
-        self.consumer.close()
+    def on_dead(self, value: bytes, now_ms: float) -> None:  # noqa: ARG002
+        with self.lock:
+            self.n_dead += 1
+        if self.cfg.print_lists:
+            doc = json.loads(value)
+            src = doc["source"]
+            print(f"  dead-letter  {src['topic']}/{src['partition']}@{src['offset']}: [{doc['code']}] "
+                  f"{doc['reason'][:90]}", flush=True)
 
-    def _handle(self, record, now_ms: float) -> None:  # noqa: ANN001
-        doc = json.loads(record.value)
-        if record.topic != self.output_topic:
-            with self.lock:
-                self.dead += 1
-            if self.cfg.print_lists:
-                src = doc["source"]
-                print(f"  dead-letter  {src['topic']}/{src['partition']}@{src['offset']}: [{doc['code']}] "
-                      f"{doc['reason'][:90]}", flush=True)
+    def on_list(self, value: bytes, now_ms: float, *, probe: bool) -> None:
+        if probe:
             return
-        if doc["user_id"] == PROBE_USER:
-            return
+        doc = json.loads(value)
         latency = now_ms - doc["source_ts"] if doc.get("source_ts") else float("nan")
         with self.lock:
-            self.lists += 1
+            self.n_lists += 1
             self.latencies.append(latency)
             self.provider = doc.get("provider")
             self.model_version = doc["model_version"]
@@ -202,7 +143,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     started = time.monotonic()
     home = runtime_dir(cfg.home)
     history, replay = split_by_time(generate_events(cfg.world))
-    bundle = ensure_demo_bundle(cfg, home, history)
+    bundle = ensure_demo_bundle(home, bundle=cfg.bundle, retrain=cfg.retrain, world=cfg.world, history=history)
     topics = {"input": "streamrec.events", "output": "streamrec.recommendations",
               "dead": "streamrec.dead-letter"}
     records = to_records(replay[: cfg.events], malformed_share=cfg.malformed_share)
@@ -233,15 +174,15 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             producer.close()
             valid = sum(r.valid for r in records)
             deadline = time.monotonic() + cfg.drain_timeout_s
-            while time.monotonic() < deadline and (collector.lists < valid or collector.dead < len(records) - valid):
+            while time.monotonic() < deadline and (
+                    collector.n_lists < valid or collector.n_dead < len(records) - valid):
                 if not job.alive():
                     break
                 time.sleep(0.1)
-            collector.stop_event.set()
-            collector.join(timeout=5)
+            collector.stop(timeout_s=5)
     with collector.lock:
         result = DemoResult(
-            events=len(records), valid=valid, lists=collector.lists, dead_letter=collector.dead,
+            events=len(records), valid=valid, lists=collector.n_lists, dead_letter=collector.n_dead,
             latency=latency_summary(collector.latencies), startup_s=startup,
             wall_s=time.monotonic() - started, provider=collector.provider, model_version=collector.model_version,
         )

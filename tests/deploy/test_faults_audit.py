@@ -113,7 +113,7 @@ RUNNING_LOG = """2026-12-07 03:39:21,102 INFO  org.apache.flink.runtime.executio
 
 
 def test_the_jobmanagers_log_gives_restarts_and_switches_to_running():
-    from deploy.flink_log import RESTART, RUNNING, log_time_ms
+    from deploy.harness.flink_log import RESTART, RUNNING, log_time_ms
 
     assert len(RESTART.findall(RUNNING_LOG)) == 1
     times = [log_time_ms(m[1]) for m in RUNNING.finditer(RUNNING_LOG)]  # a start (or recovery), then a restart

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from flink_jobs.cli import build_parser
-from flink_jobs.replay import ReplayConfig, config_from_args
-from flink_jobs.replay import build_parser as replay_parser
+from deploy.cli import build_parser
+from deploy.replay import ReplayConfig, config_from_args
+from deploy.replay import build_parser as replay_parser
 from model_export.pipeline import TrainJob
 from model_export.train import DEFAULT_SEEDS, TrainConfig
 

@@ -10,9 +10,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from deploy.kafka_clients import assigned_consumer
-from deploy.paths import streamrec_executable
-from deploy.process import ManagedProcess
+from deploy.harness.kafka_clients import assigned_consumer
+from deploy.harness.paths import streamrec_executable
+from deploy.harness.process import ManagedProcess
 from operators.errors import StreamrecError
 
 __all__ = ["JobProcess", "JobError", "wait_until_serving", "PROBE_USER"]
@@ -92,7 +92,7 @@ def wait_until_serving(
 
     The probe is a valid event of a reserved user id: it proves the whole path (source, state, model,
     sink) works. Consumers that count lists should skip ``probe_user``. ``client_config``: kafka-python
-    security settings (a SASL_SSL broker: :meth:`deploy.local_kafka.LocalKafka.client_config`).
+    security settings (a SASL_SSL broker: :meth:`deploy.harness.local_kafka.LocalKafka.client_config`).
     """
     from kafka import KafkaProducer
 

@@ -118,7 +118,7 @@ def test_print_defaults_is_a_config_file(tmp_path):
 
     from flink_jobs.recommend_job import parse_job_args
 
-    out = subprocess.run([sys.executable, "-m", "flink_jobs.cli", "config", "--print-defaults"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "deploy.cli", "config", "--print-defaults"], capture_output=True,
                          text=True, check=True).stdout
     doc = tomllib.loads(out)
     assert set(doc) == {"job", "rerank", "interests", "trending", "abuse", "kafka"} and doc["job"]["top_k"] == 20

@@ -23,14 +23,14 @@ import uuid
 from base64 import urlsafe_b64encode
 from pathlib import Path
 
-from deploy.paths import java_executable, kafka_broker_classpath
-from deploy.process import ManagedProcess
+from deploy.harness.paths import java_executable, kafka_broker_classpath
+from deploy.harness.process import ManagedProcess
 from operators.errors import StreamrecError
 
 __all__ = ["LocalKafka", "BrokerError", "free_port"]
 
 log = logging.getLogger(__name__)
-LOG4J_CONFIG = Path(__file__).resolve().parent / "conf" / "kafka-log4j2.properties"
+LOG4J_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "kafka-log4j2.properties"
 
 
 class BrokerError(StreamrecError):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from model_export.generator import split_by_time, write_jsonl
+from deploy.harness.generator import split_by_time, write_jsonl
 from model_export.pipeline import TrainJob, _load, run_training
 from model_export.search import SEARCHED, SearchSpace, load_searched, run_search, searched_config, write_search
 from model_export.train import TrainConfig, train_model
