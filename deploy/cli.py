@@ -76,31 +76,19 @@ def _config(args: argparse.Namespace) -> int:
     from operators.abuse import AbuseConfig
     from operators.interests import InterestConfig
     from operators.kafka_auth import KafkaAuthConfig
-    from operators.rerank import describe_defaults
+    from operators.rerank import RerankConfig
+    from operators.settings import describe_defaults
     from operators.trending import TrendingConfig
 
     if not args.print_defaults:
         print("use `streamrec config --print-defaults`", file=sys.stderr)
         return 2
-    from flink_jobs.recommend_job import JOB_SECTION_SKIP, build_arg_parser
+    from flink_jobs.recommend_job import JOB_OPTIONS
 
-    print("# streamrec run options: [job] in --config FILE.toml, STREAMREC_JOB_<KEY>, or --key-with-dashes")
-    print("[job]")
-    for action in build_arg_parser()._actions:
-        if not action.option_strings or action.dest in ("help", *JOB_SECTION_SKIP):
-            continue
-        if action.help:
-            print(f"# {' '.join(action.help.split())}")
-        default = action.default
-        if action.required:
-            print(f"# {action.dest} = ...  (required)")
-        elif default is None:
-            print(f"# {action.dest} = (unset)")
-        else:
-            shown = str(default).lower() if isinstance(default, bool) else repr(default)
-            print(f"{action.dest} = {shown}")
+    print(JOB_OPTIONS.describe("# streamrec run options: [job] in --config FILE.toml, STREAMREC_JOB_<KEY>, or "
+                               "--key-with-dashes"))
     print("\n# re-ranking (streamrec run / replay: --rerank KEY=VALUE, repeatable)")
-    print(describe_defaults())
+    print(describe_defaults(RerankConfig, "rerank"))
     print("\n# user interests by item category (streamrec run / replay: --interests KEY=VALUE; needs --catalog)")
     print(describe_defaults(InterestConfig, "interests"))
     print("\n# in-stream trending items (streamrec run / replay: --trending KEY=VALUE)")
@@ -132,7 +120,7 @@ def _publish_control(args: argparse.Namespace, message: dict) -> None:
 
     from operators.errors import ConfigError
     from operators.kafka_auth import KafkaAuthConfig
-    from operators.rerank import layered_knobs, load_config_file
+    from operators.settings import layered_knobs, load_config_file
 
     auth = layered_knobs(KafkaAuthConfig, "kafka", load_config_file(args.config), dict(os.environ), args.kafka)
     try:

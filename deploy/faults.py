@@ -52,8 +52,8 @@ __all__ = ["ScenarioResult", "Audit", "audit", "run_faults", "SCENARIOS", "main"
 
 log = logging.getLogger(__name__)
 
-HISTORY_LEN = 200
-CHECKPOINT_INTERVAL_S = JobConfig.checkpoint_interval_ms / 1000
+HISTORY_LEN = JobConfig.model_fields["history_len"].default
+CHECKPOINT_INTERVAL_S = JobConfig.model_fields["checkpoint_interval_ms"].default / 1000
 """The job's default ``--checkpoint-interval-ms`` (the scenarios run with it)."""
 
 

@@ -159,15 +159,13 @@ PLAIN_ARGS = ("--rerank", "repeat_window=0", "--rerank", "diversity_lambda=0", "
 
 def _job_for(job: JobConfig, name: str) -> JobConfig:
     """The model path is re-ranked as configured; the baselines are served as they rank."""
-    from dataclasses import replace
-
     from operators.interests import InterestConfig
     from operators.trending import TrendingConfig
 
     if name == "model":
         return job
-    return replace(job, rerank=parse_rerank(list(PLAIN_RERANK)), interests=InterestConfig(enabled=False),
-                   trending=TrendingConfig(enabled=False))
+    return job.replace(rerank=parse_rerank(list(PLAIN_RERANK)), interests=InterestConfig(enabled=False),
+                       trending=TrendingConfig(enabled=False))
 
 
 def _catalog_path(cfg: ReplayConfig) -> str | None:
@@ -321,7 +319,7 @@ def run_replay(cfg: ReplayConfig) -> dict[str, Any]:
           "replayed", flush=True)
     bundles = prepare_bundles(cfg, plan, work)
     from operators.interests import InterestConfig
-    from operators.rerank import parse_knobs
+    from operators.settings import parse_knobs
     from operators.trending import TrendingConfig
 
     job = JobConfig(bootstrap_servers="127.0.0.1:9092", bundle_path=str(bundles["model"]), checkpoint_dir="-",

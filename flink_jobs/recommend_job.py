@@ -39,44 +39,42 @@ from operators.errors import ConfigError, StreamrecError  # noqa: E402
 from operators.interests import InterestConfig  # noqa: E402
 from operators.item_rules import load_item_rules  # noqa: E402
 from operators.kafka_auth import KafkaAuthConfig  # noqa: E402
-from operators.rerank import RerankConfig, layered_knobs, load_config_file  # noqa: E402
+from operators.rerank import RerankConfig  # noqa: E402
 from operators.serving import user_id_key  # noqa: E402
+from operators.settings import ModelOptions, Option, layered_knobs, load_config_file  # noqa: E402
 from operators.trending import TrendingConfig  # noqa: E402
 
-__all__ = ["build_arg_parser", "config_from_args", "build_job", "main"]
+__all__ = ["JOB_OPTIONS", "build_arg_parser", "parse_job_args", "config_from_args", "build_job", "main"]
 
 log = logging.getLogger("streamrec.job")
 
 
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+JOB_OPTIONS = ModelOptions(JobConfig, "job", [
+    Option("bundle_path", name="bundle", to_field=_absolute),
+    Option("checkpoint_dir", to_field=_absolute),
+    Option("state_ttl_ms", name="state_ttl_hours", type=float, to_field=lambda h: int(h * 3_600_000),
+           to_option=lambda ms: ms / 3_600_000),
+    Option("compaction_period_ms", name="compaction_period_hours", type=float, to_field=lambda h: int(h * 3_600_000),
+           to_option=lambda ms: ms / 3_600_000),
+    Option("incremental_checkpoints", name="full_checkpoints", invert=True,
+           help="full, not incremental, RocksDB checkpoints: a forgotten user is in no retained checkpoint two "
+                "checkpoints after the forget (incremental ones share older files that can keep it)"),
+    Option("item_rules_path", name="item_rules", to_field=_absolute, metavar="PATH"),
+    Option("catalog_path", name="catalog", to_field=_absolute, metavar="PATH"),
+])
+"""``streamrec run``'s options of :class:`~operators.config.JobConfig` (the ``[job]`` table of a config file,
+``STREAMREC_JOB_<KEY>``): one per field, named like it unless renamed here (a unit, a path)."""
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
-    """Command-line options of the job (also used by ``streamrec run``)."""
-    d = JobConfig.__dataclass_fields__
+    """Command-line options of the job (also used by ``streamrec run``): :data:`JOB_OPTIONS`, then what is not
+    a setting of the job (how this process starts it, and the knob sections)."""
     p = argparse.ArgumentParser(prog="streamrec run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bootstrap-servers", required=True, help="Kafka bootstrap servers, host:port[,host:port]")
-    p.add_argument("--bundle", required=True, help="model bundle directory (made by `streamrec train`)")
-    p.add_argument("--checkpoint-dir", required=True, help="directory for RocksDB checkpoints")
-    p.add_argument("--input-topic", default=d["input_topic"].default)
-    p.add_argument("--output-topic", default=d["output_topic"].default)
-    p.add_argument("--dead-letter-topic", default=d["dead_letter_topic"].default)
-    p.add_argument("--group-id", default=d["group_id"].default)
-    p.add_argument("--top-k", type=int, default=d["top_k"].default)
-    p.add_argument("--history-len", type=int, default=d["history_len"].default,
-                   help="interactions kept per user in keyed state (also the exclusion set)")
-    p.add_argument("--state-ttl-hours", type=float, default=d["state_ttl_ms"].default / 3_600_000)
-    p.add_argument("--full-checkpoints", action="store_true",
-                   help="full, not incremental, RocksDB checkpoints: a forgotten user is in no retained checkpoint "
-                        "two checkpoints after the forget (incremental ones share older files that can keep it)")
-    p.add_argument("--compaction-period-hours", type=float, default=d["compaction_period_ms"].default / 3_600_000,
-                   help="RocksDB rewrites every state file at least this often: how long a forgotten user's "
-                        "deleted state can survive in the state files and incremental checkpoints")
-    p.add_argument("--parallelism", type=int, default=d["parallelism"].default)
-    p.add_argument("--checkpoint-interval-ms", type=int, default=d["checkpoint_interval_ms"].default)
-    p.add_argument("--delivery-guarantee", default=d["delivery_guarantee"].default,
-                   choices=["at-least-once", "exactly-once", "none"])
-    p.add_argument("--startup-mode", default=d["startup_mode"].default,
-                   choices=["group-offsets", "earliest-offset", "latest-offset"])
-    p.add_argument("--onnx-providers", default=",".join(d["onnx_providers"].default),
-                   help="comma-separated onnxruntime providers, in order of preference")
+    JOB_OPTIONS.add_to(p)
     p.add_argument("--restore-from", default=None, metavar="PATH|latest",
                    help="checkpoint or savepoint to restore state from; `latest`: the newest complete checkpoint "
                         "under --checkpoint-dir (what a supervisor restarting a crashed job passes; none yet: "
@@ -89,44 +87,14 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="serve GET /health on 127.0.0.1:PORT (200 while the job runs, 503 while it starts, "
                         "restarts or stops; JSON with the status and restart count)")
     p.add_argument("--connector-jar", default=None, help="flink-sql-connector-kafka jar (default: make jars)")
-    p.add_argument("--job-name", default=d["job_name"].default)
-    p.add_argument("--micro-batch", type=int, default=d["micro_batch"].default,
-                   help="score up to N users' events in one model call (1 = off; default 32, or 1 with "
-                        "exactly-once delivery); pending events live in keyed state, so a failover loses none")
-    p.add_argument("--micro-batch-wait-ms", type=int, default=d["micro_batch_wait_ms"].default,
-                   help="longest an event waits for its micro-batch")
-    p.add_argument("--max-restarts", type=int, default=d["max_restarts"].default,
-                   help="failed restarts in a row before the job gives up and exits non-zero")
     p.add_argument("--log-dir", default=None,
                    help="Flink and Python task logs (default: $FLINK_LOG_DIR, else Flink's own log dir)")
-    p.add_argument("--item-rules", default=None, metavar="PATH",
-                   help='JSON file {"blocked": [...], "unavailable": [...], "allowed": [...] or null}, re-read '
-                        "within a second of every change (no restart)")
-    p.add_argument("--quarantine-topic", default=None,
-                   help="topic for events of implausible users (default: the dead-letter topic, code quarantined)")
-    p.add_argument("--catalog", default=None, metavar="PATH",
-                   help="item categories for user interests and the category cap: MovieLens movies.csv (or its "
-                        "directory) or an item_id,categories CSV (`streamrec generate --catalog`)")
-    p.add_argument("--control-topic", default=d["control_topic"].default,
-                   help="compacted topic every subtask reads as a broadcast input (trending boards, item rules; "
-                        "created when missing)")
-    p.add_argument("--control-result-topic", default=d["control_result_topic"].default,
-                   help="each subtask's verdict on a model or shadow message (created when missing)")
-    p.add_argument("--shadow-topic", default=d["shadow_topic"].default,
-                   help="lists of the shadow model (`streamrec model shadow`; created when missing)")
     p.add_argument("--interests", action="append", default=[], metavar="KEY=VALUE",
                    help="user-interest knob, repeatable (see `streamrec config --print-defaults`)")
     p.add_argument("--trending", action="append", default=[], metavar="KEY=VALUE",
                    help="trending knob, repeatable (see `streamrec config --print-defaults`)")
     p.add_argument("--abuse", action="append", default=[], metavar="KEY=VALUE",
                    help="abuse-filter knob, repeatable (see `streamrec config --print-defaults`)")
-    p.add_argument("--pseudonymize-users", action="store_true",
-                   help="user ids on the output topic become keyed HMAC pseudonyms (secret from the environment "
-                        "variable named by --user-id-secret-env)")
-    p.add_argument("--user-id-secret-env", default=d["user_id_secret_env"].default)
-    p.add_argument("--dead-letter-payload", choices=("raw", "redacted"), default=d["dead_letter_payload"].default,
-                   help="what dead letters and quarantined records keep of the rejected record: raw, or redacted "
-                        "(user ids replaced by their pseudonyms). Default: redacted with --pseudonymize-users")
     p.add_argument("--config", default=None, metavar="FILE.toml",
                    help="[job] (these options, e.g. top_k = 10), [rerank], [abuse] and [kafka]; environment "
                         "STREAMREC_<SECTION>_<KNOB> overrides the file, the command line overrides both")
@@ -141,85 +109,28 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-JOB_SECTION_SKIP = ("config", "abuse", "rerank", "interests", "trending", "kafka", "conf", "standby", "health_port",
-                    "log_dir")
-"""Options that are not ``[job]`` keys: the other sections' own knobs, and per-process choices."""
-
-
-def parse_job_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+def parse_job_args(argv: list[str] | None, parser: argparse.ArgumentParser | None = None,
+                   ) -> tuple[argparse.Namespace, list[str]]:
     """The job's options: defaults <- ``[job]`` of ``--config FILE.toml`` <- environment
-    ``STREAMREC_JOB_<OPTION>`` <- the command line. Keys are the long options without dashes, with
-    underscores (``bootstrap_servers``, ``top_k``, ...); an unknown key fails with the list of valid ones."""
-    parser = build_arg_parser()
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # `--conf K=V` is not `--config`
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    section = dict(load_config_file(known.config).get("job", {}))
-    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", *JOB_SECTION_SKIP)}
-    unknown = sorted(set(section) - set(actions))
-    if unknown:
-        msg = (f"config file {known.config}: unknown [job] key(s) {unknown}; valid keys: {sorted(actions)} "
-               "(`streamrec config --print-defaults`)")
-        raise ConfigError(msg)
-    for dest in actions:
-        env = os.environ.get(f"STREAMREC_JOB_{dest.upper()}")
-        if env is not None:
-            section[dest] = env
-    for dest, value in section.items():
-        action = actions[dest]
-        if isinstance(action, argparse._StoreTrueAction):
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    msg = f"[job] {dest} = {value!r}: expected true or false"
-                    raise ConfigError(msg)
-                value = value.lower() in ("true", "1", "yes")
-        elif action.type is not None and not isinstance(value, str):
-            value = str(value)  # argparse converts string defaults with the option's type, as on the command line
-        if isinstance(value, list):
-            value = ",".join(map(str, value))
-        parser.set_defaults(**{dest: value})
-        action.required = False
-    return parser.parse_known_args(argv)
+    ``STREAMREC_JOB_<OPTION>`` <- the command line (:class:`operators.settings.ModelOptions`). Keys are the long
+    options without dashes, with underscores (``bootstrap_servers``, ``top_k``, ...); an unknown key fails with
+    the list of valid ones. ``parser``: :func:`build_arg_parser`'s, with options of its own added."""
+    args, unknown = (parser or build_arg_parser()).parse_known_args(argv)
+    for key, value in JOB_OPTIONS.layered(args, load_config_file(args.config)).items():
+        setattr(args, key, value)
+    return args, unknown
 
 
 def config_from_args(args: argparse.Namespace) -> JobConfig:
-    """Build the validated config (raises ConfigError with the fix)."""
+    """Build the validated config from :func:`parse_job_args`' namespace (raises ConfigError with the fix)."""
     file_doc = load_config_file(args.config)
+    fields = JOB_OPTIONS.fields({o.key: getattr(args, o.key) for o in JOB_OPTIONS.options})
     return JobConfig(
-        bootstrap_servers=args.bootstrap_servers,
-        bundle_path=str(Path(args.bundle).expanduser().resolve()),
-        checkpoint_dir=str(Path(args.checkpoint_dir).expanduser().resolve()),
-        input_topic=args.input_topic,
-        output_topic=args.output_topic,
-        dead_letter_topic=args.dead_letter_topic,
-        group_id=args.group_id,
-        top_k=args.top_k,
-        history_len=args.history_len,
-        state_ttl_ms=int(args.state_ttl_hours * 3_600_000),
-        compaction_period_ms=int(args.compaction_period_hours * 3_600_000),
-        incremental_checkpoints=not args.full_checkpoints,
-        parallelism=args.parallelism,
-        checkpoint_interval_ms=args.checkpoint_interval_ms,
-        delivery_guarantee=args.delivery_guarantee,
-        startup_mode=args.startup_mode,
-        onnx_providers=tuple(p.strip() for p in args.onnx_providers.split(",") if p.strip()),
-        job_name=args.job_name,
-        max_restarts=args.max_restarts,
-        micro_batch=args.micro_batch,
-        micro_batch_wait_ms=args.micro_batch_wait_ms,
-        item_rules_path=str(Path(args.item_rules).expanduser().resolve()) if args.item_rules else None,
-        quarantine_topic=args.quarantine_topic,
-        abuse=layered_knobs(AbuseConfig, "abuse", file_doc, dict(os.environ), args.abuse),
-        pseudonymize_users=args.pseudonymize_users,
-        dead_letter_payload=args.dead_letter_payload,
-        user_id_secret_env=args.user_id_secret_env,
-        rerank=layered_knobs(RerankConfig, "rerank", file_doc, dict(os.environ), args.rerank),
-        catalog_path=str(Path(args.catalog).expanduser().resolve()) if args.catalog else None,
-        interests=layered_knobs(InterestConfig, "interests", file_doc, dict(os.environ), args.interests),
-        trending=layered_knobs(TrendingConfig, "trending", file_doc, dict(os.environ), args.trending),
-        control_topic=args.control_topic,
-        control_result_topic=args.control_result_topic,
-        shadow_topic=args.shadow_topic,
+        **fields,
+        abuse=layered_knobs(AbuseConfig, "abuse", file_doc, os.environ, args.abuse),
+        rerank=layered_knobs(RerankConfig, "rerank", file_doc, os.environ, args.rerank),
+        interests=layered_knobs(InterestConfig, "interests", file_doc, os.environ, args.interests),
+        trending=layered_knobs(TrendingConfig, "trending", file_doc, os.environ, args.trending),
         extra=_parse_conf(args.conf),
     )
 
@@ -230,7 +141,7 @@ def kafka_auth_from_args(args: argparse.Namespace) -> KafkaAuthConfig:
         msg = ("--kafka password=... would show the password to every user of this machine (ps); set "
                "STREAMREC_KAFKA_PASSWORD or [kafka] password in the config file instead")
         raise ConfigError(msg)
-    return layered_knobs(KafkaAuthConfig, "kafka", load_config_file(args.config), dict(os.environ), args.kafka)
+    return layered_knobs(KafkaAuthConfig, "kafka", load_config_file(args.config), os.environ, args.kafka)
 
 
 def check_kafka_login(bootstrap: str, auth: KafkaAuthConfig, timeout_s: float = 20.0) -> None:

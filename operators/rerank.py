@@ -28,14 +28,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from operators.settings import parse_knobs
+
 if TYPE_CHECKING:
     from operators.interests import Interests
 
 log = logging.getLogger(__name__)
 _NO_ROWS = np.zeros((1, 0), dtype=np.float32)
 
-__all__ = ["RerankConfig", "ShownHistory", "Reranked", "Reranker", "item_hash32", "parse_rerank", "parse_knobs",
-           "describe_defaults", "load_config_file", "layered_knobs", "CONFIG_SECTIONS"]
+__all__ = ["RerankConfig", "ShownHistory", "Reranked", "Reranker", "item_hash32", "parse_rerank"]
 
 
 class RerankConfig(BaseModel):
@@ -245,99 +246,6 @@ class Reranker:
         return np.array(chosen, dtype=np.int64)
 
 
-def parse_knobs(model: type[BaseModel], section: str, pairs: list[str] | dict[str, object] | None,
-                base: BaseModel | None = None):  # noqa: ANN201 - an instance of ``model``
-    """``["key=value", ...]`` (repeatable ``--<section> KEY=VALUE`` options) or a dict, over ``base`` (default:
-    the model's defaults), validated by ``model``; a bad key or value raises
-    :class:`~operators.errors.ConfigError` naming the key, the value and the fix."""
-    from pydantic import ValidationError
-
-    from operators.errors import ConfigError
-
-    values: dict[str, object] = {}
-    if isinstance(pairs, dict):
-        values = dict(pairs)
-    else:
-        for pair in pairs or []:
-            key, sep, value = pair.partition("=")
-            if not sep or not key.strip():
-                msg = f"--{section} expects KEY=VALUE, got {pair!r}; see `streamrec config --print-defaults`"
-                raise ConfigError(msg)
-            values[key.strip()] = value.strip()
-    try:
-        return model.model_validate({**(base or model()).model_dump(), **values})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{section}.{'.'.join(str(p) for p in e['loc'])}={_shown(model, e)}: {e['msg']}" if e.get("loc")
-            else f"[{section}]: {e['msg']}"  # a rule over several knobs: the input is all of them, secrets too
-            for e in exc.errors())
-        msg = f"{problems}. See `streamrec config --print-defaults` for every knob, its default and meaning."
-        raise ConfigError(msg) from None
-
-
-def _shown(model: type[BaseModel], error: dict) -> str:
-    """The rejected value for an error message; a secret field's value is never shown."""
-    from pydantic import SecretStr
-
-    field = model.model_fields.get(str(error["loc"][0]))
-    if (field is not None and "SecretStr" in str(field.annotation)) or isinstance(error.get("input"), SecretStr):
-        return "'**********'"
-    return repr(error.get("input"))
-
-
-CONFIG_SECTIONS = ("job", "rerank", "interests", "trending", "abuse", "kafka")
-
-
-def load_config_file(path: str | None) -> dict[str, dict[str, object]]:
-    """A TOML config file (``--config``): sections ``[job]``, ``[rerank]``, ``[interests]``, ``[trending]``,
-    ``[abuse]`` and ``[kafka]``; unknown sections fail."""
-    import tomllib
-
-    from operators.errors import ConfigError
-
-    if not path:
-        return {}
-    try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        msg = f"config file {path}: {exc}"
-        raise ConfigError(msg) from None
-    unknown = set(doc) - set(CONFIG_SECTIONS)
-    if unknown or not all(isinstance(v, dict) for v in doc.values()):
-        msg = (f"config file {path}: sections must be tables among {CONFIG_SECTIONS}, got {sorted(doc)}; "
-               "see `streamrec config --print-defaults`")
-        raise ConfigError(msg)
-    return doc
-
-
-def layered_knobs(model: type[BaseModel], section: str, file_doc: dict[str, dict[str, object]],
-                  environ: dict[str, str], pairs: list[str]):  # noqa: ANN201 - an instance of ``model``
-    """Defaults <- the config file's ``[section]`` <- environment ``STREAMREC_<SECTION>_<KNOB>`` <- the
-    command line's ``--<section> KEY=VALUE``; validated once at the end (errors name the key and value)."""
-    values: dict[str, object] = dict(file_doc.get(section, {}))
-    prefix = f"STREAMREC_{section.upper()}_"
-    for name in model.model_fields:
-        if prefix + name.upper() in environ:
-            values[name] = environ[prefix + name.upper()]
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            return parse_knobs(model, section, [pair])  # raises the KEY=VALUE error
-        values[key.strip()] = value.strip()
-    return parse_knobs(model, section, values)
-
-
 def parse_rerank(pairs: list[str] | dict[str, object] | None, base: RerankConfig | None = None) -> RerankConfig:
-    """:func:`parse_knobs` for :class:`RerankConfig` (``--rerank KEY=VALUE``)."""
+    """:func:`operators.settings.parse_knobs` for :class:`RerankConfig` (``--rerank KEY=VALUE``)."""
     return parse_knobs(RerankConfig, "rerank", pairs, base)
-
-
-def describe_defaults(model: type[BaseModel] = RerankConfig, section: str = "rerank") -> str:
-    """Every knob of ``model`` with its default and meaning, as a TOML section."""
-    lines = [f"[{section}]"]
-    for name, info in model.model_fields.items():
-        default = info.default
-        shown = str(default).lower() if isinstance(default, bool) else repr(default)
-        lines += [f"# {info.description}", f"# {name} = (unset)" if default is None else f"{name} = {shown}"]
-    return "\n".join(lines)

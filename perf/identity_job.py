@@ -21,7 +21,7 @@ from pyflink.common import Row
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 
 from flink_jobs.functions import user_state_descriptor
-from flink_jobs.recommend_job import build_arg_parser, build_job, config_from_args
+from flink_jobs.recommend_job import build_arg_parser, build_job, config_from_args, parse_job_args
 
 STATE_BYTES = 4_134
 """The real job's state per user at 200 events (``operators/state.py``'s layout, LRU 2 x 64, 3 shown lists)."""
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_arg_parser()
     parser.add_argument("--touch-state", action="store_true",
                         help="read and write the user's keyed state per event, as the real job does")
-    args, _ = parser.parse_known_args(argv)
+    args, _ = parse_job_args(argv, parser)
     cfg = config_from_args(args)
     os.environ.setdefault("JAVA_HOME", java_home())
     if args.log_dir:

@@ -38,7 +38,7 @@ from operators.rerank import RerankConfig
 from operators.serving import ServingCore
 from operators.trending import TrendingConfig
 
-HISTORY_LEN = JobConfig.history_len
+HISTORY_LEN = JobConfig.model_fields["history_len"].default
 
 
 def repeats_beyond_window(plan: ReplayPlan, history_len: int = HISTORY_LEN) -> dict[str, int]:

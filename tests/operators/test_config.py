@@ -23,13 +23,17 @@ def test_defaults_are_valid():
     ("changes", "message"),
     [
         ({"bootstrap_servers": "localhost"}, "is not a host:port list"),
-        ({"top_k": 0}, "top_k must be a positive integer, got 0"),
-        ({"history_len": -1}, "history_len must be a positive integer"),
+        ({"top_k": 0}, "job.top_k=0: Input should be greater than or equal to 1 (use e.g. --top-k 20)"),
+        ({"history_len": -1}, "job.history_len=-1: Input should be greater than or equal to 1"),
+        ({"history_len": 70_000}, "job.history_len=70000: Input should be less than or equal to 65535"),
+        ({"micro_batch": 0}, "job.micro_batch=0: Input should be greater than or equal to 1 (use 1 (off)"),
+        ({"quarantine_topic": "streamrec.dead-letter"}, "quarantine_topic='streamrec.dead-letter' must differ"),
+        ({"top_kk": 3}, "job.top_kk=3: Extra inputs are not permitted"),
         ({"output_topic": "streamrec.events"}, "topics must differ"),
         ({"input_topic": "has space"}, "must be a non-empty name without spaces"),
-        ({"delivery_guarantee": "twice"}, "choose one of"),
-        ({"startup_mode": "yesterday"}, "choose one of"),
-        ({"onnx_providers": ()}, "must name at least one provider"),
+        ({"delivery_guarantee": "twice"}, "Input should be 'at-least-once', 'exactly-once' or 'none'"),
+        ({"startup_mode": "yesterday"}, "Input should be 'group-offsets', 'earliest-offset' or"),
+        ({"onnx_providers": ()}, "name at least one provider"),
         ({"control_topic": "streamrec.events"}, "topics must differ"),
         ({"catalog_path": "/nonexistent/movies.csv"}, "does not exist; pass a MovieLens movies.csv"),
     ],
@@ -48,7 +52,7 @@ def test_job_fails_fast_on_bad_config(trained_bundle, tmp_path):
     result = run_job("--bootstrap-servers", "nohost", "--bundle", str(trained_bundle),
                      "--checkpoint-dir", str(tmp_path))
     assert result.returncode == 2
-    assert "bootstrap_servers='nohost' is not a host:port list" in result.stderr
+    assert "bootstrap_servers='nohost': is not a host:port list" in result.stderr
 
 
 def test_job_fails_fast_on_tampered_bundle(trained_bundle, tmp_path):

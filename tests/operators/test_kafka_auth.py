@@ -2,7 +2,7 @@ import pytest
 
 from operators.errors import ConfigError
 from operators.kafka_auth import SHADED_SCRAM_LOGIN_MODULE, KafkaAuthConfig
-from operators.rerank import layered_knobs
+from operators.settings import layered_knobs
 
 SECRET = 'pa"ss\\word-123'
 

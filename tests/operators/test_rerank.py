@@ -185,7 +185,7 @@ def test_forget_user_deletes_everything_held_for_the_user(model):
 
 def test_knobs_layer_file_then_environment_then_command_line(tmp_path):
     from operators.abuse import AbuseConfig
-    from operators.rerank import layered_knobs, load_config_file
+    from operators.settings import layered_knobs, load_config_file
 
     path = tmp_path / "streamrec.toml"
     path.write_text("[rerank]\nrepeat_penalty = 0.7\ndiversity_lambda = 0.2\n\n[abuse]\nmax_identical_run = 9\n")
