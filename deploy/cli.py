@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import MISSING
 
 from operators.errors import StreamrecError
 
@@ -97,6 +98,20 @@ def _config(args: argparse.Namespace) -> int:
     print(describe_defaults(AbuseConfig, "abuse"))
     print("\n# Kafka security (streamrec run: --kafka KEY=VALUE; STREAMREC_KAFKA_<KNOB>; [kafka] in --config)")
     print(describe_defaults(KafkaAuthConfig, "kafka"))
+    from dataclasses import fields
+
+    from deploy.demo import DemoConfig
+    from deploy.harness.generator import GeneratorConfig
+    from deploy.replay import ReplayConfig
+    from model_export.train import TrainConfig
+
+    for command, model in (("train", TrainConfig), ("replay", ReplayConfig), ("demo", DemoConfig),
+                           ("generate", GeneratorConfig)):
+        print(f"\n# streamrec {command}: command-line options only (`streamrec {command} --help`); the defaults of "
+              f"{model.__module__}.{model.__name__}")
+        for f in fields(model):
+            if f.default is not MISSING:
+                print(f"#   {f.name} = {f.default!r}")
     return 0
 
 
@@ -219,11 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("faults", help="fault-injection suite: kill -9 of the job, broker outage, poison records, "
                                   "many users (see `streamrec faults --help`)", add_help=False)
 
+    from deploy.demo import DemoConfig  # the defaults, defined once
+
+    dd = {name: f.default for name, f in DemoConfig.__dataclass_fields__.items()}
     d = sub.add_parser("demo", help="embedded end-to-end demo: broker + MiniCluster + replayed stream")
-    d.add_argument("--events", type=int, default=1_000)
-    d.add_argument("--rate", type=float, default=200.0, help="events per second")
-    d.add_argument("--malformed-share", type=float, default=0.03)
-    d.add_argument("--top-k", type=int, default=10)
+    d.add_argument("--events", type=int, default=dd["events"])
+    d.add_argument("--rate", type=float, default=dd["rate"], help="events per second")
+    d.add_argument("--malformed-share", type=float, default=dd["malformed_share"])
+    d.add_argument("--top-k", type=int, default=dd["top_k"])
     d.add_argument("--bundle", default=None, help="serve this bundle instead of the demo's own")
     d.add_argument("--retrain", action="store_true", help="train the demo model even if one exists")
     d.add_argument("--quiet", action="store_true", help="print only the summary")
@@ -259,11 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="show the job's configuration knobs")
     c.add_argument("--print-defaults", action="store_true", help="every knob with its default and meaning")
 
+    from deploy.harness.generator import GeneratorConfig  # the defaults, defined once
+
+    gd = {name: f.default for name, f in GeneratorConfig.__dataclass_fields__.items()}
     g = sub.add_parser("generate", help="write a synthetic event log (JSON lines)")
     g.add_argument("--out", required=True)
-    g.add_argument("--users", type=int, default=2_000)
-    g.add_argument("--items", type=int, default=1_000)
-    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--users", type=int, default=gd["n_users"])
+    g.add_argument("--items", type=int, default=gd["n_items"])
+    g.add_argument("--seed", type=int, default=gd["seed"])
     g.add_argument("--catalog", default=None, metavar="FILE.csv",
                    help="also write the items' categories (item_id,categories) for `streamrec run --catalog`")
     return parser
@@ -279,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     if argv and argv[0] in ("cluster", "deploy", "stop"):
-        from flink_jobs import cluster
+        from deploy import cluster
 
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return {"cluster": cluster.main_cluster, "deploy": cluster.main_deploy, "stop": cluster.main_stop}[argv[0]](

@@ -16,7 +16,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from model_export.replay import (
     plan_replay,
     write_report,
 )
+from model_export.train import TrainConfig
 from operators.catalog import load_catalog
 from operators.config import JobConfig
 from operators.errors import ConfigError
@@ -62,10 +63,12 @@ class ReplayConfig:
     top_k: int = 10
     baselines: bool = True
     popular_window_days: float = 90.0
-    epochs: int = 45
-    max_seq_len: int = 200
-    max_train_seconds: float = 900.0
-    seed: int = 42
+    epochs: int | None = None
+    """Training of the model before the cut: ``streamrec train``'s defaults (:class:`TrainConfig`, one seed),
+    these four overriding theirs when set."""
+    max_seq_len: int | None = None
+    max_train_seconds: float | None = None
+    seed: int | None = None
     catalog: str | None = None
     """Item categories for intra-list diversity (default: ``movies.csv`` beside MovieLens ratings)."""
     max_in_flight: int = 100
@@ -75,6 +78,12 @@ class ReplayConfig:
     """``KEY=VALUE`` user-interest knobs for the model (needs a catalog)."""
     trending: tuple[str, ...] = ()
     """``KEY=VALUE`` trending knobs for the model."""
+
+    def train_config(self) -> TrainConfig:
+        """The model's training: :class:`TrainConfig`'s defaults, with this replay's overrides."""
+        given = {"max_epochs": self.epochs, "max_seq_len": self.max_seq_len,
+                 "max_train_seconds": self.max_train_seconds, "seed": self.seed}
+        return replace(TrainConfig(), **{k: v for k, v in given.items() if v is not None})
 
     def __post_init__(self) -> None:
         if self.speed is not None and self.speed <= 0:
@@ -96,13 +105,12 @@ def prepare_bundles(cfg: ReplayConfig, plan: ReplayPlan, work: Path) -> dict[str
         load_bundle(model_path)
     else:
         from model_export.pipeline import TrainJob, run_training
-        from model_export.train import TrainConfig
 
         model_path = work / "bundles" / "model"
         print(f"training on {len(plan.train):,} events before the cut -> {model_path}", flush=True)
-        run_training(TrainJob(data=cfg.data, out=str(model_path), fmt=cfg.fmt, seeds=(cfg.seed,),  # type: ignore[arg-type]
-                              train=TrainConfig(max_seq_len=cfg.max_seq_len, max_epochs=cfg.epochs,
-                                                batch_size=64, max_train_seconds=cfg.max_train_seconds)),
+        train = cfg.train_config()
+        run_training(TrainJob(data=cfg.data, out=str(model_path), fmt=cfg.fmt, seeds=(train.seed,),  # type: ignore[arg-type]
+                              train=train),
                      frame=plan.train)
     bundles = {"model": model_path}
     if cfg.baselines:
@@ -407,10 +415,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--top-k", type=int, default=_D["top_k"].default)
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--popular-window-days", type=float, default=_D["popular_window_days"].default)
-    p.add_argument("--epochs", type=int, default=_D["epochs"].default)
-    p.add_argument("--max-seq-len", type=int, default=_D["max_seq_len"].default)
-    p.add_argument("--max-train-seconds", type=float, default=_D["max_train_seconds"].default)
-    p.add_argument("--seed", type=int, default=_D["seed"].default)
+    t = TrainConfig()  # the model trained before the cut: `streamrec train`'s defaults, one seed
+    p.add_argument("--epochs", type=int, default=None, help=f"default: streamrec train's ({t.max_epochs})")
+    p.add_argument("--max-seq-len", type=int, default=None, help=f"default: streamrec train's ({t.max_seq_len})")
+    p.add_argument("--max-train-seconds", type=float, default=None,
+                   help=f"default: streamrec train's ({t.max_train_seconds:.0f})")
+    p.add_argument("--seed", type=int, default=None, help=f"default: streamrec train's first ({t.seed})")
     p.add_argument("--catalog", default=None, help="item categories CSV (item_id,categories a|b) for diversity")
     p.add_argument("--max-in-flight", type=int, default=_D["max_in_flight"].default)
     p.add_argument("--rerank", action="append", default=[], metavar="KEY=VALUE",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from deploy.harness.generator import GeneratorConfig, generate_events, split_by_time, write_jsonl
 from deploy.harness.paths import runtime_dir
+from model_export.train import TrainConfig
 from operators.bundle import load_bundle
 from operators.errors import BundleError
 
@@ -17,6 +18,8 @@ log = logging.getLogger("streamrec.demo")
 
 DEMO_WORLD = GeneratorConfig(n_users=3_000, n_items=1_000)
 """The generated world the demo model is trained on and the demo replays."""
+DEMO_TRAINING = TrainConfig(max_epochs=10, patience=3, max_train_seconds=240)
+"""The demo's quick training (one seed): ``streamrec train``'s defaults, fewer epochs."""
 
 
 def ensure_demo_bundle(home: Path, *, bundle: str | None = None, retrain: bool = False,
@@ -24,7 +27,6 @@ def ensure_demo_bundle(home: Path, *, bundle: str | None = None, retrain: bool =
     """Reuse the demo bundle if it verifies; otherwise train one on the generated history
     (the first 80% of ``world`` by event time; pass it as ``history`` when already generated)."""
     from model_export.pipeline import TrainJob, run_training
-    from model_export.train import TrainConfig
 
     path = Path(bundle) if bundle else home / "models" / "demo"
     if not retrain:
@@ -40,9 +42,8 @@ def ensure_demo_bundle(home: Path, *, bundle: str | None = None, retrain: bool =
         history, _ = split_by_time(generate_events(world))
     data = write_jsonl(history, home / "data" / "demo-train.jsonl")
     print(f"training an LRU model on {len(history)} generated events -> {path}", flush=True)
-    metrics = run_training(TrainJob(data=str(data), out=str(path), fmt="events", seeds=(42,),  # quick
-                                    train=TrainConfig(max_epochs=10, patience=3,
-                                                                     max_train_seconds=240)))
+    metrics = run_training(TrainJob(data=str(data), out=str(path), fmt="events", seeds=(DEMO_TRAINING.seed,),
+                                    train=DEMO_TRAINING))
     base = metrics["baselines"]
     print(
         f"trained {metrics['model_version']}: test ndcg@10={metrics['test']['ndcg@10']:.4f} "

@@ -54,7 +54,7 @@ MALFORMED_KINDS = {
 class GeneratorConfig:
     """Shape of the generated stream; the seed makes it reproducible."""
 
-    n_users: int = 500
+    n_users: int = 2_000
     n_items: int = 1_000
     n_clusters: int = 20
     sessions_per_user: float = 4.0

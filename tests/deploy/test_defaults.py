@@ -25,6 +25,29 @@ def test_streamrec_train_defaults_are_train_configs():
     assert want["arch"] == "lru", "the served architecture is the default"
 
 
-def test_streamrec_replay_defaults_are_replay_configs():
+def test_streamrec_replay_defaults_are_replay_configs_and_it_trains_streamrec_trains_defaults():
     cfg = config_from_args(replay_parser().parse_args(["--data", "d", "--out", "o"]))
     assert cfg == ReplayConfig(data="d", out="o", fmt=cfg.fmt, cutoff=cfg.cutoff)
+    assert cfg.train_config() == TrainConfig(), "one definition of the training defaults"
+    given = config_from_args(replay_parser().parse_args(["--data", "d", "--out", "o", "--epochs", "3", "--seed", "7"]))
+    assert given.train_config() == TrainConfig(max_epochs=3, seed=7)
+
+
+def test_streamrec_demo_and_generate_defaults_are_their_configs():
+    from deploy.demo import DemoConfig
+    from deploy.harness.generator import GeneratorConfig
+
+    demo = build_parser().parse_args(["demo"])
+    d = DemoConfig()
+    assert (demo.events, demo.rate, demo.malformed_share, demo.top_k) == (d.events, d.rate, d.malformed_share,
+                                                                           d.top_k)
+    gen = build_parser().parse_args(["generate", "--out", "x"])
+    g = GeneratorConfig()
+    assert (gen.users, gen.items, gen.seed) == (g.n_users, g.n_items, g.seed)
+
+
+def test_the_demos_quick_training_differs_from_the_default_only_in_its_length():
+    from deploy.harness.demo_bundle import DEMO_TRAINING
+
+    differs = {k for k, v in asdict(DEMO_TRAINING).items() if v != asdict(TrainConfig())[k]}
+    assert differs == {"max_epochs", "patience", "max_train_seconds"}
