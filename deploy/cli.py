@@ -23,6 +23,11 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from deploy.harness.extras import require
+
+    require("torch", "streamrec train")
+    if args.search:
+        require("optuna", "streamrec train --search")
     from model_export.pipeline import TrainJob, run_training
     from model_export.train import TrainConfig
 

@@ -33,7 +33,7 @@ from model_export.replay import (
     plan_replay,
     write_report,
 )
-from model_export.train import TrainConfig
+from model_export.settings import TrainConfig
 from operators.catalog import load_catalog
 from operators.config import JobConfig
 from operators.errors import ConfigError
@@ -104,6 +104,9 @@ def prepare_bundles(cfg: ReplayConfig, plan: ReplayPlan, work: Path) -> dict[str
         model_path = Path(cfg.bundle).resolve()  # the job runs in its own directory
         load_bundle(model_path)
     else:
+        from deploy.harness.extras import require
+
+        require("torch", "streamrec replay (training the model before the cut; or pass --bundle)")
         from model_export.pipeline import TrainJob, run_training
 
         model_path = work / "bundles" / "model"

@@ -55,3 +55,13 @@ def test_every_base_dependency_is_imported_or_named_as_indirect():
             used |= dists
     unused = _declared() - used - set(INDIRECT)
     assert not unused, f"declared but never imported: {sorted(unused)} (remove, or say why in INDIRECT)"
+
+
+def test_deptry_finds_every_import_declared_and_every_declaration_used():
+    """deptry over the packages (``[tool.deptry]`` in pyproject.toml): no import of an undeclared package, no
+    declared package unused (the exceptions are listed there with their reason), no dev-only package imported."""
+    import subprocess
+
+    deptry = Path(sys.executable).parent / "deptry"
+    done = subprocess.run([str(deptry), "."], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

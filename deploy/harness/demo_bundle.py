@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from deploy.harness.extras import require
 from deploy.harness.generator import GeneratorConfig, generate_events, split_by_time, write_jsonl
 from deploy.harness.paths import runtime_dir
-from model_export.train import TrainConfig
 from operators.bundle import load_bundle
 from operators.errors import BundleError
 
@@ -18,16 +18,14 @@ log = logging.getLogger("streamrec.demo")
 
 DEMO_WORLD = GeneratorConfig(n_users=3_000, n_items=1_000)
 """The generated world the demo model is trained on and the demo replays."""
-DEMO_TRAINING = TrainConfig(max_epochs=10, patience=3, max_train_seconds=240)
-"""The demo's quick training (one seed): ``streamrec train``'s defaults, fewer epochs."""
+DEMO_TRAINING = {"max_epochs": 10, "patience": 3, "max_train_seconds": 240.0}
+"""The demo's quick training (one seed): ``streamrec train``'s defaults (``TrainConfig``), fewer epochs."""
 
 
 def ensure_demo_bundle(home: Path, *, bundle: str | None = None, retrain: bool = False,
                        world: GeneratorConfig = DEMO_WORLD, history: list[dict] | None = None) -> Path:
     """Reuse the demo bundle if it verifies; otherwise train one on the generated history
     (the first 80% of ``world`` by event time; pass it as ``history`` when already generated)."""
-    from model_export.pipeline import TrainJob, run_training
-
     path = Path(bundle) if bundle else home / "models" / "demo"
     if not retrain:
         try:
@@ -38,12 +36,17 @@ def ensure_demo_bundle(home: Path, *, bundle: str | None = None, retrain: bool =
             if bundle:
                 raise
             log.info("no usable demo bundle (%s); training one", err)
+    require("torch", "training the demo model (none verifies at " + str(path) + "; or pass --bundle)")
     if history is None:
         history, _ = split_by_time(generate_events(world))
+    from model_export.pipeline import TrainJob, run_training
+
     data = write_jsonl(history, home / "data" / "demo-train.jsonl")
     print(f"training an LRU model on {len(history)} generated events -> {path}", flush=True)
-    metrics = run_training(TrainJob(data=str(data), out=str(path), fmt="events", seeds=(DEMO_TRAINING.seed,),
-                                    train=DEMO_TRAINING))
+    from model_export.train import TrainConfig
+
+    train = TrainConfig(**DEMO_TRAINING)
+    metrics = run_training(TrainJob(data=str(data), out=str(path), fmt="events", seeds=(train.seed,), train=train))
     base = metrics["baselines"]
     print(
         f"trained {metrics['model_version']}: test ndcg@10={metrics['test']['ndcg@10']:.4f} "

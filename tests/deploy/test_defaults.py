@@ -49,5 +49,5 @@ def test_streamrec_demo_and_generate_defaults_are_their_configs():
 def test_the_demos_quick_training_differs_from_the_default_only_in_its_length():
     from deploy.harness.demo_bundle import DEMO_TRAINING
 
-    differs = {k for k, v in asdict(DEMO_TRAINING).items() if v != asdict(TrainConfig())[k]}
+    differs = {k for k, v in asdict(TrainConfig(**DEMO_TRAINING)).items() if v != asdict(TrainConfig())[k]}
     assert differs == {"max_epochs", "patience", "max_train_seconds"}
