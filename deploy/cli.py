@@ -7,9 +7,11 @@ import json
 import logging
 import os
 import sys
-from dataclasses import MISSING
 
+from deploy.harness.generator import GENERATE_OPTIONS
+from model_export.settings import TRAIN_OPTIONS
 from operators.errors import StreamrecError
+from operators.settings import load_config_file
 
 __all__ = ["main"]
 
@@ -31,11 +33,7 @@ def _train(args: argparse.Namespace) -> int:
     from model_export.pipeline import TrainJob, run_training
     from model_export.train import TrainConfig
 
-    train = TrainConfig(
-        max_seq_len=args.max_seq_len, hidden=args.hidden, n_blocks=args.blocks, dropout=args.dropout,
-        lr=args.lr, batch_size=args.batch_size, max_epochs=args.epochs, patience=args.patience,
-        max_train_seconds=args.max_train_seconds,
-    )
+    train = TrainConfig(**TRAIN_OPTIONS.fields(TRAIN_OPTIONS.layered(args, load_config_file(args.config))))
     if args.config_from:
         from model_export.search import load_searched
 
@@ -67,10 +65,9 @@ def _run(argv: list[str]) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from deploy.demo import DemoConfig, run_demo
+    from deploy.demo import DEMO_OPTIONS, DemoConfig, run_demo
 
-    cfg = DemoConfig(events=args.events, rate=args.rate, malformed_share=args.malformed_share,
-                     top_k=args.top_k, bundle=args.bundle, retrain=args.retrain, print_lists=not args.quiet)
+    cfg = DemoConfig(**DEMO_OPTIONS.fields(DEMO_OPTIONS.layered(args, load_config_file(args.config))))
     result = run_demo(cfg)
     print(f"model={result.model_version} onnx_provider={result.provider} job_startup_s={result.startup_s:.1f} "
           f"wall_s={result.wall_s:.1f} p95_ms={result.latency['p95_ms']:.1f} max_ms={result.latency['max_ms']:.1f}")
@@ -103,27 +100,21 @@ def _config(args: argparse.Namespace) -> int:
     print(describe_defaults(AbuseConfig, "abuse"))
     print("\n# Kafka security (streamrec run: --kafka KEY=VALUE; STREAMREC_KAFKA_<KNOB>; [kafka] in --config)")
     print(describe_defaults(KafkaAuthConfig, "kafka"))
-    from dataclasses import fields
+    from deploy.demo import DEMO_OPTIONS
+    from deploy.replay import REPLAY_OPTIONS
 
-    from deploy.demo import DemoConfig
-    from deploy.harness.generator import GeneratorConfig
-    from deploy.replay import ReplayConfig
-    from model_export.train import TrainConfig
-
-    for command, model in (("train", TrainConfig), ("replay", ReplayConfig), ("demo", DemoConfig),
-                           ("generate", GeneratorConfig)):
-        print(f"\n# streamrec {command}: command-line options only (`streamrec {command} --help`); the defaults of "
-              f"{model.__module__}.{model.__name__}")
-        for f in fields(model):
-            if f.default is not MISSING:
-                print(f"#   {f.name} = {f.default!r}")
+    for command, options in (("train", TRAIN_OPTIONS), ("replay", REPLAY_OPTIONS), ("demo", DEMO_OPTIONS),
+                             ("generate", GENERATE_OPTIONS)):
+        print()
+        print(options.describe(f"# streamrec {command} options: [{command}] in --config FILE.toml, "
+                               f"STREAMREC_{command.upper()}_<KEY>, or --key-with-dashes"))
     return 0
 
 
 def _generate(args: argparse.Namespace) -> int:
     from deploy.harness.generator import GeneratorConfig, generate_events, write_catalog, write_jsonl
 
-    cfg = GeneratorConfig(n_users=args.users, n_items=args.items, seed=args.seed)
+    cfg = GeneratorConfig(**GENERATE_OPTIONS.fields(GENERATE_OPTIONS.layered(args, load_config_file(args.config))))
     events = generate_events(cfg)
     write_jsonl(events, args.out)
     print(f"wrote {len(events)} events to {args.out}")
@@ -198,26 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--format", choices=["events", "movielens"], default="events")
     t.add_argument("--protocol", default="loo-5core")
     t.add_argument("--out", required=True, help="bundle directory to write")
-    from model_export.train import DEFAULT_SEEDS, TrainConfig  # the defaults, defined once
+    from model_export.settings import DEFAULT_SEEDS, TrainConfig
 
-    d = {name: f.default for name, f in TrainConfig.__dataclass_fields__.items()}
-    t.add_argument("--epochs", type=int, default=d["max_epochs"],
-                   help="upper bound; early stopping and --max-train-seconds end sooner")
-    t.add_argument("--patience", type=int, default=d["patience"],
-                   help="epochs without validation NDCG@10 gain before stopping")
-    t.add_argument("--max-seq-len", type=int, default=d["max_seq_len"])
-    t.add_argument("--hidden", type=int, default=d["hidden"])
-    t.add_argument("--blocks", type=int, default=d["n_blocks"])
-    t.add_argument("--dropout", type=float, default=d["dropout"])
-    t.add_argument("--lr", type=float, default=d["lr"])
-    t.add_argument("--batch-size", type=int, default=d["batch_size"])
+    TRAIN_OPTIONS.add_to(t)
     t.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)),
                    help="comma-separated seeds, each trained and evaluated; metrics.json and the report give the mean "
                         "and standard error over them, and the best on validation is exported (one seed: quicker)")
-    t.add_argument("--arch", default=d["arch"],
+    t.add_argument("--arch", default=TrainConfig.model_fields["arch"].default,
                    help="comma-separated: lru (recurrent, served one step per event), sasrec, gru4rec; the best "
                         "on validation is kept")
-    t.add_argument("--max-train-seconds", type=float, default=d["max_train_seconds"], help="per model and seed")
+    t.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="[train] (these options, e.g. hidden = 128); STREAMREC_TRAIN_<KEY> overrides the file, the "
+                        "command line both")
     t.add_argument("--search", type=int, default=0, metavar="N",
                    help="first run an N-trial hyper-parameter search (Optuna TPE, pruned on validation NDCG@10), "
                         "then train the best configuration; search.json/.md/.png are written beside the bundle")
@@ -239,17 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("faults", help="fault-injection suite: kill -9 of the job, broker outage, poison records, "
                                   "many users (see `streamrec faults --help`)", add_help=False)
 
-    from deploy.demo import DemoConfig  # the defaults, defined once
+    from deploy.demo import DEMO_OPTIONS
 
-    dd = {name: f.default for name, f in DemoConfig.__dataclass_fields__.items()}
     d = sub.add_parser("demo", help="embedded end-to-end demo: broker + MiniCluster + replayed stream")
-    d.add_argument("--events", type=int, default=dd["events"])
-    d.add_argument("--rate", type=float, default=dd["rate"], help="events per second")
-    d.add_argument("--malformed-share", type=float, default=dd["malformed_share"])
-    d.add_argument("--top-k", type=int, default=dd["top_k"])
-    d.add_argument("--bundle", default=None, help="serve this bundle instead of the demo's own")
-    d.add_argument("--retrain", action="store_true", help="train the demo model even if one exists")
-    d.add_argument("--quiet", action="store_true", help="print only the summary")
+    DEMO_OPTIONS.add_to(d)
+    d.add_argument("--config", default=None, metavar="FILE.toml", help="[demo] (these options)")
 
     from deploy.replay import build_parser as replay_parser
 
@@ -282,16 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="show the job's configuration knobs")
     c.add_argument("--print-defaults", action="store_true", help="every knob with its default and meaning")
 
-    from deploy.harness.generator import GeneratorConfig  # the defaults, defined once
-
-    gd = {name: f.default for name, f in GeneratorConfig.__dataclass_fields__.items()}
     g = sub.add_parser("generate", help="write a synthetic event log (JSON lines)")
     g.add_argument("--out", required=True)
-    g.add_argument("--users", type=int, default=gd["n_users"])
-    g.add_argument("--items", type=int, default=gd["n_items"])
-    g.add_argument("--seed", type=int, default=gd["seed"])
+    GENERATE_OPTIONS.add_to(g)
     g.add_argument("--catalog", default=None, metavar="FILE.csv",
                    help="also write the items' categories (item_id,categories) for `streamrec run --catalog`")
+    g.add_argument("--config", default=None, metavar="FILE.toml", help="[generate] (these options)")
     return parser
 
 

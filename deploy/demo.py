@@ -11,6 +11,9 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import ClassVar
+
+from pydantic import Field
 
 from deploy.harness.collect import Collector
 from deploy.harness.demo_bundle import DEMO_WORLD, ensure_demo_bundle
@@ -19,31 +22,41 @@ from deploy.harness.job_process import JobProcess, wait_until_serving
 from deploy.harness.kafka_clients import assigned_consumer
 from deploy.harness.local_kafka import LocalKafka
 from deploy.harness.paths import runtime_dir
+from operators.settings import ModelOptions, Option, Settings
 from operators.stats import latency_summary
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo"]
+__all__ = ["DemoConfig", "DEMO_OPTIONS", "DemoResult", "run_demo"]
 
 log = logging.getLogger("streamrec.demo")
 
 
-@dataclass(frozen=True)
-class DemoConfig:
-    """Knobs of the demo (defaults: ~1,000 events at 200 events/s)."""
+class DemoConfig(Settings):
+    """Knobs of the demo (defaults: ~1,000 events at 200 events/s); ``streamrec demo``'s options and the ``[demo]``
+    table of a config file come from here."""
 
-    events: int = 1_000
-    rate: float = 200.0
-    malformed_share: float = 0.03
-    top_k: int = 10
-    show: int = 5
-    home: str | None = None
-    bundle: str | None = None
-    retrain: bool = False
-    print_lists: bool = True
-    drain_timeout_s: float = 60.0
-    warmup_events: int = 3_000
-    """The newest events of the users' history (before the replay) sent first, untimed, as fast as the job
-    takes them: users start with a history, and the JVM has compiled its hot paths before latency is measured."""
-    world: GeneratorConfig = DEMO_WORLD
+    SECTION: ClassVar[str] = "demo"
+
+    events: int = Field(1_000, ge=1, description="events replayed (and timed) after the warm-up")
+    rate: float = Field(200.0, gt=0.0, description="events per second")
+    malformed_share: float = Field(0.03, ge=0.0, lt=1.0, description="share of malformed records among them")
+    top_k: int = Field(10, ge=1, description="length of each list")
+    show: int = Field(5, ge=1, description="items printed per list")
+    home: str | None = Field(None, description="runtime directory (default: .streamrec/ or $STREAMREC_HOME)")
+    bundle: str | None = Field(None, description="serve this bundle instead of the demo's own")
+    retrain: bool = Field(False, description="train the demo model even if one exists")
+    print_lists: bool = Field(True, description="print every list and dead letter as it comes")
+    drain_timeout_s: float = Field(60.0, gt=0.0, description="longest wait for the last lists")
+    warmup_events: int = Field(3_000, ge=0, description=(
+        "the newest events of the users' history (before the replay) sent first, untimed, as fast as the job "
+        "takes them: users start with a history, and the JVM has compiled its hot paths before latency is "
+        "measured"))
+    world: GeneratorConfig = Field(DEMO_WORLD, description="the generated world (streamrec generate's knobs)")
+
+
+DEMO_OPTIONS = ModelOptions(DemoConfig, "demo", [
+    Option("print_lists", name="quiet", invert=True, help="print only the summary"),
+])
+"""``streamrec demo``'s options of :class:`DemoConfig` (``[demo]`` in ``--config``, ``STREAMREC_DEMO_*``)."""
 
 
 @dataclass

@@ -16,11 +16,11 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 from tqdm import tqdm
 
 from deploy.harness.collect import Collector
@@ -36,10 +36,10 @@ from model_export.replay import (
 from model_export.settings import TrainConfig
 from operators.catalog import load_catalog
 from operators.config import JobConfig
-from operators.errors import ConfigError
 from operators.offline import RocksStateStore, serve_offline
 from operators.rerank import parse_rerank
 from operators.serving import LIST, ServingCore
+from operators.settings import ModelOptions, Option, Settings, load_config_file
 from operators.stats import latency_summary
 
 __all__ = ["ReplayConfig", "run_replay", "build_parser", "main"]
@@ -47,51 +47,51 @@ __all__ = ["ReplayConfig", "run_replay", "build_parser", "main"]
 log = logging.getLogger("streamrec.replay")
 
 
-@dataclass(frozen=True)
-class ReplayConfig:
-    """One ``streamrec replay`` invocation."""
+class ReplayConfig(Settings):
+    """One ``streamrec replay`` invocation: its options and the ``[replay]`` table of a config file are generated
+    from here (:data:`REPLAY_OPTIONS`)."""
 
-    data: str
-    out: str
-    fmt: str = "events"
-    cutoff: float = 0.8
-    bundle: str | None = None
-    offline: bool = False
-    speed: float | None = None
-    """Scaled event time (60 = one hour of log per minute); None: as fast as the job keeps up."""
-    max_events: int | None = None
-    top_k: int = 10
-    baselines: bool = True
-    popular_window_days: float = 90.0
-    epochs: int | None = None
-    """Training of the model before the cut: ``streamrec train``'s defaults (:class:`TrainConfig`, one seed),
-    these four overriding theirs when set."""
-    max_seq_len: int | None = None
-    max_train_seconds: float | None = None
-    seed: int | None = None
-    catalog: str | None = None
-    """Item categories for intra-list diversity (default: ``movies.csv`` beside MovieLens ratings)."""
-    max_in_flight: int = 100
-    rerank: tuple[str, ...] = ()
-    """``KEY=VALUE`` re-ranking knobs for the model (baselines are served unre-ranked, as they were evaluated)."""
-    interests: tuple[str, ...] = ()
-    """``KEY=VALUE`` user-interest knobs for the model (needs a catalog)."""
-    trending: tuple[str, ...] = ()
-    """``KEY=VALUE`` trending knobs for the model."""
+    SECTION: ClassVar[str] = "replay"
+
+    data: str = Field(description="MovieLens dir / ratings.csv, or a JSONL event log")
+    out: str = Field(description="directory for summary.json, report.md and plots")
+    fmt: Literal["events", "movielens"] = Field("events", description="the log's format")
+    cutoff: float = Field(0.8, gt=0.0, lt=1.0, description="share of events (by time) before the cut")
+    bundle: str | None = Field(None, description="serve this bundle instead of training one before the cut")
+    offline: bool = Field(False, description="the same operator code without Flink and Kafka")
+    speed: float | None = Field(None, gt=0.0, description="scaled event time (60 = one hour of log per minute); "
+                                                          "unset: as fast as the job keeps up")
+    max_events: int | None = Field(None, ge=1, description="replay only the first N events after the cut")
+    top_k: int = Field(10, ge=1, description="length of the scored lists")
+    baselines: bool = Field(True, description="replay most-popular and co-occurrence too")
+    popular_window_days: float = Field(90.0, gt=0.0, description="most-popular counts this window before the cut")
+    epochs: int | None = Field(None, ge=1, description="training of the model before the cut: `streamrec train`'s "
+                                                      "defaults, one seed; this overrides its max_epochs")
+    max_seq_len: int | None = Field(None, ge=1, description="overrides streamrec train's max_seq_len")
+    max_train_seconds: float | None = Field(None, gt=0.0, description="overrides streamrec train's "
+                                                                       "max_train_seconds")
+    seed: int | None = Field(None, description="overrides streamrec train's seed")
+    catalog: str | None = Field(None, description="item categories CSV (item_id,categories a|b) for diversity "
+                                                  "(default: movies.csv beside MovieLens ratings)")
+    max_in_flight: int = Field(100, ge=1, description="unanswered events at most (streamed, without --speed)")
+    rerank: tuple[str, ...] = Field((), description="KEY=VALUE re-ranking knobs for the model (baselines are "
+                                                    "served unre-ranked, as they were evaluated)")
+    interests: tuple[str, ...] = Field((), description="KEY=VALUE user-interest knobs for the model (needs a "
+                                                       "catalog)")
+    trending: tuple[str, ...] = Field((), description="KEY=VALUE trending knobs for the model")
 
     def train_config(self) -> TrainConfig:
         """The model's training: :class:`TrainConfig`'s defaults, with this replay's overrides."""
         given = {"max_epochs": self.epochs, "max_seq_len": self.max_seq_len,
                  "max_train_seconds": self.max_train_seconds, "seed": self.seed}
-        return replace(TrainConfig(), **{k: v for k, v in given.items() if v is not None})
+        return TrainConfig().replace(**{k: v for k, v in given.items() if v is not None})
 
-    def __post_init__(self) -> None:
-        if self.speed is not None and self.speed <= 0:
-            msg = f"--speed must be > 0 (60 = one hour of log per minute), got {self.speed}"
-            raise ConfigError(msg)
-        if self.top_k < 1 or self.max_in_flight < 1:
-            msg = "--top-k and --max-in-flight must be >= 1"
-            raise ConfigError(msg)
+
+REPLAY_OPTIONS = ModelOptions(ReplayConfig, "replay", [
+    Option("fmt", name="format"),
+    Option("baselines", name="no_baselines", invert=True, help="skip the baselines"),
+], exclude=("rerank", "interests", "trending"))
+"""``streamrec replay``'s options of :class:`ReplayConfig` (``[replay]`` in ``--config``, ``STREAMREC_REPLAY_*``)."""
 
 
 # --------------------------------------------------------------------------- bundles
@@ -404,28 +404,11 @@ def _summary(cfg: ReplayConfig, plan: ReplayPlan, results: dict[str, dict[str, A
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """``streamrec replay`` options."""
+    """``streamrec replay`` options: :data:`REPLAY_OPTIONS`, ``--config`` and the model path's knob options."""
     p = parser or argparse.ArgumentParser(prog="streamrec replay", description=__doc__)
-    p.add_argument("--data", required=True, help="MovieLens dir / ratings.csv, or a JSONL event log")
-    p.add_argument("--format", choices=["events", "movielens"], default="events")
-    p.add_argument("--cutoff", type=float, default=0.8, help="share of events (by time) before the cut")
-    p.add_argument("--out", required=True, help="directory for summary.json, report.md and plots")
-    p.add_argument("--bundle", default=None, help="serve this bundle instead of training one before the cut")
-    p.add_argument("--offline", action="store_true", help="the same operator code without Flink and Kafka")
-    p.add_argument("--speed", type=float, default=None,
-                   help="scaled event time (60 = one hour of log per minute); default: as fast as the job keeps up")
-    p.add_argument("--max-events", type=int, default=None, help="replay only the first N events after the cut")
-    p.add_argument("--top-k", type=int, default=_D["top_k"].default)
-    p.add_argument("--no-baselines", action="store_true")
-    p.add_argument("--popular-window-days", type=float, default=_D["popular_window_days"].default)
-    t = TrainConfig()  # the model trained before the cut: `streamrec train`'s defaults, one seed
-    p.add_argument("--epochs", type=int, default=None, help=f"default: streamrec train's ({t.max_epochs})")
-    p.add_argument("--max-seq-len", type=int, default=None, help=f"default: streamrec train's ({t.max_seq_len})")
-    p.add_argument("--max-train-seconds", type=float, default=None,
-                   help=f"default: streamrec train's ({t.max_train_seconds:.0f})")
-    p.add_argument("--seed", type=int, default=None, help=f"default: streamrec train's first ({t.seed})")
-    p.add_argument("--catalog", default=None, help="item categories CSV (item_id,categories a|b) for diversity")
-    p.add_argument("--max-in-flight", type=int, default=_D["max_in_flight"].default)
+    REPLAY_OPTIONS.add_to(p)
+    p.add_argument("--config", default=None, metavar="FILE.toml",
+                   help="[replay] (these options); STREAMREC_REPLAY_<KEY> overrides the file, the command line both")
     p.add_argument("--rerank", action="append", default=[], metavar="KEY=VALUE",
                    help="re-ranking knob of the model's path, repeatable (see `streamrec config --print-defaults`)")
     p.add_argument("--interests", action="append", default=[], metavar="KEY=VALUE",
@@ -436,17 +419,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return p
 
 
-_D = ReplayConfig.__dataclass_fields__  # the options' defaults, defined once (ReplayConfig)
-
-
 def config_from_args(args: argparse.Namespace) -> ReplayConfig:
-    """Parsed options -> :class:`ReplayConfig`."""
-    return ReplayConfig(data=args.data, out=args.out, fmt=args.format, cutoff=args.cutoff, bundle=args.bundle,
-                        offline=args.offline, speed=args.speed, max_events=args.max_events, top_k=args.top_k,
-                        baselines=not args.no_baselines, popular_window_days=args.popular_window_days,
-                        epochs=args.epochs, max_seq_len=args.max_seq_len, max_train_seconds=args.max_train_seconds,
-                        seed=args.seed, catalog=args.catalog, max_in_flight=args.max_in_flight,
-                        rerank=tuple(args.rerank), interests=tuple(args.interests), trending=tuple(args.trending))
+    """Parsed options, layered over ``[replay]`` of ``--config`` and ``STREAMREC_REPLAY_*`` -> :class:`ReplayConfig`."""
+    values = REPLAY_OPTIONS.layered(args, load_config_file(args.config))
+    return ReplayConfig(**REPLAY_OPTIONS.fields(values), rerank=tuple(args.rerank), interests=tuple(args.interests),
+                        trending=tuple(args.trending))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -68,7 +68,7 @@ class TrainJob:
     min_count: int = 5
     n_candidates: int = 300
     train: TrainConfig = TrainConfig()
-    archs: tuple[str, ...] = (TrainConfig.arch,)
+    archs: tuple[str, ...] = (TrainConfig.model_fields["arch"].default,)
     seeds: tuple[int, ...] = DEFAULT_SEEDS
     """Every seed is trained and evaluated; the best on validation is exported, and ``metrics.json`` reports the
     mean and standard error over all of them (one seed's test figure moves by ~0.01 on 610 users)."""
@@ -139,7 +139,7 @@ def _run_seed(
     """Train every architecture with one seed, keep the best on validation, choose the blend weight."""
     results: dict[str, TrainResult] = {}
     for arch in job.archs:
-        results[arch] = train_model(data, split, replace(job.train, arch=arch, seed=seed))
+        results[arch] = train_model(data, split, job.train.replace(arch=arch, seed=seed))
     arch = max(results, key=lambda a: results[a].valid["ndcg@10"])
     chosen = results[arch]
     z_valid = _standardize(score_sequences(chosen.model, split.valid_inputs))
@@ -185,7 +185,7 @@ def run_training(job: TrainJob, frame: pd.DataFrame | None = None) -> dict[str, 
     if job.search_trials:
         from model_export.search import run_search, searched_config
 
-        searched = run_search(data, split, replace(job.train, arch=job.archs[0]), job.search_trials,
+        searched = run_search(data, split, job.train.replace(arch=job.archs[0]), job.search_trials,
                               seed=job.seeds[0], timeout_s=job.search_timeout_s)
         log.info("search: best %s valid ndcg@10 %.4f", searched.best, searched.best_valid_ndcg10)
         job = replace(job, train=searched_config(job.train, searched.best))
@@ -244,7 +244,7 @@ def run_training(job: TrainJob, frame: pd.DataFrame | None = None) -> dict[str, 
             "summary": _spread(runs),
             "valid_summary": _spread(runs, "valid"),
             "exported": {"seed": best["seed"], "arch": best["arch"], "beta": best["beta"],
-                         "config": asdict(replace(job.train, arch=best["arch"], seed=best["seed"]))},
+                         "config": job.train.replace(arch=best["arch"], seed=best["seed"]).model_dump()},
         },
         "best_epoch": chosen.best_epoch,
         "curve": chosen.curve,
@@ -265,7 +265,7 @@ def run_training(job: TrainJob, frame: pd.DataFrame | None = None) -> dict[str, 
             "n_items": data.n_items,
             "n_events": data.n_events,
             "created_at": created.isoformat(),
-            "config": asdict(replace(job.train, arch=best["arch"], seed=best["seed"])),
+            "config": job.train.replace(arch=best["arch"], seed=best["seed"]).model_dump(),
             "cooccurrence": asdict(serve_cooc.cfg),
             "best_epoch": chosen.best_epoch,
             "metrics": {"valid": best["valid"], "test": best["test"]},

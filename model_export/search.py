@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,7 @@ class SearchSpace:
 
     def suggest(self, trial: Any, base: TrainConfig) -> TrainConfig:  # noqa: ANN401 - an optuna.Trial
         """The trial's configuration: ``base`` with the searched fields drawn."""
-        return replace(
-            base,
+        return base.replace(
             hidden=trial.suggest_categorical("hidden", list(self.hidden)),
             n_blocks=trial.suggest_int("n_blocks", *self.n_blocks),
             dropout=trial.suggest_float("dropout", *self.dropout),
@@ -101,7 +100,7 @@ def run_search(data: SequenceData, split: LooSplit, base: TrainConfig, trials: i
     rows: list[dict[str, Any]] = []
 
     def objective(trial: Any) -> float:  # noqa: ANN401
-        cfg = replace(space.suggest(trial, base), progress=False, ks=(10,))
+        cfg = space.suggest(trial, base).replace(progress=False, ks=(10,))
         started = time.perf_counter()
         row: dict[str, Any] = {"trial": trial.number, **{k: getattr(cfg, k) for k in SEARCHED}}
         rows.append(row)
@@ -151,7 +150,7 @@ def searched_config(base: TrainConfig, best: dict[str, Any]) -> TrainConfig:
     if unknown:
         msg = f"a search configuration sets unknown fields {sorted(unknown)}; expected a subset of {SEARCHED}"
         raise ConfigError(msg)
-    return replace(base, **best)
+    return base.replace(**best)
 
 
 def load_searched(path: str | Path, base: TrainConfig) -> TrainConfig:
@@ -217,4 +216,4 @@ def summary(result: SearchResult) -> dict[str, Any]:
     """What ``metrics.json`` carries of a search."""
     return {"trials": len(result.trials), "best": result.best, "best_valid_ndcg@10": result.best_valid_ndcg10,
             "seconds": result.seconds, "pruned": sum(r.get("state") == "pruned" for r in result.trials),
-            "base": {k: v for k, v in asdict(TrainConfig()).items() if k in SEARCHED}}
+            "base": {k: v for k, v in TrainConfig().model_dump().items() if k in SEARCHED}}

@@ -2,52 +2,55 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
 
 from model_export.metrics import DEFAULT_KS
-from operators.errors import ConfigError
+from operators.settings import ModelOptions, Option, Settings
 
-__all__ = ["DEFAULT_SEEDS", "TrainConfig"]
+__all__ = ["DEFAULT_SEEDS", "TrainConfig", "TRAIN_OPTIONS", "Arch"]
 
 
 DEFAULT_SEEDS: tuple[int, ...] = (42, 43, 44)
 """``streamrec train``'s seeds: three, so that no reported figure is one lucky draw (the first is
 ``TrainConfig.seed``)."""
 
+Arch = Literal["lru", "sasrec", "gru4rec"]
+Positive = Annotated[int, Field(ge=1)]
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training hyper-parameters (chosen on validation only). These defaults are ``streamrec train``'s: its
-    options take them from here (``deploy/cli.py``), so each is defined once."""
 
-    arch: str = "lru"
-    max_seq_len: int = 50
-    hidden: int = 64
-    n_blocks: int = 2
-    n_heads: int = 1
-    dropout: float = 0.2
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    max_epochs: int = 300
-    """Upper bound: early stopping (``patience``) and ``max_train_seconds`` end sooner."""
-    patience: int = 10
-    eval_every: int = 1
-    seed: int = 42
-    threads: int = 2
-    max_train_seconds: float = 540.0
-    """Stop starting new epochs after this long (the best epoch so far is kept)."""
-    progress: bool = True
-    ks: tuple[int, ...] = field(default=DEFAULT_KS)
+class TrainConfig(Settings):
+    """Training hyper-parameters (chosen on validation only): ``streamrec train``'s defaults, its options and the
+    ``[train]`` table of a config file are generated from here, so each is defined once."""
 
-    def __post_init__(self) -> None:
-        for name in ("max_seq_len", "hidden", "n_blocks", "n_heads", "batch_size", "max_epochs", "patience"):
-            if getattr(self, name) < 1:
-                msg = f"{name} must be >= 1, got {getattr(self, name)}"
-                raise ConfigError(msg)
-        if self.arch not in ("sasrec", "gru4rec", "lru"):
-            msg = f"arch must be 'sasrec', 'gru4rec' or 'lru', got {self.arch!r}"
-            raise ConfigError(msg)
-        if not 0.0 <= self.dropout < 1.0:
-            msg = f"dropout must be in [0, 1), got {self.dropout}"
-            raise ConfigError(msg)
+    SECTION: ClassVar[str] = "train"
+
+    arch: Arch = Field("lru", description="lru (recurrent, served one step per event), sasrec, gru4rec")
+    max_seq_len: Positive = Field(50, description="training windows' length (a recurrent model is served over "
+                                                  "the whole stream)")
+    hidden: Positive = Field(64, description="embedding and hidden size")
+    n_blocks: Positive = Field(2, description="recurrent (or attention) blocks")
+    n_heads: Positive = Field(1, description="attention heads (sasrec)")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout")
+    lr: float = Field(2e-3, gt=0.0, description="Adam's learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="Adam's weight decay")
+    batch_size: Positive = Field(128, description="sequences per batch")
+    max_epochs: Positive = Field(300, description="upper bound: early stopping (patience) and max_train_seconds "
+                                                  "end sooner")
+    patience: Positive = Field(10, description="epochs without validation NDCG@10 gain before stopping")
+    eval_every: Positive = Field(1, description="epochs between validations")
+    seed: int = Field(42, description="the random seed (streamrec train: the first of --seeds)")
+    threads: Positive = Field(2, description="torch threads")
+    max_train_seconds: float = Field(540.0, gt=0.0, description="stop starting new epochs after this long, per "
+                                                                "model and seed (the best epoch so far is kept)")
+    progress: bool = Field(True, description="a progress bar per epoch")
+    ks: tuple[int, ...] = Field(DEFAULT_KS, description="cut-offs of the reported metrics")
+
+
+TRAIN_OPTIONS = ModelOptions(TrainConfig, "train", [
+    Option("n_blocks", name="blocks"),
+    Option("max_epochs", name="epochs"),
+], exclude=("arch", "seed", "progress", "ks"))
+"""``streamrec train``'s options of :class:`TrainConfig` (``[train]`` in ``--config``, ``STREAMREC_TRAIN_*``); the
+architecture(s) and seeds are options of the command (``--arch lru,sasrec``, ``--seeds 42,43,44``)."""

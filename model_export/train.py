@@ -6,7 +6,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ class TrainResult:
     def summary(self) -> dict:
         """JSON-able summary."""
         return {
-            "config": asdict(self.config),
+            "config": self.config.model_dump(),
             "best_epoch": self.best_epoch,
             "valid": self.valid,
             "test": self.test,

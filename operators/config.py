@@ -6,15 +6,14 @@ setting, its default, its allowed values and its meaning defined here once; ``st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from operators.abuse import AbuseConfig
-from operators.errors import ConfigError
 from operators.interests import InterestConfig
 from operators.rerank import RerankConfig
-from operators.settings import validation_message
+from operators.settings import Settings
 from operators.trending import TrendingConfig
 
 __all__ = ["JobConfig", "DEFAULT_MICRO_BATCH", "DeliveryGuarantee", "StartupMode"]
@@ -53,11 +52,12 @@ _FIXES = {
 }
 
 
-class JobConfig(BaseModel):
+class JobConfig(Settings):
     """Everything the job needs; invalid values fail at construction with the fix in the message
     (:class:`~operators.errors.ConfigError`)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    SECTION: ClassVar[str] = "job"
+    FIXES: ClassVar[dict[str, str]] = _FIXES
 
     bootstrap_servers: str = Field(description="Kafka bootstrap servers, host:port[,host:port]")
     bundle_path: str = Field(description="model bundle directory (made by `streamrec train`)")
@@ -128,16 +128,6 @@ class JobConfig(BaseModel):
     shadow_topic: Topic = Field("streamrec.recommendations.shadow", description=(
         "lists of the shadow model (`streamrec model shadow`; created when missing)"))
     extra: dict[str, str] = Field(default_factory=dict, description="extra Flink configuration")
-
-    def __init__(self, **data: Any) -> None:  # noqa: ANN401
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError(validation_message(type(self), "job", exc, _FIXES)) from None
-
-    def replace(self, **changes: Any) -> JobConfig:  # noqa: ANN401
-        """A copy with ``changes``, validated again."""
-        return JobConfig(**{**{name: getattr(self, name) for name in type(self).model_fields}, **changes})
 
     @property
     def redact_dead_letters(self) -> bool:

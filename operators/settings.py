@@ -23,17 +23,17 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from operators.errors import ConfigError
 
-__all__ = ["CONFIG_SECTIONS", "load_config_file", "parse_knobs", "layered_knobs", "describe_defaults",
+__all__ = ["Settings", "CONFIG_SECTIONS", "load_config_file", "parse_knobs", "layered_knobs", "describe_defaults",
            "validation_message", "Option", "ModelOptions", "choices_of"]
 
-CONFIG_SECTIONS = ("job", "rerank", "interests", "trending", "abuse", "kafka")
-"""The tables a ``--config`` file may hold."""
+CONFIG_SECTIONS = ("job", "rerank", "interests", "trending", "abuse", "kafka", "train", "replay", "demo", "generate")
+"""The tables a ``--config`` file may hold: the job's, its knob sections', and one per command that has settings."""
 
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
@@ -120,6 +120,27 @@ def layered_knobs(model: type[BaseModel], section: str, file_doc: dict[str, dict
             return parse_knobs(model, section, [pair])  # raises the KEY=VALUE error
         values[key.strip()] = value.strip()
     return parse_knobs(model, section, values)
+
+
+class Settings(BaseModel):
+    """Base of the settings models of the flat sections (the job, training, replay, the demo, the generator): frozen,
+    an unknown key refused, and a bad value a :class:`~operators.errors.ConfigError` that names the key, the value
+    and (``FIXES``) how to fix it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    SECTION: ClassVar[str] = ""
+    FIXES: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, **data: Any) -> None:  # noqa: ANN401
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(validation_message(type(self), self.SECTION or type(self).__name__, exc,
+                                                 self.FIXES)) from None
+
+    def replace(self, **changes: Any) -> typing.Self:  # noqa: ANN401
+        """A copy with ``changes``, validated again."""
+        return type(self)(**{**{name: getattr(self, name) for name in type(self).model_fields}, **changes})
 
 
 def _toml(value: object) -> str:

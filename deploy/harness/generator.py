@@ -13,10 +13,13 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from operators.errors import ConfigError
+from operators.settings import ModelOptions, Option, Settings
 
 __all__ = [
     "GeneratorConfig",
@@ -50,32 +53,39 @@ MALFORMED_KINDS = {
 """Every kind of malformed record :func:`to_records` mixes in, and the dead-letter code the job must give it."""
 
 
-@dataclass(frozen=True)
-class GeneratorConfig:
-    """Shape of the generated stream; the seed makes it reproducible."""
+class GeneratorConfig(Settings):
+    """Shape of the generated stream; the seed makes it reproducible (``streamrec generate``'s options and the
+    ``[generate]`` table of a config file come from here)."""
 
-    n_users: int = 2_000
-    n_items: int = 1_000
-    n_clusters: int = 20
-    sessions_per_user: float = 4.0
-    session_len: float = 6.0
-    zipf_a: float = 1.1
-    p_next_in_series: float = 0.55
-    p_same_cluster: float = 0.35
-    start_ms: int = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-    span_ms: int = 14 * 24 * 3_600_000
-    seed: int = 7
-    user_prefix: str = "u"
-    item_prefix: str = "i"
+    SECTION: ClassVar[str] = "generate"
 
-    def __post_init__(self) -> None:
-        for name in ("n_users", "n_items", "n_clusters"):
-            if getattr(self, name) < 1:
-                msg = f"{name} must be >= 1, got {getattr(self, name)}"
-                raise ConfigError(msg)
+    n_users: int = Field(2_000, ge=1, description="users")
+    n_items: int = Field(1_000, ge=1, description="items")
+    n_clusters: int = Field(20, ge=1, description="taste clusters (the items' categories)")
+    sessions_per_user: float = Field(4.0, gt=0.0, description="mean sessions per user")
+    session_len: float = Field(6.0, gt=0.0, description="mean events per session")
+    zipf_a: float = Field(1.1, gt=0.0, description="Zipf exponent of item popularity")
+    p_next_in_series: float = Field(0.55, ge=0.0, le=1.0, description="chance the next item continues a series")
+    p_same_cluster: float = Field(0.35, ge=0.0, le=1.0, description="chance the next item stays in the cluster")
+    start_ms: int = Field(1_767_225_600_000, description="first event time (2026-01-01T00:00:00Z)")
+    span_ms: int = Field(14 * 24 * 3_600_000, ge=1, description="time the stream spans")
+    seed: int = Field(7, description="random seed")
+    user_prefix: str = Field("u", description="user id prefix")
+    item_prefix: str = Field("i", description="item id prefix")
+
+    @model_validator(mode="after")
+    def _clusters(self) -> GeneratorConfig:
         if self.n_clusters > self.n_items:
             msg = f"n_clusters ({self.n_clusters}) cannot exceed n_items ({self.n_items})"
-            raise ConfigError(msg)
+            raise ValueError(msg)
+        return self
+
+
+GENERATE_OPTIONS = ModelOptions(GeneratorConfig, "generate", [
+    Option("n_users", name="users"),
+    Option("n_items", name="items"),
+])
+"""``streamrec generate``'s options of :class:`GeneratorConfig` (``[generate]`` in ``--config``)."""
 
 
 def _world(cfg: GeneratorConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

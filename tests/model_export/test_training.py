@@ -103,10 +103,14 @@ def test_lru_step_by_step_equals_the_parallel_scan_and_ignores_left_padding():
 
 
 def test_bad_train_config():
-    with pytest.raises(ConfigError, match="dropout must be in"):
+    with pytest.raises(ConfigError, match="train.dropout=1.0: Input should be less than 1"):
         TrainConfig(dropout=1.0)
-    with pytest.raises(ConfigError, match="max_seq_len must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match="train.max_seq_len=0: Input should be greater than or equal to 1"):
         TrainConfig(max_seq_len=0)
+    with pytest.raises(ConfigError, match="train.arch='bert'"):
+        TrainConfig(arch="bert")
+    with pytest.raises(ConfigError, match="train.hiden=8: Extra inputs are not permitted"):
+        TrainConfig(hiden=8)
 
 
 def test_gru4rec_trains_and_exports_with_parity(tmp_path):

@@ -125,7 +125,8 @@ def test_print_defaults_is_a_config_file(tmp_path):
     out = subprocess.run([sys.executable, "-m", "deploy.cli", "config", "--print-defaults"], capture_output=True,
                          text=True, check=True).stdout
     doc = tomllib.loads(out)
-    assert set(doc) == {"job", "rerank", "interests", "trending", "abuse", "kafka"} and doc["job"]["top_k"] == 20
+    assert set(doc) == {"job", "rerank", "interests", "trending", "abuse", "kafka", "train", "replay", "demo",
+                        "generate"} and doc["job"]["top_k"] == 20
     conf = tmp_path / "defaults.toml"
     conf.write_text(out.replace("# bootstrap_servers = ...  (required)", 'bootstrap_servers = "h:1"')
                     .replace("# bundle = ...  (required)", 'bundle = "b"')
