@@ -10,6 +10,7 @@ import sys
 
 from deploy.harness.generator import GENERATE_OPTIONS
 from model_export.settings import TRAIN_OPTIONS
+from operators.config import JobConfig
 from operators.errors import StreamrecError
 from operators.settings import load_config_file
 
@@ -178,6 +179,10 @@ def _model(args: argparse.Namespace) -> int:
     return 0
 
 
+CONTROL_TOPIC = JobConfig.model_fields["control_topic"].default
+"""The job's control topic, where ``rules`` and ``model`` publish (the job's default, defined in ``JobConfig``)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's parser."""
     parser = argparse.ArgumentParser(prog="streamrec", description="Real-time sequential recommendations in Flink.")
@@ -236,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rules", help="publish item rules (blocked / unavailable / allowed) to a running job's "
                                      "control topic: in force within moments, no restart")
     r.add_argument("--bootstrap-servers", required=True)
-    r.add_argument("--control-topic", default="streamrec.control")
+    r.add_argument("--control-topic", default=CONTROL_TOPIC)
     r.add_argument("--file", default=None, help='a JSON rules file {"blocked": [...], "unavailable": [...], '
                                                 '"allowed": [...] or null}')
     r.add_argument("--blocked", default=None, help="comma-separated item ids")
@@ -252,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--uri", default=None, help="where the job's workers read the bundle (default: DIR as an "
                                               "absolute path; any URI Flink's filesystems read, e.g. s3://...)")
     m.add_argument("--bootstrap-servers", required=True)
-    m.add_argument("--control-topic", default="streamrec.control")
+    m.add_argument("--control-topic", default=CONTROL_TOPIC)
     m.add_argument("--config", default=None, help="TOML config file ([kafka] for a secured broker)")
     m.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE", help="Kafka security knob")
 

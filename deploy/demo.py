@@ -22,6 +22,7 @@ from deploy.harness.job_process import JobProcess, wait_until_serving
 from deploy.harness.kafka_clients import assigned_consumer
 from deploy.harness.local_kafka import LocalKafka
 from deploy.harness.paths import runtime_dir
+from operators.config import JobConfig
 from operators.settings import ModelOptions, Option, Settings
 from operators.stats import latency_summary
 
@@ -157,8 +158,9 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     home = runtime_dir(cfg.home)
     history, replay = split_by_time(generate_events(cfg.world))
     bundle = ensure_demo_bundle(home, bundle=cfg.bundle, retrain=cfg.retrain, world=cfg.world, history=history)
-    topics = {"input": "streamrec.events", "output": "streamrec.recommendations",
-              "dead": "streamrec.dead-letter"}
+    job = JobConfig.model_fields  # the job's default topics
+    topics = {"input": job["input_topic"].default, "output": job["output_topic"].default,
+              "dead": job["dead_letter_topic"].default}
     records = to_records(replay[: cfg.events], malformed_share=cfg.malformed_share)
     run = home / "run" / "demo"
     catalog = write_catalog(cfg.world, run / "catalog.csv")  # the generator's taste clusters as categories
