@@ -481,10 +481,13 @@ def _absolute_paths(job_args: list[str]) -> list[str]:
 def deploy_job(jobmanager: str, job_args: list[str], *, from_savepoint: str | None = None,
                ship_dir: Path | None = None, timeout_s: float = 300.0) -> dict:
     """``flink run -d -py`` with the shipped code; returns the job id and the submission time."""
-    from deploy.harness.paths import runtime_dir
+    from deploy.harness.paths import flink_connector_jar, runtime_dir
 
     code = ship_code(ship_dir or runtime_dir() / "ship")
     args = _absolute_paths(job_args)
+    if not any(a == "--connector-jar" or a.startswith("--connector-jar=") for a in args):
+        # the shipped code is a copy outside the checkout: name the checkout's jar (`make jars`) for the client
+        args += ["--connector-jar", str(flink_connector_jar())]
     if from_savepoint:
         args += ["--restore-from", from_savepoint]
     t0 = time.monotonic()
