@@ -1,6 +1,6 @@
 """Baselines on the LOO protocol: most-popular and sequence-aware item-to-item co-occurrence.
 
-Co-occurrence (the strong, cheap baseline of EVAL.md): two items are similar when they occur within
+Co-occurrence (the strong, cheap baseline of the evaluation protocol, docs/evaluation/protocol.md): two items are similar when they occur within
 ``window`` positions of each other in a user's ordered history, counted symmetrically:
 
     C[a, b] = #{(u, i, j): |i - j| <= window, s_u[i] = a, s_u[j] = b, i != j}

@@ -1,4 +1,4 @@
-"""Event logs -> per-user item sequences, the LOO-5core protocol (EVAL.md section 1).
+"""Event logs -> per-user item sequences, the LOO-5core protocol (docs/evaluation/protocol.md).
 
 Sources: MovieLens ``ratings.csv`` (userId, movieId, rating, timestamp in seconds) and the project's
 own event format (JSON lines of the event contract). Events are ordered per user by
@@ -42,7 +42,7 @@ COLUMNS = ["user_id", "item_id", "ts", "event_type"]
 def load_movielens(path: str | Path) -> pd.DataFrame:
     """Read MovieLens ratings (a directory holding ``ratings.csv`` or the file itself).
 
-    Ratings of movies absent from ``movies.csv`` (when it is there) are dropped (EVAL.md step 1).
+    Ratings of movies absent from ``movies.csv`` (when it is there) are dropped (the protocol's step 1).
     """
     path = Path(path)
     ratings = path / "ratings.csv" if path.is_dir() else path
@@ -219,7 +219,7 @@ class LooSplit:
 
 
 def loo_split(data: SequenceData) -> LooSplit:
-    """Split every user's sequence leave-one-out (EVAL.md section 1, step 4)."""
+    """Split every user's sequence leave-one-out (the protocol's step 4)."""
     short = [u for u, s in zip(data.user_ids, data.sequences, strict=True) if len(s) < 3]
     if short:
         msg = f"{len(short)} users have fewer than 3 events (e.g. {short[:3]}); apply k_core first"

@@ -1,4 +1,4 @@
-"""Replay evaluation ("next-event", EVAL.md section 2): what the deployed job would have achieved on a log.
+"""Replay evaluation ("next-event", docs/evaluation/protocol.md): what the deployed job would have achieved on a log.
 
 The log is cut by time (``cutoff`` = share of events before the cut). Every event, before and after the cut,
 is sent through the serving path in event-time order (ties in training's order, so the job's windows are the
