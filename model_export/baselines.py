@@ -1,7 +1,7 @@
 """Baselines on the LOO protocol: most-popular and sequence-aware item-to-item co-occurrence.
 
-Co-occurrence (the strong, cheap baseline of the evaluation protocol, docs/evaluation/protocol.md): two items are similar when they occur within
-``window`` positions of each other in a user's ordered history, counted symmetrically:
+Co-occurrence (the strong, cheap baseline of the evaluation protocol, docs/evaluation/protocol.md): two items are
+similar when they occur within ``window`` positions of each other in a user's ordered history, counted symmetrically:
 
     C[a, b] = #{(u, i, j): |i - j| <= window, s_u[i] = a, s_u[j] = b, i != j}
     S[a, b] = C[a, b] / (n_a ** alpha * n_b ** alpha)          (alpha = 0: raw counts)
