@@ -276,3 +276,24 @@ def test_the_counts_timer_sends_every_count_still_waiting(function):
     state.key = "buyer-0"
     sent = [r for r in fn._on_timer(fn._counts_timer, ctx) if isinstance(r, tuple) and r[0] is ACCEPTED_TAG]  # noqa: SLF001
     assert sent and not fn.local_counts.items, "counts left waiting after the timer, with no timer to send them"
+
+
+def test_the_keyed_function_dead_letters_an_event_whose_state_access_fails(function):
+    """The adapter's second line: an exception outside the core (here Flink state that cannot be read) costs
+    that one event a dead letter, counted, and the function goes on serving."""
+    fn, state, ctx = function
+    vocab = fn.core.bundle.item_vocab
+
+    class UnreadableState(FakeState):
+        def value(self):  # noqa: ANN201
+            raise RuntimeError("state backend says no")
+
+    fn.state = UnreadableState()
+    out = _drive(fn, state, ctx, "u1", vocab[0], TS + 7)
+    assert len(out) == 1 and out[0][0] is DEAD_LETTER_TAG
+    doc = json.loads(bytes(out[0][1][1]))
+    assert doc["code"] == "processing_error" and "state backend says no" in doc["reason"]
+    assert doc["source"]["offset"] == 7 and fn.core.counts["errors"] == 1
+    fn.state = state  # the state reads again: the next event is served
+    lists = [r for r in _drive(fn, state, ctx, "u1", vocab[1], TS + 8) if not isinstance(r, tuple)]
+    assert len(lists) == 1

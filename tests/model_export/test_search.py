@@ -4,7 +4,6 @@ exactly (model_export/search.py)."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -45,7 +44,7 @@ def test_the_search_keeps_the_best_validation_trial_and_never_scores_the_test_sp
     best_row = max(complete, key=lambda r: r["valid_ndcg10"])
     assert result.best == {k: best_row[k] for k in SEARCHED}
     # the written configuration trains exactly that model again (same seed: the same validation figure)
-    again = train_model(data, loo, replace(searched_config(BASE, result.best), ks=(10,)))
+    again = train_model(data, loo, searched_config(BASE, result.best).replace(ks=(10,)))
     assert again.valid["ndcg@10"] == pytest.approx(result.best_valid_ndcg10, abs=1e-9)
 
 
@@ -99,7 +98,7 @@ def test_train_with_search_exports_the_best_configuration(world_events: list[dic
     history, _ = split_by_time(world_events)
     data = write_jsonl(history, tmp_path / "train.jsonl")
     metrics = run_training(TrainJob(data=str(data), out=str(tmp_path / "bundle"), n_candidates=50, seeds=(42,),
-                                    train=replace(BASE, max_epochs=3), search_trials=2, report=False,
+                                    train=BASE.replace(max_epochs=3), search_trials=2, report=False,
                                     betas=(0.0, 0.5)))
     doc = json.loads((tmp_path / "bundle" / "search.json").read_text())
     assert metrics["search"]["best"] == doc["best"]

@@ -222,21 +222,3 @@ def test_a_deferred_event_lost_with_its_batch_is_served_from_the_state_alone(cor
     send(core, again, "u11", vocab[1], TS)
     _, direct = send(core, again, "u11", vocab[2], TS + 1)
     assert [x["item_id"] for x in direct["items"]] == [x["item_id"] for x in doc["items"]]
-
-
-def test_the_keyed_function_dead_letters_an_event_whose_state_access_fails(core):
-    """The adapter's second line: an exception outside the core (here Flink state that cannot be read) costs
-    that one event a dead letter, counted, and the function goes on serving."""
-    from flink_jobs.functions import DEAD_LETTER_TAG, RecommendFunction
-
-    class UnreadableState:
-        def value(self):
-            raise RuntimeError("state backend says no")
-
-    fn = RecommendFunction(cfg=None)
-    fn.core, fn.batch, fn.done, fn.state = core, None, {}, UnreadableState()
-    out = list(fn.process_element(("u1", event("u1", "i1", TS), 2, 7, TS), ctx=None))
-    assert len(out) == 1 and out[0][0] is DEAD_LETTER_TAG
-    doc = json.loads(bytes(out[0][1][1]))
-    assert doc["code"] == "processing_error" and "state backend says no" in doc["reason"]
-    assert doc["source"]["offset"] == 7 and core.counts["errors"] == 1
