@@ -43,7 +43,7 @@ def _train(args: argparse.Namespace) -> int:
     archs = tuple(a.strip() for a in args.arch.split(",") if a.strip())
     metrics = run_training(TrainJob(data=args.data, out=args.out, fmt=args.format, protocol=args.protocol,
                                     train=train, archs=archs, seeds=seeds, search_trials=args.search,
-                                    search_timeout_s=args.search_timeout))
+                                    search_timeout_s=args.search_timeout, catalog=args.catalog))
     summary = {k: metrics[k] for k in ("model_version", "served", "n_users", "n_items", "n_events", "best_epoch",
                                        "train_seconds")}
     summary["beta"] = metrics["blend"]["beta"]
@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--format", choices=["events", "movielens"], default="events")
     t.add_argument("--protocol", default="loo-5core")
     t.add_argument("--out", required=True, help="bundle directory to write")
+    t.add_argument("--catalog", default=None, metavar="FILE.csv",
+                   help="item categories (item_id,categories a|b, as streamrec generate --catalog writes) as item side "
+                        "information of the lru (--no-item-features: none); MovieLens data uses its movies.csv genres")
     from model_export.settings import DEFAULT_SEEDS, TrainConfig
 
     TRAIN_OPTIONS.add_to(t)

@@ -34,7 +34,7 @@ from model_export.replay import (
     write_report,
 )
 from model_export.settings import TrainConfig
-from operators.catalog import load_catalog
+from operators.catalog import catalog_path, load_catalog
 from operators.config import JobConfig
 from operators.offline import RocksStateStore, serve_offline
 from operators.rerank import parse_rerank
@@ -113,7 +113,7 @@ def prepare_bundles(cfg: ReplayConfig, plan: ReplayPlan, work: Path) -> dict[str
         print(f"training on {len(plan.train):,} events before the cut -> {model_path}", flush=True)
         train = cfg.train_config()
         run_training(TrainJob(data=cfg.data, out=str(model_path), fmt=cfg.fmt, seeds=(train.seed,),  # type: ignore[arg-type]
-                              train=train),
+                              train=train, catalog=cfg.catalog),
                      frame=plan.train)
     bundles = {"model": model_path}
     if cfg.baselines:
@@ -181,13 +181,7 @@ def _job_for(job: JobConfig, name: str) -> JobConfig:
 
 def _catalog_path(cfg: ReplayConfig) -> str | None:
     """``--catalog``, else MovieLens's ``movies.csv`` beside the ratings (None when there is none)."""
-    if cfg.catalog:
-        return str(Path(cfg.catalog).resolve())
-    if cfg.fmt == "movielens":
-        root = Path(cfg.data)
-        found = (root if root.is_dir() else root.parent) / "movies.csv"
-        return str(found.resolve()) if found.is_file() else None
-    return None
+    return catalog_path(cfg.catalog, cfg.data, cfg.fmt)
 
 
 def replay_offline(cfg: ReplayConfig | None, plan: ReplayPlan, bundle: Path, name: str, job: JobConfig, *,

@@ -247,9 +247,42 @@ class LRURec(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(_LRUBlock(d, cfg.dropout) for _ in range(cfg.n_blocks))
         self.ln = nn.LayerNorm(d)
+        self.side_emb: nn.Linear | None = None
         nn.init.normal_(self.item_emb.weight, std=0.02)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
+
+    def set_item_features(self, features: torch.Tensor) -> None:
+        """Item side information ``[V + 1, F]`` (e.g. each item's genres, a row summing to 1; row 0, padding,
+        zero): each item's vector becomes ``item_emb + features @ W`` with a learnt ``W [F, D]``, in the input
+        and in the (tied) scoring table alike. An additive term of the item table: :meth:`fold_item_features`
+        folds it into ``item_emb`` after training, so the exported and served model is unchanged."""
+        if features.shape[0] != self.cfg.n_items + 1:
+            msg = f"features must have {self.cfg.n_items + 1} rows, got {features.shape[0]}"
+            raise ValueError(msg)
+        self.register_buffer("item_features", features.to(torch.float32).clone(), persistent=False)
+        self.item_features[0].zero_()
+        self.side_emb = nn.Linear(features.shape[1], self.cfg.hidden, bias=False)
+        nn.init.normal_(self.side_emb.weight, std=0.02)
+
+    def item_table(self) -> torch.Tensor:
+        """The item vectors ``[V + 1, D]``: the embedding table plus the side-information term, if any."""
+        if self.side_emb is None:
+            return self.item_emb.weight
+        return self.item_emb.weight + self.side_emb(self.item_features)
+
+    @torch.no_grad()
+    def fold_item_features(self) -> None:
+        """Fold the side-information term into ``item_emb`` and drop it (scores unchanged)."""
+        if self.side_emb is not None:
+            self.item_emb.weight.copy_(self.item_table())
+            self.side_emb = None
+            del self.item_features
+
+    def _embed(self, items: torch.Tensor) -> torch.Tensor:
+        if self.side_emb is None:
+            return self.item_emb(items)
+        return nn.functional.embedding(items, self.item_table(), padding_idx=0)
 
     @property
     def state_size(self) -> int:
@@ -263,7 +296,7 @@ class LRURec(nn.Module):
     def _scan(self, item_seq: torch.Tensor, item_vecs: torch.Tensor | None = None
               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         keep = item_seq != 0  # [B, L]
-        x = self.drop(self.item_emb(item_seq) if item_vecs is None else item_vecs)  # [B, L, D]
+        x = self.drop(self._embed(item_seq) if item_vecs is None else item_vecs)  # [B, L, D]
         states = []
         for block in self.blocks:
             x, h_re, h_im = block(x, keep)
@@ -292,7 +325,7 @@ class LRURec(nn.Module):
         """
         d = self.cfg.hidden
         keep = item != 0  # [B]
-        x = self.drop(self.item_emb(item))  # [B, D]
+        x = self.drop(self._embed(item))  # [B, D]
         new = []
         for i, block in enumerate(self.blocks):
             h_re, h_im = state[:, 2 * i * d : (2 * i + 1) * d], state[:, (2 * i + 1) * d : (2 * i + 2) * d]
@@ -304,7 +337,7 @@ class LRURec(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[..., D] -> [..., V + 1]``."""
-        return hidden @ self.item_emb.weight.T
+        return hidden @ self.item_table().T
 
     def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
         """Next-item logits after the newest item: ``[B, L] -> [B, V + 1]``."""

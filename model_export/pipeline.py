@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,10 @@ from model_export.train import (
     score_sequences,
     train_model,
 )
+from operators.catalog import CategoryMatrix, catalog_path, load_catalog
 from operators.errors import ConfigError
 
-__all__ = ["TrainJob", "run_training", "DEFAULT_COOC_GRID", "DEFAULT_BETAS"]
+__all__ = ["TrainJob", "run_training", "choose_blend", "item_features", "DEFAULT_COOC_GRID", "DEFAULT_BETAS"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,10 @@ class TrainJob:
     """> 0: a hyper-parameter search of this many trials first (:mod:`model_export.search`); its best
     configuration replaces ``train``'s searched fields."""
     search_timeout_s: float | None = None
+    catalog: str | None = None
+    """Item categories (``item_id,categories`` CSV or a ``movies.csv``) for the item side information
+    (``train.item_features``); MovieLens data uses its own ``movies.csv`` when this is None
+    (:func:`operators.catalog.catalog_path`)."""
 
     def __post_init__(self) -> None:
         if self.protocol != "loo-5core":
@@ -134,32 +140,50 @@ def _choose_cooc(job: TrainJob, data: SequenceData, split: LooSplit, history: in
 
 
 def _run_seed(
-    job: TrainJob, data: SequenceData, split: LooSplit, seed: int, cooc: dict[str, Any]
+    job: TrainJob, data: SequenceData, split: LooSplit, seed: int, cooc: dict[str, Any],
+    features: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Train every architecture with one seed, keep the best on validation, choose the blend weight."""
     results: dict[str, TrainResult] = {}
     for arch in job.archs:
-        results[arch] = train_model(data, split, job.train.replace(arch=arch, seed=seed))
+        results[arch] = train_model(data, split, job.train.replace(arch=arch, seed=seed), item_features=features)
     arch = max(results, key=lambda a: results[a].valid["ndcg@10"])
     chosen = results[arch]
-    z_valid = _standardize(score_sequences(chosen.model, split.valid_inputs))
-    z_test = _standardize(score_sequences(chosen.model, split.test_inputs))
+    blend = choose_blend(split, score_sequences(chosen.model, split.valid_inputs),
+                         score_sequences(chosen.model, split.test_inputs), cooc, job.betas)
+    return {"seed": seed, "arch": arch, **blend, "results": results}
+
+
+def choose_blend(split: LooSplit, valid_scores: np.ndarray, test_scores: np.ndarray, cooc: dict[str, Any],
+                 betas: tuple[float, ...] = DEFAULT_BETAS) -> dict[str, Any]:
+    """The blend weight of model scores ``[U, V + 1]`` (valid and test inputs) with co-occurrence
+    (:func:`_choose_cooc`), chosen on validation NDCG@10 (ties: the smaller weight); test only reported."""
+    z_valid, z_test = _standardize(valid_scores), _standardize(test_scores)
     c_valid, c_test = _standardize(cooc["valid_scores"]), _standardize(cooc["test_scores"])
     by_beta = {
         beta: _metrics((1 - beta) * z_valid + beta * c_valid, split.valid_targets, split.valid_inputs)
-        for beta in job.betas
+        for beta in betas
     }
     beta = max(by_beta, key=lambda b: (by_beta[b]["ndcg@10"], -b))
     test = _metrics((1 - beta) * z_test + beta * c_test, split.test_targets, split.test_inputs)
     return {
-        "seed": seed,
-        "arch": arch,
         "beta": beta,
         "valid": by_beta[beta],
         "test": test,
         "blend_curve": {str(b): m["ndcg@10"] for b, m in by_beta.items()},
-        "results": results,
     }
+
+
+def item_features(job: TrainJob, data: SequenceData) -> tuple[np.ndarray | None, dict[str, Any] | None]:
+    """The item side information ``[V + 1, C]`` (each item's categories, weights summing to 1; the same matrix
+    the job's interests read, :class:`operators.catalog.CategoryMatrix`) and what it was made of; ``(None,
+    None)`` when ``train.item_features`` is off or there is no catalog."""
+    path = catalog_path(job.catalog, job.data, job.fmt) if job.train.item_features else None
+    matrix = CategoryMatrix.build(load_catalog(path), data.item_vocab) if path else None
+    if matrix is None:
+        return None, None
+    covered = int((matrix.rows[1:].sum(axis=1) > 0).sum())
+    return matrix.rows, {"catalog": path, "categories": matrix.n, "items_with_a_category": covered}
 
 
 def _spread(runs: list[dict[str, Any]], split: str = "test") -> dict[str, dict[str, float]]:
@@ -181,12 +205,17 @@ def run_training(job: TrainJob, frame: pd.DataFrame | None = None) -> dict[str, 
     started = time.perf_counter()
     data, split = _load(job, frame)
     log.info("data: users=%d items=%d events=%d", data.n_users, data.n_items, data.n_events)
+    features, side_info = item_features(job, data)
+    if side_info is not None:
+        log.info("item side information: %d categories of %s (%d of %d items have one)", side_info["categories"],
+                 side_info["catalog"], side_info["items_with_a_category"], data.n_items)
     searched = None
     if job.search_trials:
         from model_export.search import run_search, searched_config
 
         searched = run_search(data, split, job.train.replace(arch=job.archs[0]), job.search_trials,
-                              seed=job.seeds[0], timeout_s=job.search_timeout_s)
+                              seed=job.seeds[0], timeout_s=job.search_timeout_s,
+                              train=partial(train_model, item_features=features))
         log.info("search: best %s valid ndcg@10 %.4f", searched.best, searched.best_valid_ndcg10)
         job = replace(job, train=searched_config(job.train, searched.best))
     pop = popularity_scores(split.train, data.n_items)
@@ -203,7 +232,7 @@ def run_training(job: TrainJob, frame: pd.DataFrame | None = None) -> dict[str, 
         "test": _metrics(cooc["test_scores"], split.test_targets, split.test_inputs),
     }
     train_started = time.perf_counter()
-    runs = [_run_seed(job, data, split, seed, cooc) for seed in job.seeds]
+    runs = [_run_seed(job, data, split, seed, cooc, features) for seed in job.seeds]
     train_seconds = (time.perf_counter() - train_started) / len(job.seeds)
     best = max(runs, key=lambda r: r["valid"]["ndcg@10"])
     chosen: TrainResult = best["results"][best["arch"]]
@@ -233,6 +262,7 @@ def run_training(job: TrainJob, frame: pd.DataFrame | None = None) -> dict[str, 
         "n_items": data.n_items,
         "n_events": data.n_events,
         "served": served,
+        "item_features": side_info,
         "valid": best["valid"],
         "test": best["test"],
         "baselines": baselines,
@@ -267,6 +297,7 @@ def run_training(job: TrainJob, frame: pd.DataFrame | None = None) -> dict[str, 
             "created_at": created.isoformat(),
             "config": job.train.replace(arch=best["arch"], seed=best["seed"]).model_dump(),
             "cooccurrence": asdict(serve_cooc.cfg),
+            "item_features": side_info,
             "best_epoch": chosen.best_epoch,
             "metrics": {"valid": best["valid"], "test": best["test"]},
         },

@@ -35,6 +35,11 @@ class TrainConfig(Settings):
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout")
     lr: float = Field(2e-3, gt=0.0, description="Adam's learning rate")
     weight_decay: float = Field(0.0, ge=0.0, description="Adam's weight decay")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the full-softmax "
+                                                                    "next-item cross-entropy (0: none)")
+    item_features: bool = Field(True, description="item side information (the catalog's categories; MovieLens: "
+                                                  "genres from movies.csv) as an additive item embedding of the "
+                                                  "lru, folded into its item table for export (serving unchanged)")
     batch_size: Positive = Field(128, description="sequences per batch")
     max_epochs: Positive = Field(300, description="upper bound: early stopping (patience) and max_train_seconds "
                                                   "end sooner")
@@ -51,6 +56,8 @@ class TrainConfig(Settings):
 TRAIN_OPTIONS = ModelOptions(TrainConfig, "train", [
     Option("n_blocks", name="blocks"),
     Option("max_epochs", name="epochs"),
+    Option("item_features", name="no_item_features", invert=True,
+           help="train without the item side information (the catalog's categories)"),
 ], exclude=("arch", "seed", "progress", "ks"))
 """``streamrec train``'s options of :class:`TrainConfig` (``[train]`` in ``--config``, ``STREAMREC_TRAIN_*``); the
 architecture(s) and seeds are options of the command (``--arch lru,sasrec``, ``--seeds 42,43,44``)."""

@@ -149,11 +149,15 @@ def _full_batches(
 
 
 def train_model(data: SequenceData, split: LooSplit, cfg: TrainConfig, *,
-                on_eval: Callable[[int, float], None] | None = None, evaluate_test: bool = True) -> TrainResult:
+                on_eval: Callable[[int, float], None] | None = None, evaluate_test: bool = True,
+                item_features: np.ndarray | None = None) -> TrainResult:
     """Train ``cfg.arch`` on ``split.train``; keep the epoch with the best validation NDCG@10.
 
     ``on_eval(epoch, valid_ndcg10)`` is called after every validation (a search prunes there by raising);
-    without ``evaluate_test`` the test split is not scored (``test`` is empty: a search never looks at it)."""
+    without ``evaluate_test`` the test split is not scored (``test`` is empty: a search never looks at it).
+    ``item_features [V + 1, F]`` (:func:`model_export.data.item_feature_matrix`): item side information, used by
+    the lru when ``cfg.item_features`` (:meth:`LRURec.set_item_features`) and folded into its item table before
+    the model is returned, so what is scored, exported and served is a plain item table."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
@@ -168,6 +172,9 @@ def train_model(data: SequenceData, split: LooSplit, cfg: TrainConfig, *,
             arch=cfg.arch,
         )
     )
+    side = cfg.item_features and item_features is not None and cfg.arch == "lru"
+    if side:
+        model.set_item_features(torch.from_numpy(np.asarray(item_features, dtype=np.float32)))
     optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best_state, best_score, best_epoch, bad_epochs = None, -1.0, 0, 0
     curve: list[dict[str, float]] = []
@@ -185,8 +192,11 @@ def train_model(data: SequenceData, split: LooSplit, cfg: TrainConfig, *,
             hidden = model.encode(inp_t)  # [B, L, D]
             keep = tgt_t != 0  # [B, L]
             logits = model.logits(hidden[keep])  # [N, V + 1]
-            logits[:, 0] = float("-inf")
-            loss = F.cross_entropy(logits, tgt_t[keep])
+            if cfg.label_smoothing > 0:  # smoothing spreads mass over every class: leave padding out, not -inf
+                loss = F.cross_entropy(logits[:, 1:], tgt_t[keep] - 1, label_smoothing=cfg.label_smoothing)
+            else:
+                logits[:, 0] = float("-inf")
+                loss = F.cross_entropy(logits, tgt_t[keep])
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -210,6 +220,8 @@ def train_model(data: SequenceData, split: LooSplit, cfg: TrainConfig, *,
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    if side:
+        model.fold_item_features()
     model.eval()
     seconds = time.perf_counter() - started
     valid = evaluate(model, split.valid_inputs, split.valid_targets, cfg.ks)

@@ -17,7 +17,7 @@ import numpy as np
 
 from operators.errors import ConfigError
 
-__all__ = ["load_catalog", "CategoryMatrix", "MAX_CATEGORIES"]
+__all__ = ["load_catalog", "catalog_path", "CategoryMatrix", "MAX_CATEGORIES"]
 
 MAX_CATEGORIES = 1024
 """More distinct categories than this are refused (per-user affinity lives in keyed state)."""
@@ -45,6 +45,19 @@ def load_catalog(path: str | Path | None) -> dict[str, frozenset[str]]:
             raise ConfigError(msg)
         return {row[id_col]: frozenset(c for c in (row[cat_col] or "").split("|") if c not in _NONE)
                 for row in reader if row.get(id_col)}
+
+
+def catalog_path(catalog: str | Path | None, data: str | Path, fmt: str) -> str | None:
+    """The catalog a command reads: ``catalog`` when given, else MovieLens's ``movies.csv`` beside the ratings
+    (``fmt == "movielens"``), else None. One rule for training (item side information) and the replay
+    (interests, diversity)."""
+    if catalog:
+        return str(Path(catalog).resolve())
+    if fmt == "movielens":
+        root = Path(data)
+        found = (root if root.is_dir() else root.parent) / "movies.csv"
+        return str(found.resolve()) if found.is_file() else None
+    return None
 
 
 @dataclass(frozen=True)

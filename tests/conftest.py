@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.harness.generator import GeneratorConfig, generate_events, split_by_time, write_jsonl
+from deploy.harness.generator import GeneratorConfig, generate_events, split_by_time, write_catalog, write_jsonl
 
 WORLD = GeneratorConfig(n_users=600, n_items=300, n_clusters=12, sessions_per_user=3.0, seed=5)
 
@@ -35,7 +35,8 @@ def world_events() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def trained_bundle(tmp_path_factory: pytest.TempPathFactory, world_events: list[dict]) -> Path:
-    """Train a small LRU model on the first 80% of the stream and export it as a bundle."""
+    """Train a small LRU model on the first 80% of the stream and export it as a bundle (with the item side
+    information of the world's catalog, as ``streamrec train --catalog`` does)."""
     from model_export.baselines import CooccurrenceConfig
     from model_export.pipeline import TrainJob, run_training
     from model_export.train import TrainConfig
@@ -48,6 +49,7 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory, world_events: list[
             data=str(data),
             out=str(root / "bundle"),
             fmt="events",
+            catalog=str(write_catalog(WORLD, root / "catalog.csv")),
             n_candidates=120,
             archs=("lru",),
             seeds=(42,),

@@ -102,7 +102,78 @@ def test_lru_step_by_step_equals_the_parallel_scan_and_ignores_left_padding():
         assert torch.isfinite(model(torch.zeros((2, 8), dtype=torch.long))).all()
 
 
+def test_lru_item_features_fold_into_the_item_table():
+    """Item side information is an additive term of the item table: folded into it after training, the model
+    scores the same and has exactly a plain LRU's parameters (what is exported and served is unchanged)."""
+    torch.manual_seed(0)
+    model = LRURec(SASRecConfig(n_items=30, max_seq_len=8, hidden=8, n_blocks=1, dropout=0.0, arch="lru")).eval()
+    features = torch.rand(31, 4)
+    model.set_item_features(features / features.sum(dim=1, keepdim=True))
+    with torch.no_grad():
+        model.side_emb.weight.normal_()
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 9, 2]])
+    with torch.no_grad():
+        plain = LRURec(model.cfg).eval()
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("side_emb")})
+        assert not torch.allclose(plain(seq), model(seq)), "the side information changes the scores"
+        before = model(seq)
+        model.fold_item_features()
+        assert model.side_emb is None and set(model.state_dict()) == set(LRURec(model.cfg).state_dict())
+        torch.testing.assert_close(model(seq), before, atol=1e-5, rtol=1e-5)
+        assert model.item_emb.weight[0].abs().sum() == 0
+
+
+def test_the_trained_bundle_learnt_from_the_catalog_and_serves_a_plain_item_table(trained_bundle):
+    """The session's bundle was trained with the world's catalog (conftest): the manifest says so, and the
+    exported graph is the plain LRU's (the side information folded away), checked for parity at export."""
+    from tests.conftest import WORLD
+
+    training = load_bundle(trained_bundle).manifest["training"]
+    side = training["item_features"]
+    assert side is not None and side["categories"] == WORLD.n_clusters
+    assert training["config"]["item_features"] is True
+    assert training["parity"]["max_abs_diff"] < 1e-3
+
+
+def test_item_features_follow_the_catalog_rule_and_the_switch(tmp_path):
+    """MovieLens data reads its own movies.csv; an event log only a given catalog; --no-item-features none."""
+    import pandas as pd
+
+    from model_export.data import build_sequences
+    from model_export.pipeline import TrainJob, item_features
+
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,10,4,1\n1,20,4,2\n")
+    (tmp_path / "movies.csv").write_text('movieId,title,genres\n10,A,Drama|War\n20,B,(no genres listed)\n')
+    data = build_sequences(pd.DataFrame({"user_id": ["1", "1"], "item_id": ["10", "20"], "ts": [1, 2]}))
+    rows, info = item_features(TrainJob(data=str(tmp_path), out="x", fmt="movielens"), data)
+    assert info["categories"] == 2 and info["items_with_a_category"] == 1
+    np.testing.assert_allclose(rows[data.item_vocab.index("10") + 1], [0.5, 0.5])
+    assert not rows[0].any() and not rows[data.item_vocab.index("20") + 1].any()
+    assert item_features(TrainJob(data=str(tmp_path), out="x", fmt="events"), data) == (None, None)
+    off = TrainJob(data=str(tmp_path), out="x", fmt="movielens", train=TrainConfig(item_features=False))
+    assert item_features(off, data) == (None, None)
+
+
+@pytest.mark.slow
+def test_label_smoothing_changes_what_is_learnt():
+    import pandas as pd
+
+    from model_export.data import build_sequences, loo_split
+    from model_export.train import train_model
+
+    rows = [(f"u{u}", f"i{(u + t) % 40}", t) for u in range(60) for t in range(10)]
+    data = build_sequences(pd.DataFrame(rows, columns=["user_id", "item_id", "ts"]))
+    split = loo_split(data)
+    losses = [train_model(data, split, TrainConfig(max_seq_len=8, hidden=16, max_epochs=15, patience=15, lr=1e-2,
+                                                   progress=False, label_smoothing=ls)).curve[-1]["loss"]
+              for ls in (0.0, 0.3)]
+    # the next item is determined here: plain cross-entropy falls towards 0, a smoothed target keeps a floor
+    assert losses[1] > losses[0] + 0.3, losses
+
+
 def test_bad_train_config():
+    with pytest.raises(ConfigError, match="train.label_smoothing=1.0: Input should be less than 1"):
+        TrainConfig(label_smoothing=1.0)
     with pytest.raises(ConfigError, match="train.dropout=1.0: Input should be less than 1"):
         TrainConfig(dropout=1.0)
     with pytest.raises(ConfigError, match="train.max_seq_len=0: Input should be greater than or equal to 1"):
