@@ -72,10 +72,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def run_variant(name: str, seeds: list[int], out: Path, max_train_seconds: float,
-                data_dir: Path = DATA) -> dict[str, Any]:
+                data_dir: Path = DATA, fmt: str = "movielens", catalog: Path | None = None) -> dict[str, Any]:
     """Train variant ``name`` once per seed; write (and return) the result JSON."""
     cfg = TrainConfig(threads=1, progress=False, max_train_seconds=max_train_seconds).replace(**VARIANTS[name])
-    job = TrainJob(data=str(data_dir), out=str(out.parent), fmt="movielens", train=cfg, seeds=tuple(seeds))
+    job = TrainJob(data=str(data_dir), out=str(out.parent), fmt=fmt, train=cfg, seeds=tuple(seeds),  # type: ignore[arg-type]
+                   catalog=str(catalog) if catalog else None)
     data, split = _load(job)
     features, side_info = item_features(job, data)
     cooc = _choose_cooc(job, data, split, cfg.max_seq_len)
@@ -83,6 +84,7 @@ def run_variant(name: str, seeds: list[int], out: Path, max_train_seconds: float
         "variant": name,
         "command": " ".join(["python", "-m", "perf.model_experiments", *sys.argv[1:]]),
         "config": cfg.model_dump(mode="json"),
+        "data_path": str(data_dir),
         "genres": side_info is not None,
         "item_features": side_info,
         "data": {"users": data.n_users, "items": data.n_items, "events": data.n_events},
@@ -166,7 +168,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="42,43,44", help="comma-separated")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--max-train-seconds", type=float, default=360.0, help="cap per seed")
-    parser.add_argument("--data", type=Path, default=DATA, help="the MovieLens directory (ratings.csv, movies.csv)")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="the MovieLens directory (ratings.csv, movies.csv) or an event log (--format events)")
+    parser.add_argument("--format", choices=["movielens", "events"], default="movielens")
+    parser.add_argument("--catalog", type=Path, default=None,
+                        help="item categories for the side information (streamrec generate --catalog)")
     parser.add_argument("--table", type=Path, nargs="+", help="print a markdown table of these result JSONs")
     args = parser.parse_args(argv)
     if args.table:
@@ -177,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     started = time.perf_counter()
     result = run_variant(args.variant, [int(s) for s in args.seeds.split(",")], args.out, args.max_train_seconds,
-                         args.data)
+                         args.data, args.format, args.catalog)
     summary = result["summary"]
     log.info("%s: blend valid ndcg@10 %.4f ± %.4f, test %.4f ± %.4f (%.0fs)", args.variant,
              summary["blend_valid_ndcg@10"]["mean"], summary["blend_valid_ndcg@10"]["sem"],
