@@ -10,21 +10,27 @@ from pathlib import Path
 
 import numpy as np
 
+from model_export.settings import TrainConfig
 from operators.bundle import load_bundle
 from operators.errors import BundleError
 
 __all__ = ["bench_bundle"]
 
 
-def bench_bundle(root: Path, n_items: int, *, hidden: int = 64, seq_len: int = 200, recent: int = 20,
-                 neighbors: int = 100, n_candidates: int = 100, seed: int = 0) -> Path:
-    """A cached bench bundle of ``n_items`` items (exported once, then reused).
+def bench_bundle(root: Path, n_items: int, *, hidden: int | None = None, n_blocks: int | None = None,
+                 seq_len: int = 200, recent: int = 20, neighbors: int = 100, n_candidates: int = 100,
+                 seed: int = 0) -> Path:
+    """A cached bench bundle of ``n_items`` items (exported once, then reused), of the architecture
+    ``streamrec train`` serves by default (``TrainConfig``'s hidden size and blocks, unless given).
 
     The item table is clustered as a trained one is (the generator's taste clusters: each item its cluster's
     centre plus noise), so that an ANN index over it is measured on realistic geometry, not on random vectors;
     every bench bundle carries the ANN index (served above :data:`operators.scoring.EXACT_MAX_ITEMS`; the
     scaling bench times both paths at every size to find the crossover)."""
-    out = root / f"lru3-{n_items}-d{hidden}-l{seq_len}-n{neighbors}-ann"
+    defaults = TrainConfig()
+    hidden = defaults.hidden if hidden is None else hidden
+    n_blocks = defaults.n_blocks if n_blocks is None else n_blocks
+    out = root / f"lru3-{n_items}-d{hidden}-b{n_blocks}-l{seq_len}-n{neighbors}-ann"
     try:
         load_bundle(out)
         return out
@@ -40,7 +46,7 @@ def bench_bundle(root: Path, n_items: int, *, hidden: int = 64, seq_len: int = 2
     rng = np.random.default_rng(seed)
     from deploy.harness.generator import GeneratorConfig, item_categories
 
-    model = build_model(SASRecConfig(n_items=n_items, max_seq_len=seq_len, hidden=hidden, n_blocks=2,
+    model = build_model(SASRecConfig(n_items=n_items, max_seq_len=seq_len, hidden=hidden, n_blocks=n_blocks,
                                      dropout=0.0, arch="lru")).eval()
     clusters = item_categories(GeneratorConfig(n_items=n_items))
     names = sorted(set(clusters.values()))

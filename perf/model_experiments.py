@@ -35,16 +35,22 @@ SEARCHED = {"hidden": 128, "n_blocks": 1, "dropout": 0.254, "lr": 3.86e-3, "weig
             "max_seq_len": 100, "patience": 10}
 """The best trial of the Optuna search (perf/results/search/search.md), rounded."""
 
+PREVIOUS = {"max_seq_len": 50, "hidden": 64, "n_blocks": 2, "dropout": 0.2, "lr": 2e-3, "weight_decay": 0.0,
+            "item_features": False}
+"""``streamrec train``'s defaults before the search (the ``baseline`` variant)."""
+
 VARIANTS: dict[str, dict[str, Any]] = {
-    "baseline": {"item_features": False},
+    "defaults": {},
+    "baseline": PREVIOUS,
     "searched": {**SEARCHED, "item_features": False},
     "label-smoothing": {**SEARCHED, "label_smoothing": 0.1, "item_features": False},
     "genres": {**SEARCHED, "item_features": True},
     "genres-label-smoothing": {**SEARCHED, "label_smoothing": 0.1, "item_features": True},
     "hidden256": {**SEARCHED, "hidden": 256, "item_features": False},
 }
-"""``TrainConfig`` overrides per variant (``item_features``: the genres of ``movies.csv`` as item side
-information). The ``ensemble`` of a variant is the ``ensemble`` entry of its JSON."""
+"""``TrainConfig`` overrides per variant (``defaults``: none, today's ``streamrec train``; ``item_features``: the
+genres of ``movies.csv`` as item side information). The ``ensemble`` of a variant is the ``ensemble`` entry of
+its JSON."""
 
 KEYS = ("ndcg@10", "recall@10")
 
