@@ -29,7 +29,7 @@ def test_repeat_suppression_forget_user_and_pseudonyms_in_the_job(kafka, trained
     args = ["--bootstrap-servers", kafka.bootstrap, "--bundle", str(trained_bundle), "--checkpoint-dir",
             str(tmp_path / "ck"), "--input-topic", topics["input"], "--output-topic", topics["output"],
             "--dead-letter-topic", topics["dead"], "--top-k", "10", "--group-id", "it-rerank",
-            "--rerank", "repeat_penalty=3", "--rerank", "neighbor_cold_start=0",  # the model's lists
+            "--rerank", "repeat_penalty=10", "--rerank", "neighbor_cold_start=0",  # the model's lists
             "--pseudonymize-users", "--item-rules", str(tmp_path / "rules.json"),
             "--quarantine-topic", topics["quarantine"], "--abuse", "max_events_per_minute=5"]
     events = [("ra", vocab[3], "view"), ("ra", vocab[5], "view"), ("ra", vocab[5], "click"), ("ra", vocab[5], "click"),

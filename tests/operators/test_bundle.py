@@ -28,7 +28,9 @@ def test_trained_bundle_verifies(trained_bundle):
     manifest = bundle.manifest
     assert bundle.version.startswith("lru-")
     assert bundle.recurrent and bundle.step_path.is_file()
-    assert bundle.state_size == manifest["step"]["state_size"] == (2 * 2 + 1) * 32
+    trained = manifest["training"]["config"]
+    assert trained["hidden"] == 32  # the fixture's; blocks are the default's: per block two hidden, plus one
+    assert bundle.state_size == manifest["step"]["state_size"] == (2 * trained["n_blocks"] + 1) * 32
     assert bundle.max_seq_len == 20
     assert bundle.n_items == manifest["model"]["n_items"] > 100
     assert len(manifest["training"]["data_fingerprint"]) == 64
