@@ -155,7 +155,7 @@ def train_model(data: SequenceData, split: LooSplit, cfg: TrainConfig, *,
 
     ``on_eval(epoch, valid_ndcg10)`` is called after every validation (a search prunes there by raising);
     without ``evaluate_test`` the test split is not scored (``test`` is empty: a search never looks at it).
-    ``item_features [V + 1, F]`` (:func:`model_export.data.item_feature_matrix`): item side information, used by
+    ``item_features [V + 1, F]`` (:func:`model_export.pipeline.item_features`): item side information, used by
     the lru when ``cfg.item_features`` (:meth:`LRURec.set_item_features`) and folded into its item table before
     the model is returned, so what is scored, exported and served is a plain item table."""
     torch.manual_seed(cfg.seed)
