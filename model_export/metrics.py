@@ -18,7 +18,7 @@ import numpy as np
 
 from operators.window import excluded_items
 
-__all__ = ["target_ranks", "metrics_from_ranks", "DEFAULT_KS"]
+__all__ = ["target_ranks", "metrics_from_ranks", "spread", "DEFAULT_KS"]
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
 
@@ -56,3 +56,12 @@ def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dic
         out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2), 0.0).mean())
         out[f"mrr@{k}"] = float(np.where(hit, 1.0 / (ranks + 1), 0.0).mean())
     return out
+
+
+def spread(values: Iterable[float]) -> dict[str, float]:
+    """Mean, standard deviation, standard error of the mean, min, max and count of one figure over seeds (or any
+    repeats): how a multi-seed figure is reported (``metrics.json``, ``perf/model_experiments.py``)."""
+    arr = np.asarray(list(values), dtype=np.float64)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return {"mean": float(arr.mean()), "std": std, "sem": std / float(np.sqrt(len(arr))),
+            "min": float(arr.min()), "max": float(arr.max()), "n": len(arr)}

@@ -32,7 +32,7 @@ from model_export.data import (
     loo_split,
 )
 from model_export.export import export_bundle
-from model_export.metrics import DEFAULT_KS, metrics_from_ranks, target_ranks
+from model_export.metrics import DEFAULT_KS, metrics_from_ranks, spread, target_ranks
 from model_export.model import decay_weights, standardize
 from model_export.report import write_report
 from model_export.train import (
@@ -187,14 +187,9 @@ def item_features(job: TrainJob, data: SequenceData) -> tuple[np.ndarray | None,
 
 
 def _spread(runs: list[dict[str, Any]], split: str = "test") -> dict[str, dict[str, float]]:
-    """Mean, standard deviation, standard error of the mean, min and max over the seeds' served models."""
-    out = {}
-    for key in ("recall@10", "ndcg@10", "mrr@10", "recall@5", "ndcg@5"):
-        values = np.array([r[split][key] for r in runs])
-        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        out[key] = {"mean": float(values.mean()), "std": std, "sem": std / float(np.sqrt(len(values))),
-                    "min": float(values.min()), "max": float(values.max()), "n": len(values)}
-    return out
+    """:func:`model_export.metrics.spread` over the seeds' served models, per reported figure."""
+    keys = ("recall@10", "ndcg@10", "mrr@10", "recall@5", "ndcg@5")
+    return {key: spread(r[split][key] for r in runs) for key in keys}
 
 
 def run_training(job: TrainJob, frame: pd.DataFrame | None = None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from model_export.data import LooSplit
+from model_export.metrics import spread
 from model_export.pipeline import TrainJob, _choose_cooc, _load, _metrics, _standardize, choose_blend, item_features
 from model_export.train import TrainConfig, score_sequences, train_model
 
@@ -59,21 +60,15 @@ def _pick(metrics: dict[str, float]) -> dict[str, float]:
     return {k: metrics[k] for k in KEYS}
 
 
-def _mean_sem(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=np.float64)
-    sem = float(arr.std(ddof=1) / np.sqrt(len(arr))) if len(arr) > 1 else 0.0
-    return {"mean": float(arr.mean()), "sem": sem, "n": len(arr)}
-
-
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Mean and standard error over the seeds of every reported figure."""
     out = {}
     for part in ("model", "blend"):
         for split in ("valid", "test"):
             for key in KEYS:
-                out[f"{part}_{split}_{key}"] = _mean_sem([r[part][split][key] for r in runs])
+                out[f"{part}_{split}_{key}"] = spread([r[part][split][key] for r in runs])
     for key in ("beta", "best_epoch", "train_seconds"):
-        out[key] = _mean_sem([r[key] for r in runs])
+        out[key] = spread([r[key] for r in runs])
     return out
 
 

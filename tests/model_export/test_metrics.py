@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from model_export.metrics import metrics_from_ranks, target_ranks
+from model_export.metrics import metrics_from_ranks, spread, target_ranks
 
 
 def test_ranks_exclude_padding_and_history():
@@ -37,3 +37,10 @@ def test_hand_computed_metrics():
 def test_ties_rank_target_first():
     scores = np.array([[0.0, 0.5, 0.5, 0.5]])
     assert target_ranks(scores, np.array([2])).tolist() == [0]
+
+
+def test_spread_reports_the_standard_error_over_repeats_and_none_for_one() -> None:
+    s = spread([0.08, 0.09, 0.1])
+    assert s["mean"] == pytest.approx(0.09) and s["std"] == pytest.approx(0.01)
+    assert s["sem"] == pytest.approx(0.01 / math.sqrt(3)) and (s["min"], s["max"], s["n"]) == (0.08, 0.1, 3)
+    assert spread([0.5])["sem"] == 0.0 and spread([0.5])["n"] == 1
