@@ -1,10 +1,15 @@
 """Baselines on the LOO protocol: most-popular and sequence-aware item-to-item co-occurrence.
 
 Co-occurrence (the strong, cheap baseline of the evaluation protocol, docs/evaluation/protocol.md): two items are
-similar when they occur within ``window`` positions of each other in a user's ordered history, counted symmetrically:
+similar when they occur within ``window`` positions of each other in a user's ordered history, a pair weighted by
+how far apart the two are and by direction (``a`` before ``b`` counts fully towards recommending ``b`` after ``a``;
+the reverse, ``b`` recommending an earlier ``a``, by ``backward``):
 
-    C[a, b] = #{(u, i, j): |i - j| <= window, s_u[i] = a, s_u[j] = b, i != j}
+    C[a, b] = sum over (u, i, j) with s_u[i] = a, s_u[j] = b, 0 < |j - i| <= window of
+              gap_decay ** (|j - i| - 1) * (1 if j > i else backward)
     S[a, b] = C[a, b] / (n_a ** alpha * n_b ** alpha)          (alpha = 0: raw counts)
+
+``gap_decay = backward = 1`` is plain symmetric counting within the window.
 
 and a user's score for item b is  sum_t S[h_t, b] * decay ** (steps back from the newest item).
 Only each item's ``top_n`` strongest neighbours are kept, which is also how the model is served.
@@ -22,7 +27,7 @@ from model_export.data import left_pad
 
 MIN_WEIGHT = 1e-3
 
-__all__ = ["MIN_WEIGHT", "CooccurrenceConfig", "Cooccurrence", "fit_cooccurrence"]
+__all__ = ["MIN_WEIGHT", "CooccurrenceConfig", "Cooccurrence", "fit_cooccurrence", "pair_counts"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,10 @@ class CooccurrenceConfig:
     window: int = 30
     decay: float = 0.7
     alpha: float = 0.0
+    gap_decay: float = 1.0
+    """A pair ``g`` positions apart counts ``gap_decay ** (g - 1)`` (1: every pair in the window alike)."""
+    backward: float = 1.0
+    """Weight of the reverse direction (a later item recommending an earlier one); 1: symmetric."""
     top_n: int = 300
     history: int = 50
     """Only the newest ``history`` items of a user contribute (at most; see :meth:`horizon`)."""
@@ -75,18 +84,43 @@ class Cooccurrence:
         return np.concatenate(out) if out else np.zeros((0, self.n_items + 1), dtype=np.float32)
 
 
-def fit_cooccurrence(train: Sequence[np.ndarray], n_items: int, cfg: CooccurrenceConfig) -> Cooccurrence:
-    """Count co-occurrences within the window, normalise, keep each item's top-N neighbours."""
+def pair_counts(train: Sequence[np.ndarray], n_items: int, cfg: CooccurrenceConfig) -> np.ndarray:
+    """``C [V + 1, V + 1]`` of the module's formula (before normalisation and the top-N cut); it depends only on
+    ``cfg.window``, ``cfg.gap_decay`` and ``cfg.backward``, so a grid shares it across decays and alphas."""
     n = n_items + 1
-    codes = []
+    matrix = np.zeros(n * n, dtype=np.float64)
+    codes: list[np.ndarray] = []
+    weights_of: list[np.ndarray] = []
+    pending = 0
+
+    def flush() -> None:  # counted in chunks: memory stays bounded on long logs and wide windows
+        nonlocal pending
+        if codes:
+            matrix[:] += np.bincount(np.concatenate(codes), weights=np.concatenate(weights_of), minlength=n * n)
+        codes.clear()
+        weights_of.clear()
+        pending = 0
+
     for seq in train:
         seq = np.asarray(seq, dtype=np.int64)
         for gap in range(1, min(cfg.window, len(seq) - 1) + 1):
-            a, b = seq[:-gap], seq[gap:]
-            codes.append(a * n + b)
-            codes.append(b * n + a)
-    flat = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
-    matrix = np.bincount(flat, minlength=n * n).astype(np.float64).reshape(n, n)
+            a, b = seq[:-gap], seq[gap:]  # a comes gap positions before b
+            weight = cfg.gap_decay ** (gap - 1)
+            codes += [a * n + b, b * n + a]
+            weights_of += [np.full(len(a), weight), np.full(len(a), weight * cfg.backward)]
+            pending += 2 * len(a)
+        if pending > 4_000_000:
+            flush()
+    flush()
+    return matrix.reshape(n, n)
+
+
+def fit_cooccurrence(train: Sequence[np.ndarray], n_items: int, cfg: CooccurrenceConfig,
+                     counts: np.ndarray | None = None) -> Cooccurrence:
+    """Count co-occurrences within the window, normalise, keep each item's top-N neighbours. ``counts``:
+    :func:`pair_counts` of the same ``train`` and counting fields, when already computed (not modified)."""
+    n = n_items + 1
+    matrix = pair_counts(train, n_items, cfg) if counts is None else counts.copy()
     np.fill_diagonal(matrix, 0.0)
     if cfg.alpha:
         freq = np.bincount(np.concatenate(list(train)), minlength=n).astype(np.float64)

@@ -44,8 +44,10 @@ def _records(n: int, users: int, items: int, seed: int, t0: int) -> list[tuple[s
 
 
 def run(items: int, events: int, users: int, history: int, micro_batch: int, profile: bool,
-        neighbors: int = 100, settle_gc: bool = True, gap_ms: float = 0.0) -> dict:
-    bundle = load_bundle(bench_bundle(BUNDLES, items, neighbors=neighbors))
+        neighbors: int = 100, settle_gc: bool = True, gap_ms: float = 0.0, hidden: int | None = None,
+        n_blocks: int | None = None) -> dict:
+    path = bench_bundle(BUNDLES, items, neighbors=neighbors, hidden=hidden, n_blocks=n_blocks)
+    bundle = load_bundle(path)
     catalog = {i: frozenset({c}) for i, c in item_categories(GeneratorConfig(n_items=bundle.n_items)).items()}
     core = ServingCore(OnnxModel(bundle, providers=["CPUExecutionProvider"]), top_k=10, history_len=history,
                        input_topic="bench", catalog=catalog)
@@ -103,7 +105,8 @@ def run(items: int, events: int, users: int, history: int, micro_batch: int, pro
         prof.disable()
     wall = (time.perf_counter_ns() - t0 - paused[0]) / events / 1e3
     timing = core.take_timing()
-    out = {"items": items, "neighbors": neighbors, "scoring": core.model.scorer.mode if core.model.scorer else "graph",
+    out = {"bundle": path.name, "items": items, "neighbors": neighbors,
+           "scoring": core.model.scorer.mode if core.model.scorer else "graph",
            "events": events, "lists": lists, "micro_batch": micro_batch, "gap_ms": gap_ms, "wall_us_per_event": wall,
            "per_event_us": {k: round(v, 1) for k, v in timing.items() if k != "events"},
            "state_bytes_mean": float(np.mean([len(v) for v in store.values()])),
@@ -123,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--history", type=int, default=200)
     parser.add_argument("--micro-batch", type=int, default=1)
     parser.add_argument("--neighbors", type=int, default=100, help="co-occurrence neighbours per item")
+    parser.add_argument("--hidden", type=int, default=None, help="bundle width (default: train's)")
+    parser.add_argument("--blocks", type=int, default=None, help="its recurrent blocks (default: streamrec train's)")
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--gap-ms", type=float, default=0.0,
                         help="sleep before each event (not timed): events spaced as a stream below saturation")
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     result = run(args.items, args.events, args.users, args.history, args.micro_batch, args.cprofile, args.neighbors,
-                 settle_gc=not args.no_gc_settle, gap_ms=args.gap_ms)
+                 settle_gc=not args.no_gc_settle, gap_ms=args.gap_ms, hidden=args.hidden, n_blocks=args.blocks)
     print(json.dumps(result, indent=1))
     if result["lists"] != args.events:
         raise SystemExit(f"expected {args.events} lists, got {result['lists']}")

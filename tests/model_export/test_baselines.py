@@ -16,6 +16,26 @@ def test_cooccurrence_counts_pairs_within_the_window_symmetrically():
     assert dense[0].tolist() == [0, 0, 0, 0]
 
 
+def _dense(model, n: int) -> np.ndarray:  # noqa: ANN001
+    dense = np.zeros((n, n))
+    for row in range(n):
+        np.add.at(dense[row], model.neighbors[row], model.weights[row])
+    return dense
+
+
+def test_pairs_weigh_by_distance_and_the_reverse_direction_by_backward():
+    # One user: 1 2 3, window 2. Row a, column b: b recommended after a. 1 -> 2 and 2 -> 3 are one apart
+    # (weight 1), 1 -> 3 two apart (gap_decay); the reverse of each pair is scaled by backward.
+    cfg = CooccurrenceConfig(window=2, decay=0.5, top_n=3, gap_decay=0.5, backward=0.25)
+    dense = _dense(fit_cooccurrence([np.array([1, 2, 3])], 3, cfg), 4)
+    assert dense[1].tolist() == [0, 0, 1, 0.5]
+    assert dense[2].tolist() == [0, 0.25, 0, 1]
+    assert dense[3].tolist() == [0, 0.125, 0.25, 0]
+    # After [1]: 2 (right after 1) outranks 3 (two after).
+    scores = fit_cooccurrence([np.array([1, 2, 3])], 3, cfg).score([np.array([1])])[0]
+    assert scores[2] > scores[3] > 0
+
+
 def test_scores_decay_with_steps_back():
     # Item 4 co-occurs with 1, item 5 with 2. History [1, 2]: 2 is newest (weight 1), 1 is one step back (0.5).
     train = [np.array([1, 4]), np.array([2, 5])]
