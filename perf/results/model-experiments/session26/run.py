@@ -4,7 +4,7 @@ import numpy as np, torch
 from torch.nn import functional as F
 sys.path.insert(0, "/work/main")
 from model_export.pipeline import TrainJob, _choose_cooc, _load, _metrics, _standardize, choose_blend, item_features
-from model_export.train import TrainConfig, score_sequences, evaluate, _full_batches
+from model_export.train import TrainConfig, score_sequences, evaluate, _full_batches, _batches
 from model_export.model import build_model, SASRecConfig
 
 p = argparse.ArgumentParser()
@@ -23,6 +23,7 @@ p.add_argument("--alpha", type=float, default=0.5)
 p.add_argument("--temp", type=float, default=1.0)
 p.add_argument("--save-model", default="")
 p.add_argument("--adamw", type=float, default=0.0)
+p.add_argument("--windows", type=int, default=0)
 p.add_argument("--refit-epochs", type=int, default=0)
 p.add_argument("--save-scores", default="")
 p.add_argument("--out", required=True)
@@ -47,7 +48,7 @@ t0 = time.perf_counter()
 for ep in range(1, 400):
     model.train()
     losses = []
-    for inp, tgt in _full_batches(split.train, a.batch, a.budget, rng):
+    for inp, tgt in (_batches(split.train, a.windows, a.batch, rng) if a.windows else _full_batches(split.train, a.batch, a.budget, rng)):
         inp_t, tgt_t = torch.from_numpy(inp), torch.from_numpy(tgt)
         h = model.encode(inp_t); keep = tgt_t != 0
         lg = model.logits(h[keep]); lg[:, 0] = float("-inf")
