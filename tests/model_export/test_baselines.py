@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model_export.baselines import CooccurrenceConfig, fit_cooccurrence
+from model_export.baselines import CooccurrenceConfig, fit_cooccurrence, pair_counts
 
 
 def test_cooccurrence_counts_pairs_within_the_window_symmetrically():
@@ -60,3 +60,14 @@ def test_top_n_keeps_the_strongest_neighbours():
     train = [np.array([1, 2, 1, 2, 1, 3])]
     model = fit_cooccurrence(train, 3, CooccurrenceConfig(window=1, top_n=1))
     assert model.neighbors[1].tolist() == [2]
+
+
+def test_shared_counts_give_the_same_model_and_stay_untouched():
+    # The training grid counts once per (window, gap_decay, backward) and fits every decay and alpha from it.
+    train = [np.array([1, 2, 3, 1, 4]), np.array([2, 3, 5]), np.array([4, 1, 2])]
+    cfg = CooccurrenceConfig(window=3, alpha=0.5, gap_decay=0.9, backward=0.5, top_n=4)
+    counts = pair_counts(train, 5, cfg)
+    before = counts.copy()
+    shared, alone = fit_cooccurrence(train, 5, cfg, counts), fit_cooccurrence(train, 5, cfg)
+    assert np.array_equal(shared.neighbors, alone.neighbors) and np.array_equal(shared.weights, alone.weights)
+    assert np.array_equal(counts, before)
