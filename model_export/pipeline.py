@@ -12,6 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
+from itertools import groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -126,26 +128,21 @@ def _standardize(x: np.ndarray) -> np.ndarray:
 
 
 def _choose_cooc(job: TrainJob, data: SequenceData, split: LooSplit, history: int) -> dict[str, Any]:
-    best: tuple[float, CooccurrenceConfig] | None = None
-    counts: dict[tuple[int, float, float], np.ndarray] = {}  # shared by the grid's decays and alphas
-    for cfg in sorted(job.cooc_grid, key=lambda c: (c.window, c.gap_decay, c.backward)):
-        cfg = replace(cfg, history=cfg.horizon(history))
-        key = (cfg.window, cfg.gap_decay, cfg.backward)
-        if key not in counts:
-            counts = {key: pair_counts(split.valid_inputs, data.n_items, cfg)}  # one matrix held at a time
-        model = fit_cooccurrence(split.valid_inputs, data.n_items, cfg, counts[key])
-        score = _metrics(model.score(split.valid_inputs), split.valid_targets, split.valid_inputs)["ndcg@10"]
-        if best is None or score > best[0]:
-            best = (score, cfg)
+    best: tuple[float, CooccurrenceConfig, np.ndarray] | None = None
+    counting = attrgetter("window", "gap_decay", "backward")  # the pair counts depend on these only
+    for _, group in groupby(sorted(job.cooc_grid, key=counting), key=counting):
+        configs = list(group)
+        counts = pair_counts(split.valid_inputs, data.n_items, configs[0])  # shared by the group's decays and alphas
+        for cfg in configs:
+            cfg = replace(cfg, history=cfg.horizon(history))
+            scores = fit_cooccurrence(split.valid_inputs, data.n_items, cfg, counts).score(split.valid_inputs)
+            score = _metrics(scores, split.valid_targets, split.valid_inputs)["ndcg@10"]
+            if best is None or score > best[0]:
+                best = (score, cfg, scores)
     assert best is not None
-    cfg = best[1]
-    valid_model = fit_cooccurrence(split.valid_inputs, data.n_items, cfg)
+    _, cfg, valid_scores = best
     test_model = fit_cooccurrence(split.test_inputs, data.n_items, cfg)
-    return {
-        "config": cfg,
-        "valid_scores": valid_model.score(split.valid_inputs),
-        "test_scores": test_model.score(split.test_inputs),
-    }
+    return {"config": cfg, "valid_scores": valid_scores, "test_scores": test_model.score(split.test_inputs)}
 
 
 def _run_seed(

@@ -54,7 +54,8 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory, world_events: list[
             archs=("lru",),
             seeds=(42,),
             train=TrainConfig(max_seq_len=20, hidden=32, max_epochs=12, patience=3, lr=1e-3, progress=False),
-            cooc_grid=(CooccurrenceConfig(window=5, decay=0.7, alpha=0.5, top_n=50),),
+            # distance- and direction-weighted, as streamrec train picks it: every integration test serves it
+            cooc_grid=(CooccurrenceConfig(window=5, decay=0.7, alpha=0.5, gap_decay=0.9, backward=0.5, top_n=50),),
             betas=(0.3, 0.6),  # always blended, so the co-occurrence inputs of the graphs are exercised
         )
     )
