@@ -29,7 +29,6 @@ enc = []
 for u, s in zip(data.user_ids, data.sequences):
     t = g[u]; assert len(t) == len(s)
     gap = np.diff(t, prepend=t[0])
-    b = 3 + np.searchsorted(EDGES, gap, side="left")  # 0 -> 3 (same second)? searchsorted left: gap 0 -> 0
     b = np.where(gap == 0, 2, 3 + np.searchsorted(EDGES[1:], gap, side="right"))
     b[0] = 1
     if not a.gaps:

@@ -1,11 +1,12 @@
-"""Residual training: the LRU learns on top of the co-occurrence prior (logits + lam * z(cooc) in the loss)."""
+"""Residual training: the LRU learns on top of the co-occurrence prior (logits + lam * z(cooc) in the loss).
+
+ml-latest-small by default; the generated log: --data events.jsonl --fmt events --catalog catalog.csv."""
 import argparse, copy, json, sys, time
-from dataclasses import replace
 import numpy as np, torch
 from torch.nn import functional as F
 sys.path.insert(0, "/work/main")
 from model_export.pipeline import TrainJob, _load, _metrics, _standardize, choose_blend, item_features
-from model_export.baselines import CooccurrenceConfig, fit_cooccurrence
+from model_export.baselines import fit_cooccurrence
 from model_export.train import score_sequences, _full_batches
 from model_export.model import build_model, SASRecConfig, standardize
 
@@ -15,29 +16,38 @@ p.add_argument("--lam", type=float, default=1.0)
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--max-seconds", type=float, default=1200)
 p.add_argument("--folds", type=int, default=5)
-p.add_argument("--stop", default="blend")
+p.add_argument("--stop", default="blend", choices=("blend", "model", "additive"))
+p.add_argument("--data", default="/work/shared/data/ml-latest-small")
+p.add_argument("--fmt", default="movielens")
+p.add_argument("--catalog", default=None, help="item categories (MovieLens: its movies.csv when omitted)")
 p.add_argument("--out", required=True)
 a = p.parse_args()
 torch.manual_seed(a.seed); torch.set_num_threads(a.threads)
 rng = np.random.default_rng(a.seed)
-job = TrainJob(data="/work/shared/data/ml-latest-small", out="/tmp/exp", fmt="movielens")
+job = TrainJob(data=a.data, out="/tmp/exp", fmt=a.fmt, catalog=a.catalog)
 data, split = _load(job)
 feats, _ = item_features(job, data)
-cfg = CooccurrenceConfig(window=100, decay=0.7, alpha=0.5, gap_decay=0.95, backward=0.5, history=20)
-co = fit_cooccurrence(split.valid_inputs, data.n_items, cfg)
+import hashlib, os, pickle
+from model_export.pipeline import _choose_cooc  # the co-occurrence streamrec train picks on validation
+cache = f"/tmp/exp/cooc-{hashlib.sha1(a.data.encode()).hexdigest()[:8]}.pkl"
+if not os.path.exists(cache):
+    c = _choose_cooc(job, data, split, 100)
+    pickle.dump(c, open(cache, "wb"))
+cchosen = pickle.load(open(cache, "rb"))
+cfg = cchosen["config"]
+print("cooc", cfg, flush=True)
 n1 = data.n_items + 1
-S = torch.zeros(n1, n1)
-S.scatter_add_(1, torch.from_numpy(co.neighbors), torch.from_numpy(co.weights))
-S[:, 0] = 0
 decay = cfg.decay
-cz = np.load("/tmp/exp/cooc_best2.npz"); cooc = {"valid_scores": cz["valid"], "test_scores": cz["test"]}
-zc_valid, zc_test = _standardize(cz["valid"]), _standardize(cz["test"])
+cooc = {"valid_scores": cchosen["valid_scores"], "test_scores": cchosen["test_scores"]}
+zc_valid, zc_test = _standardize(cooc["valid_scores"]), _standardize(cooc["test_scores"])
 
 def dense(co):
     M = torch.zeros(n1, n1)
     M.scatter_add_(1, torch.from_numpy(co.neighbors), torch.from_numpy(co.weights))
     M[:, 0] = 0
     return M
+
+S = dense(fit_cooccurrence(split.valid_inputs, data.n_items, cfg))  # in-sample prior (--folds 1)
 
 def prior(inp, S=S):  # [B, L] -> z-scored co-occurrence scores after each position [B, L, V+1]
     E = S[inp]  # [B, L, V+1]
@@ -83,6 +93,8 @@ opt = torch.optim.Adam(model.parameters(), lr=3.86e-3, weight_decay=1.76e-7)
 p_stop = a.stop
 def val():
     vs = score_sequences(model, split.valid_inputs)
+    if p_stop == "model":
+        return _metrics(vs, split.valid_targets, split.valid_inputs)["ndcg@10"]
     if p_stop == "additive":
         return _metrics(vs + a.lam * zc_valid, split.valid_targets, split.valid_inputs)["ndcg@10"]
     zv = _standardize(vs)
